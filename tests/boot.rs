@@ -1,0 +1,94 @@
+//! Boots the real guest kernel and initramfs on /dev/kvm.
+
+use memtide_tests::{boot_lock, guest_images, kvm_available, run_memtide, BOOT_DEADLINE};
+
+const READY: &str = "memtide-init: ready uptime=";
+
+fn boot(extra: &[&str]) -> memtide_tests::Finished {
+    let (kernel, initramfs) = guest_images();
+    let kernel = kernel.to_str().expect("utf-8 path").to_string();
+    let initramfs = initramfs.to_str().expect("utf-8 path").to_string();
+    let mut args = vec!["run", "--kernel", &kernel, "--initramfs", &initramfs];
+    args.extend_from_slice(extra);
+    run_memtide(&args, BOOT_DEADLINE)
+}
+
+#[test]
+fn boots_to_user_space_runs_a_command_and_exits_zero() {
+    if !kvm_available() {
+        return;
+    }
+    let _guard = boot_lock();
+    let r = boot(&["--memory-mib", "128", "--cmd", "cat /proc/meminfo"]);
+    assert!(
+        r.status.success(),
+        "exit {}: stderr:\n{}\nconsole:\n{}",
+        r.status,
+        r.stderr,
+        r.stdout
+    );
+    assert!(r.stdout.contains(READY), "no ready line:\n{}", r.stdout);
+    let total_kib: u64 = r
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no MemTotal in console:\n{}", r.stdout));
+    // The guest sees most of its 128 MiB (the kernel keeps some for itself).
+    assert!(
+        (90 * 1024..=128 * 1024).contains(&total_kib),
+        "MemTotal {total_kib} kB is not about 128 MiB"
+    );
+    assert!(r
+        .stdout
+        .contains("memtide-init: command exited with status 0"));
+    eprintln!("boot + command took {:?}", r.elapsed);
+}
+
+#[test]
+fn two_vcpus_are_both_online_in_the_guest() {
+    if !kvm_available() {
+        return;
+    }
+    let _guard = boot_lock();
+    let r = boot(&[
+        "--vcpus",
+        "2",
+        "--memory-mib",
+        "128",
+        "--cmd",
+        "echo cpus=$(grep -c ^processor /proc/cpuinfo)",
+    ]);
+    assert!(
+        r.status.success(),
+        "exit {}: {}\n{}",
+        r.status,
+        r.stderr,
+        r.stdout
+    );
+    assert!(r.stdout.contains("cpus=2"), "console:\n{}", r.stdout);
+}
+
+#[test]
+fn a_guest_kernel_panic_ends_memtide_with_an_error() {
+    if !kvm_available() {
+        return;
+    }
+    let _guard = boot_lock();
+    // No init in the initramfs at that path and no root device: the kernel
+    // panics with "No working init found".
+    let r = boot(&[
+        "--memory-mib",
+        "64",
+        "--append",
+        "rdinit=/nonexistent init=/nonexistent",
+    ]);
+    assert_eq!(
+        r.status.code(),
+        Some(1),
+        "stderr:\n{}\nconsole:\n{}",
+        r.stderr,
+        r.stdout
+    );
+    assert!(r.stderr.contains("panicked"), "stderr:\n{}", r.stderr);
+}

@@ -1,0 +1,129 @@
+//! Helpers shared by memtide's integration tests: finding the binary and
+//! the guest images, booting a guest with a deadline, and serializing boots
+//! (the CI host has two cores; one guest at a time keeps timings sane).
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+static BOOT_LOCK: Mutex<()> = Mutex::new(());
+
+/// Serializes guest boots within one test binary.
+pub fn boot_lock() -> MutexGuard<'static, ()> {
+    BOOT_LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Whether /dev/kvm exists; tests that boot guests skip (loudly) without it.
+pub fn kvm_available() -> bool {
+    if std::path::Path::new("/dev/kvm").exists() {
+        return true;
+    }
+    eprintln!("\n!!! SKIPPING: /dev/kvm is absent on this host; no guest was booted !!!\n");
+    false
+}
+
+/// The `memtide` binary: `$MEMTIDE_BIN`, else next to this test's target dir.
+pub fn memtide_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("MEMTIDE_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>/memtide
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile> directory");
+    let bin = profile_dir.join("memtide");
+    assert!(
+        bin.exists(),
+        "memtide binary not found at {}; build it first (cargo build -p memtide, same profile) \
+         or set MEMTIDE_BIN",
+        bin.display()
+    );
+    bin
+}
+
+/// The image cache directory, as memtide computes it.
+pub fn cache_dir() -> PathBuf {
+    match std::env::var_os("MEMTIDE_CACHE") {
+        Some(d) if !d.is_empty() => PathBuf::from(d),
+        _ => PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/memtide"),
+    }
+}
+
+/// Asserts that the guest images exist and returns (kernel, initramfs).
+pub fn guest_images() -> (PathBuf, PathBuf) {
+    let dir = cache_dir();
+    let kernel = dir.join("vmlinux");
+    let initramfs = dir.join("initramfs.cpio");
+    for p in [&kernel, &initramfs] {
+        assert!(
+            p.exists(),
+            "{} is missing: run `cargo xtask images` first",
+            p.display()
+        );
+    }
+    (kernel, initramfs)
+}
+
+/// What a finished `memtide` process printed and how it ended.
+#[derive(Debug)]
+pub struct Finished {
+    /// Exit status.
+    pub status: ExitStatus,
+    /// Everything on stdout (the guest console).
+    pub stdout: String,
+    /// Everything on stderr (memtide's messages).
+    pub stderr: String,
+    /// Wall time.
+    pub elapsed: Duration,
+}
+
+/// Runs `memtide` with `args`, killing it after `deadline`.
+pub fn run_memtide(args: &[&str], deadline: Duration) -> Finished {
+    let start = Instant::now();
+    let mut child = Command::new(memtide_bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn memtide");
+    let mut out = child.stdout.take().expect("stdout");
+    let mut err = child.stderr.take().expect("stderr");
+    let out_reader = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = out.read_to_end(&mut s);
+        String::from_utf8_lossy(&s).into_owned()
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = err.read_to_end(&mut s);
+        String::from_utf8_lossy(&s).into_owned()
+    });
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if start.elapsed() > deadline {
+            let _ = child.kill();
+            let status = child.wait().expect("wait after kill");
+            let stdout = out_reader.join().unwrap_or_default();
+            panic!(
+                "memtide {args:?} did not finish within {deadline:?} ({status}); console so far:\n{stdout}"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    Finished {
+        status,
+        stdout: out_reader.join().unwrap_or_default(),
+        stderr: err_reader.join().unwrap_or_default(),
+        elapsed: start.elapsed(),
+    }
+}
+
+/// Deadline for one guest boot on the slow nested CI host.
+pub const BOOT_DEADLINE: Duration = Duration::from_secs(180);

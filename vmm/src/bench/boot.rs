@@ -1,0 +1,196 @@
+//! `memtide bench boot`: time from `memtide run` starting to the guest
+//! init's ready line, over several boots.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use super::stats::{median, min_max};
+use crate::cli::{BootBenchArgs, RunArgs};
+use crate::host::HostInfo;
+
+/// The marker the guest init prints once user space is up.
+pub const READY_MARKER: &str = "memtide-init: ready";
+
+/// Errors from the boot benchmark.
+#[derive(Debug, thiserror::Error)]
+pub enum BootBenchError {
+    /// The benchmark could not start `memtide run`.
+    #[error("cannot start `memtide run`: {0}")]
+    Spawn(std::io::Error),
+    /// A guest never printed the ready line.
+    #[error("run {run}: the guest never printed {READY_MARKER:?} (exit status {status})")]
+    NeverReady {
+        /// Run number (1-based).
+        run: u32,
+        /// How `memtide run` ended.
+        status: std::process::ExitStatus,
+    },
+    /// A guest did not stop cleanly.
+    #[error("run {run}: `memtide run` exited with {status}")]
+    BadExit {
+        /// Run number (1-based).
+        run: u32,
+        /// How it ended.
+        status: std::process::ExitStatus,
+    },
+    /// Zero runs requested.
+    #[error("--runs must be at least 1")]
+    NoRuns,
+}
+
+/// One timed boot.
+#[derive(Debug, Clone, Copy)]
+pub struct BootSample {
+    /// Seconds from spawning `memtide run` to the ready line.
+    pub to_ready_s: f64,
+    /// The guest's own uptime at the ready line, if printed.
+    pub guest_uptime_s: Option<f64>,
+}
+
+/// Rebuilds the `memtide run` argument list from parsed options.
+pub fn run_argv(args: &RunArgs) -> Vec<String> {
+    let mut v = vec!["run".to_string()];
+    let mut opt = |flag: &str, value: Option<String>| {
+        if let Some(value) = value {
+            v.push(flag.to_string());
+            v.push(value);
+        }
+    };
+    opt(
+        "--kernel",
+        args.kernel.as_ref().map(|p| p.display().to_string()),
+    );
+    opt(
+        "--initramfs",
+        args.initramfs.as_ref().map(|p| p.display().to_string()),
+    );
+    opt("--vcpus", Some(args.vcpus.to_string()));
+    opt("--memory-mib", Some(args.memory_mib.to_string()));
+    opt("--cmdline", args.cmdline.clone());
+    opt("--append", args.append.clone());
+    opt("--cmd", args.cmd.clone());
+    if args.no_initramfs {
+        v.push("--no-initramfs".into());
+    }
+    if args.no_compat {
+        v.push("--no-compat".into());
+    }
+    v
+}
+
+/// Parses the uptime out of `memtide-init: ready uptime=1.23s`.
+pub fn parse_ready_uptime(line: &str) -> Option<f64> {
+    let rest = line.split("uptime=").nth(1)?;
+    rest.trim().trim_end_matches('s').parse().ok()
+}
+
+/// Boots one guest and times it.
+pub fn time_one_boot(args: &RunArgs, run: u32) -> Result<BootSample, BootBenchError> {
+    let exe = std::env::current_exe().map_err(BootBenchError::Spawn)?;
+    let start = Instant::now();
+    let mut child = Command::new(exe)
+        .args(run_argv(args))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(BootBenchError::Spawn)?;
+    let mut sample = None;
+    if let Some(out) = child.stdout.take() {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if sample.is_none() && line.contains(READY_MARKER) {
+                sample = Some(BootSample {
+                    to_ready_s: start.elapsed().as_secs_f64(),
+                    guest_uptime_s: parse_ready_uptime(&line),
+                });
+            }
+        }
+    }
+    let status = child.wait().map_err(BootBenchError::Spawn)?;
+    let sample = sample.ok_or(BootBenchError::NeverReady { run, status })?;
+    if !status.success() {
+        return Err(BootBenchError::BadExit { run, status });
+    }
+    Ok(sample)
+}
+
+/// Runs the benchmark and prints its report.
+pub fn run(args: &BootBenchArgs) -> Result<(), BootBenchError> {
+    if args.runs == 0 {
+        return Err(BootBenchError::NoRuns);
+    }
+    let host = HostInfo::detect();
+    println!(
+        "memtide bench boot: {} runs, {} vCPU, {} MiB",
+        args.runs, args.vm.vcpus, args.vm.memory_mib
+    );
+    println!("host: {host}");
+    let mut samples = Vec::new();
+    for run in 1..=args.runs {
+        let s = time_one_boot(&args.vm, run)?;
+        let uptime = s
+            .guest_uptime_s
+            .map_or_else(|| "?".to_string(), |u| format!("{u:.2} s"));
+        println!(
+            "  run {run}/{}: {:.3} s to ready line (guest uptime {uptime})",
+            args.runs, s.to_ready_s
+        );
+        samples.push(s);
+    }
+    let to_ready: Vec<f64> = samples.iter().map(|s| s.to_ready_s).collect();
+    let uptimes: Vec<f64> = samples.iter().filter_map(|s| s.guest_uptime_s).collect();
+    if let (Some(med), Some((lo, hi))) = (median(&to_ready), min_max(&to_ready)) {
+        println!(
+            "boot to ready line: median {med:.3} s (min {lo:.3}, max {hi:.3}, n={})",
+            to_ready.len()
+        );
+    }
+    if let Some(med) = median(&uptimes) {
+        println!("guest uptime at ready line: median {med:.3} s");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn parses_the_ready_line() {
+        assert_eq!(
+            parse_ready_uptime("memtide-init: ready uptime=3.25s"),
+            Some(3.25)
+        );
+        assert_eq!(parse_ready_uptime("memtide-init: ready"), None);
+    }
+
+    #[test]
+    fn argv_round_trips_through_the_parser() {
+        let cli = crate::cli::Cli::try_parse_from([
+            "memtide",
+            "run",
+            "--vcpus",
+            "2",
+            "--memory-mib",
+            "128",
+            "--cmd",
+            "uname -a",
+            "--no-compat",
+        ])
+        .expect("parse");
+        let crate::cli::Command::Run(args) = cli.command else {
+            panic!("not run");
+        };
+        let mut argv = vec!["memtide".to_string()];
+        argv.extend(run_argv(&args));
+        let again = crate::cli::Cli::try_parse_from(argv).expect("reparse");
+        let crate::cli::Command::Run(back) = again.command else {
+            panic!("not run");
+        };
+        assert_eq!((back.vcpus, back.memory_mib), (2, 128));
+        assert_eq!(back.cmd.as_deref(), Some("uname -a"));
+        assert!(back.no_compat);
+    }
+}

@@ -1,0 +1,4 @@
+//! Benchmarks that print figures (never pass/fail on timing).
+
+pub mod boot;
+pub mod stats;

@@ -1,0 +1,100 @@
+//! The `memtide` command line.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// memtide: a dynamic-memory hypervisor for Linux guests on KVM.
+#[derive(Debug, Parser)]
+#[command(
+    name = "memtide",
+    version,
+    about = "A dynamic-memory hypervisor for Linux guests on KVM",
+    long_about = "memtide boots unmodified Linux guests on /dev/kvm and (in later \
+releases) grows and shrinks their memory with ACPI hot-add and virtio-balloon.\n\n\
+With no options, `memtide run` boots the kernel and initramfs that \
+`cargo xtask images` cached in $MEMTIDE_CACHE (default ~/.cache/memtide) \
+with 1 vCPU and 256 MiB.\n\nEnvironment: MEMTIDE_CACHE (image cache), \
+MEMTIDE_LOG (error, warn, info, debug, trace; default warn)."
+)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Top-level subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Boot a guest; its serial console is this terminal. The process ends
+    /// with the guest: exit 0 when the guest powers off or reboots, 1 when it
+    /// panics or a vCPU fails.
+    Run(RunArgs),
+    /// Measure memtide and print figures with a description of the host.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+/// Options of `memtide run` (and of every benchmark that boots a guest).
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Guest kernel: an uncompressed ELF vmlinux (fastest) or a bzImage.
+    /// Default: $MEMTIDE_CACHE/vmlinux.
+    #[arg(long, value_name = "PATH")]
+    pub kernel: Option<PathBuf>,
+
+    /// Initramfs (cpio, uncompressed or compressed as the kernel supports).
+    /// Default: $MEMTIDE_CACHE/initramfs.cpio.
+    #[arg(long, value_name = "PATH", conflicts_with = "no_initramfs")]
+    pub initramfs: Option<PathBuf>,
+
+    /// Boot without an initramfs.
+    #[arg(long)]
+    pub no_initramfs: bool,
+
+    /// Number of vCPUs (1-32).
+    #[arg(long, short = 'c', default_value_t = 1, value_name = "N")]
+    pub vcpus: u8,
+
+    /// Guest RAM in MiB.
+    #[arg(long, short = 'm', default_value_t = 256, value_name = "MIB")]
+    pub memory_mib: u64,
+
+    /// Replace memtide's base kernel command line.
+    #[arg(long, value_name = "ARGS")]
+    pub cmdline: Option<String>,
+
+    /// Extra kernel command-line arguments, appended after memtide's.
+    #[arg(long, value_name = "ARGS")]
+    pub append: Option<String>,
+
+    /// A shell command for the memtide guest init to run after boot
+    /// (through /bin/sh -c); the guest powers off when it ends.
+    #[arg(long, value_name = "COMMAND")]
+    pub cmd: Option<String>,
+
+    /// Do not add the guest options a nested (kvm_pvm) host needs, even
+    /// when such a host is detected.
+    #[arg(long)]
+    pub no_compat: bool,
+}
+
+/// Benchmarks.
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Time from process start to the guest init's ready line, over several
+    /// boots; prints each run, the median and the host.
+    Boot(BootBenchArgs),
+}
+
+/// Options of `memtide bench boot`.
+#[derive(Debug, Args)]
+pub struct BootBenchArgs {
+    /// Number of boots to time.
+    #[arg(long, default_value_t = 5)]
+    pub runs: u32,
+
+    /// How the guests are booted.
+    #[command(flatten)]
+    pub vm: RunArgs,
+}

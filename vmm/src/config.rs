@@ -1,0 +1,147 @@
+//! A validated VM configuration built from the command line.
+
+use std::path::PathBuf;
+
+use crate::boot::mptable::MAX_VCPUS;
+use crate::cli::RunArgs;
+use crate::compat::HostKvm;
+use crate::kernel_cmdline::{CmdlineError, KernelCmdline, BASE_CMDLINE};
+
+/// Smallest guest RAM accepted, in MiB.
+pub const MIN_MEMORY_MIB: u64 = 16;
+/// Largest guest RAM accepted, in MiB (1 TiB).
+pub const MAX_MEMORY_MIB: u64 = 1 << 20;
+
+/// Errors in the VM configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// vCPU count out of range.
+    #[error("--vcpus {0}: must be between 1 and {MAX_VCPUS}")]
+    VcpuCount(u8),
+    /// Memory out of range.
+    #[error("--memory-mib {0}: must be between {MIN_MEMORY_MIB} and {MAX_MEMORY_MIB}")]
+    MemorySize(u64),
+    /// A bad command line.
+    #[error("kernel command line: {0}")]
+    Cmdline(#[from] CmdlineError),
+    /// No default image location.
+    #[error("neither $MEMTIDE_CACHE nor $HOME is set; pass --kernel and --initramfs")]
+    NoCacheDir,
+}
+
+/// Everything needed to build and boot one VM.
+#[derive(Debug, Clone)]
+pub struct VmConfig {
+    /// Kernel image path.
+    pub kernel: PathBuf,
+    /// Initramfs path, if any.
+    pub initramfs: Option<PathBuf>,
+    /// vCPU count.
+    pub vcpus: u8,
+    /// Guest RAM in MiB.
+    pub memory_mib: u64,
+    /// The complete kernel command line.
+    pub cmdline: KernelCmdline,
+}
+
+/// The image cache: `$MEMTIDE_CACHE`, else `~/.cache/memtide`.
+pub fn cache_dir() -> Result<PathBuf, ConfigError> {
+    if let Some(dir) = std::env::var_os("MEMTIDE_CACHE").filter(|v| !v.is_empty()) {
+        return Ok(PathBuf::from(dir));
+    }
+    std::env::var_os("HOME")
+        .filter(|v| !v.is_empty())
+        .map(|home| PathBuf::from(home).join(".cache").join("memtide"))
+        .ok_or(ConfigError::NoCacheDir)
+}
+
+impl VmConfig {
+    /// Validates `args` for a host of kind `host`.
+    pub fn from_args(args: &RunArgs, host: HostKvm) -> Result<Self, ConfigError> {
+        if args.vcpus == 0 || args.vcpus > MAX_VCPUS {
+            return Err(ConfigError::VcpuCount(args.vcpus));
+        }
+        if !(MIN_MEMORY_MIB..=MAX_MEMORY_MIB).contains(&args.memory_mib) {
+            return Err(ConfigError::MemorySize(args.memory_mib));
+        }
+        let kernel = match &args.kernel {
+            Some(p) => p.clone(),
+            None => cache_dir()?.join("vmlinux"),
+        };
+        let initramfs = match (&args.initramfs, args.no_initramfs) {
+            (_, true) => None,
+            (Some(p), false) => Some(p.clone()),
+            (None, false) => Some(cache_dir()?.join("initramfs.cpio")),
+        };
+        let mut cmdline = KernelCmdline::new(args.cmdline.as_deref().unwrap_or(BASE_CMDLINE))?;
+        if !args.no_compat {
+            if let Some(extra) = host.guest_cmdline() {
+                cmdline.push(extra)?;
+            }
+        }
+        if let Some(extra) = &args.append {
+            cmdline.push(extra)?;
+        }
+        if let Some(cmd) = &args.cmd {
+            cmdline.push_guest_command(cmd)?;
+        }
+        Ok(Self {
+            kernel,
+            initramfs,
+            vcpus: args.vcpus,
+            memory_mib: args.memory_mib,
+            cmdline,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn args(extra: &[&str]) -> RunArgs {
+        let mut argv = vec!["memtide", "run", "--kernel", "/k", "--initramfs", "/i"];
+        argv.extend_from_slice(extra);
+        match crate::cli::Cli::try_parse_from(argv)
+            .expect("parse")
+            .command
+        {
+            crate::cli::Command::Run(a) => a,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_are_one_vcpu_and_256_mib() {
+        let c = VmConfig::from_args(&args(&[]), HostKvm::Hardware).expect("valid");
+        assert_eq!((c.vcpus, c.memory_mib), (1, 256));
+        assert_eq!(c.cmdline.as_str(), BASE_CMDLINE);
+    }
+
+    #[test]
+    fn nested_host_adds_options_unless_disabled() {
+        let c = VmConfig::from_args(&args(&["--cmd", "true"]), HostKvm::NestedPvm).expect("ok");
+        assert!(c.cmdline.as_str().contains("noxsave"));
+        assert!(c.cmdline.as_str().ends_with("memtide.cmd=\"true\""));
+        let c = VmConfig::from_args(&args(&["--no-compat"]), HostKvm::NestedPvm).expect("ok");
+        assert!(!c.cmdline.as_str().contains("noxsave"));
+    }
+
+    #[test]
+    fn out_of_range_values_are_refused() {
+        assert!(matches!(
+            VmConfig::from_args(&args(&["--vcpus", "0"]), HostKvm::Hardware),
+            Err(ConfigError::VcpuCount(0))
+        ));
+        assert!(matches!(
+            VmConfig::from_args(&args(&["--memory-mib", "8"]), HostKvm::Hardware),
+            Err(ConfigError::MemorySize(8))
+        ));
+    }
+
+    #[test]
+    fn unknown_flags_are_a_parse_error() {
+        assert!(crate::cli::Cli::try_parse_from(["memtide", "run", "--bogus"]).is_err());
+    }
+}

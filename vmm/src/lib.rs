@@ -1,0 +1,19 @@
+//! memtide: a user-space VMM on Linux KVM that boots unmodified Linux guests
+//! and (in later releases) gives them memory dynamically.
+//!
+//! The crate is a library so the integration tests and benchmarks can reuse
+//! its pieces; the `memtide` binary in `main.rs` is a thin CLI over it.
+
+pub mod bench;
+pub mod boot;
+pub mod cli;
+pub mod compat;
+pub mod config;
+pub mod host;
+pub mod kernel_cmdline;
+pub mod layout;
+pub mod logger;
+pub mod memory;
+pub mod outcome;
+pub mod vcpu;
+pub mod vm;

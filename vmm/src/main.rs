@@ -1,0 +1,57 @@
+//! The `memtide` binary: parses the command line and runs the subcommand.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use memtide::cli::{BenchCommand, Cli, Command};
+use memtide::compat::HostKvm;
+use memtide::config::VmConfig;
+use memtide::outcome::VmOutcome;
+use memtide::{bench, logger, vm};
+
+fn main() -> ExitCode {
+    logger::init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run(args) => {
+            let host = HostKvm::detect();
+            let config = match VmConfig::from_args(&args, host) {
+                Ok(c) => c,
+                Err(e) => return fail(&e),
+            };
+            run(&config)
+        }
+        Command::Bench(BenchCommand::Boot(args)) => match bench::boot::run(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(&e),
+        },
+    }
+}
+
+fn run(config: &VmConfig) -> ExitCode {
+    let report = match vm::run(config) {
+        Ok(r) => r,
+        Err(e) => return fail(&e),
+    };
+    if report.panicked {
+        eprintln!("memtide: the guest kernel panicked (see its console output above)");
+        return ExitCode::from(1);
+    }
+    match report.outcome {
+        VmOutcome::Reset | VmOutcome::PowerOff => ExitCode::SUCCESS,
+        VmOutcome::TripleFault { vcpu } => {
+            eprintln!("memtide: vCPU {vcpu} triple-faulted; the guest crashed");
+            ExitCode::from(1)
+        }
+        VmOutcome::VcpuFailed { vcpu, error } => {
+            eprintln!("memtide: vCPU {vcpu} stopped: {error}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn fail(e: &dyn std::error::Error) -> ExitCode {
+    eprintln!("memtide: error: {e}");
+    ExitCode::from(2)
+}

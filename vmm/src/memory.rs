@@ -1,0 +1,120 @@
+//! Guest RAM: anonymous host mappings registered as KVM memory slots.
+
+use kvm_bindings::kvm_userspace_memory_region;
+use kvm_ioctls::VmFd;
+use vm_memory::{GuestMemoryBackend, GuestMemoryRegion, MemoryRegionAddress};
+
+use crate::layout;
+
+/// The guest's RAM as the VMM sees it.
+pub type GuestMemoryMmap = vm_memory::GuestMemoryMmap<()>;
+
+/// Errors from creating or registering guest RAM.
+#[derive(Debug, thiserror::Error)]
+pub enum MemoryError {
+    /// The host could not map the requested RAM.
+    #[error("cannot allocate {mib} MiB of guest RAM: {source}")]
+    Allocate {
+        /// Requested size.
+        mib: u64,
+        /// Why the mapping failed.
+        source: vm_memory::mmap::FromRangesError,
+    },
+    /// A size that does not fit the host's address type.
+    #[error("guest RAM size {0} bytes is too large for this host")]
+    TooLarge(u64),
+    /// A region without a host mapping (never happens for mmap-backed RAM).
+    #[error("guest RAM region at {0:#x} has no host mapping")]
+    NoHostMapping(u64),
+    /// KVM refused the memory slot.
+    #[error("KVM rejected memory slot {slot}: {source}")]
+    SetSlot {
+        /// The slot number.
+        slot: u32,
+        /// The KVM error.
+        source: kvm_ioctls::Error,
+    },
+}
+
+/// Maps `ram_mib` MiB of anonymous memory laid out by [`layout::ram_regions`].
+pub fn create_guest_memory(ram_mib: u64) -> Result<GuestMemoryMmap, MemoryError> {
+    let bytes = ram_mib << 20;
+    let ranges = layout::ram_regions(bytes)
+        .into_iter()
+        .map(|(addr, len)| {
+            usize::try_from(len)
+                .map(|len| (addr, len))
+                .map_err(|_| MemoryError::TooLarge(bytes))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    GuestMemoryMmap::from_ranges(&ranges).map_err(|source| MemoryError::Allocate {
+        mib: ram_mib,
+        source,
+    })
+}
+
+/// Asks the host to back guest RAM with transparent huge pages where it
+/// can (as QEMU does). Fewer, larger host pages make the host's second-level
+/// (or shadow) page tables smaller and guest page faults rarer; on hosts
+/// whose THP mode is `madvise` this is the difference between 4 KiB and
+/// 2 MiB backing. Failure is harmless and only logged.
+pub fn advise_huge_pages(mem: &GuestMemoryMmap) {
+    for region in mem.iter() {
+        let Ok(host) = region.get_host_address(MemoryRegionAddress(0)) else {
+            continue;
+        };
+        let Ok(len) = usize::try_from(region.len()) else {
+            continue;
+        };
+        // SAFETY: the range is exactly one mapping owned by `mem`;
+        // MADV_HUGEPAGE only changes how the kernel backs it, never its
+        // contents or validity.
+        let rc = unsafe { libc::madvise(host.cast(), len, libc::MADV_HUGEPAGE) };
+        if rc != 0 {
+            log::info!(
+                "madvise(MADV_HUGEPAGE) on guest RAM failed: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+}
+
+/// Registers every region of `mem` with KVM, one slot per region starting at 0.
+///
+/// Returns the next free slot number.
+pub fn register_with_kvm(vm: &VmFd, mem: &GuestMemoryMmap) -> Result<u32, MemoryError> {
+    let mut slot = 0u32;
+    for region in mem.iter() {
+        let host = region
+            .get_host_address(MemoryRegionAddress(0))
+            .map_err(|_| MemoryError::NoHostMapping(region.start_addr().0))?;
+        let region_desc = kvm_userspace_memory_region {
+            slot,
+            guest_phys_addr: region.start_addr().0,
+            memory_size: region.len(),
+            userspace_addr: host as u64,
+            flags: 0,
+        };
+        // SAFETY: the host range belongs to `mem`, which the VMM keeps alive
+        // (it is shared with every vCPU and device) for as long as the VM
+        // exists, and no two slots overlap because the regions do not.
+        unsafe { vm.set_user_memory_region(region_desc) }
+            .map_err(|source| MemoryError::SetSlot { slot, source })?;
+        slot += 1;
+    }
+    Ok(slot)
+}
+
+/// Bytes of RAM below the 32-bit device window.
+pub fn low_ram_end(mem: &GuestMemoryMmap) -> u64 {
+    mem.iter()
+        .map(|r| r.start_addr().0 + r.len())
+        .filter(|end| *end <= layout::MMIO32_START)
+        .max()
+        .unwrap_or(0)
+}
+
+/// Total bytes of guest RAM.
+pub fn ram_bytes(mem: &GuestMemoryMmap) -> u64 {
+    mem.iter().map(|r| r.len()).sum()
+}

@@ -1,0 +1,219 @@
+//! The emulation fallback for hosts whose KVM cannot emulate every
+//! instruction the guest kernel executes (the nested `kvm_pvm` host; see
+//! `docs/nested-host.md`). On hardware-virtualized hosts this never runs.
+//!
+//! This module is pure: it decides what to do with the instruction bytes at
+//! the guest's RIP. The vCPU loop reads the bytes and applies the decision.
+
+use iced_x86::{Decoder, DecoderOptions, Formatter, Instruction, IntelFormatter, Mnemonic};
+
+/// Longest x86 instruction.
+pub const MAX_INSN_LEN: usize = 15;
+/// Vector of the breakpoint exception (#BP).
+pub const VECTOR_BP: u8 = 3;
+/// Vector of the x87 floating-point exception (#MF).
+pub const VECTOR_MF: u8 = 16;
+
+/// What the vCPU loop must do to get past the instruction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fallback {
+    /// Advance RIP by `len` and inject exception `vector` (a trap, so the
+    /// guest handler sees the address after the instruction).
+    SkipAndInject {
+        /// Instruction length.
+        len: u64,
+        /// Exception vector to inject.
+        vector: u8,
+    },
+    /// Advance RIP by `len`: the instruction has no effect to reproduce.
+    Skip {
+        /// Instruction length.
+        len: u64,
+    },
+    /// Inject exception `vector` without advancing RIP (a fault).
+    Inject {
+        /// Exception vector to inject.
+        vector: u8,
+    },
+}
+
+/// The guest CPU state the decision depends on.
+#[derive(Debug, Clone, Copy)]
+pub struct CpuContext {
+    /// Guest RIP of the failing instruction.
+    pub rip: u64,
+    /// Code size: 16, 32 or 64.
+    pub bitness: u32,
+    /// x87 status word (for `fwait`).
+    pub fpu_status: u16,
+    /// x87 control word (for `fwait`).
+    pub fpu_control: u16,
+}
+
+/// Why the fallback cannot handle an instruction.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum EmulationError {
+    /// A decodable instruction the fallback does not implement.
+    #[error(
+        "the host's KVM cannot emulate `{text}` ({mnemonic}, bytes {bytes}) at guest RIP {rip:#x}, \
+         and memtide has no fallback for it"
+    )]
+    Unsupported {
+        /// Guest RIP.
+        rip: u64,
+        /// The instruction's bytes in hex.
+        bytes: String,
+        /// iced-x86's mnemonic name.
+        mnemonic: String,
+        /// The instruction in Intel syntax.
+        text: String,
+    },
+    /// The bytes do not decode.
+    #[error("undecodable instruction bytes {bytes} at guest RIP {rip:#x}")]
+    Undecodable {
+        /// Guest RIP.
+        rip: u64,
+        /// The bytes read, in hex.
+        bytes: String,
+    },
+    /// The CPU mode is not one the decoder knows.
+    #[error("unknown code size {0}")]
+    BadBitness(u32),
+}
+
+/// Decides how to get past the instruction in `bytes` (read at `ctx.rip`).
+pub fn plan(bytes: &[u8], ctx: CpuContext) -> Result<Fallback, EmulationError> {
+    if !matches!(ctx.bitness, 16 | 32 | 64) {
+        return Err(EmulationError::BadBitness(ctx.bitness));
+    }
+    let mut decoder = Decoder::with_ip(ctx.bitness, bytes, ctx.rip, DecoderOptions::NONE);
+    let insn = decoder.decode();
+    if insn.is_invalid() {
+        return Err(EmulationError::Undecodable {
+            rip: ctx.rip,
+            bytes: hex(bytes),
+        });
+    }
+    let len = insn.len() as u64;
+    match insn.mnemonic() {
+        Mnemonic::Int3 => Ok(Fallback::SkipAndInject {
+            len,
+            vector: VECTOR_BP,
+        }),
+        Mnemonic::Wait if x87_exception_pending(ctx.fpu_status, ctx.fpu_control) => {
+            Ok(Fallback::Inject { vector: VECTOR_MF })
+        }
+        Mnemonic::Wait => Ok(Fallback::Skip { len }),
+        _ => Err(unsupported(&insn, bytes, ctx.rip)),
+    }
+}
+
+/// An unmasked x87 exception is pending when a status flag (IE, DE, ZE, OE,
+/// UE, PE) is set whose mask bit in the control word is clear.
+fn x87_exception_pending(status: u16, control: u16) -> bool {
+    (status & !control & 0x3f) != 0
+}
+
+fn unsupported(insn: &Instruction, bytes: &[u8], rip: u64) -> EmulationError {
+    let mut text = String::new();
+    IntelFormatter::new().format(insn, &mut text);
+    EmulationError::Unsupported {
+        rip,
+        bytes: hex(&bytes[..insn.len().min(bytes.len())]),
+        mnemonic: format!("{:?}", insn.mnemonic()).to_lowercase(),
+        text,
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Code size of the current mode from CS's L and D/B bits.
+pub fn bitness(cs_l: u8, cs_db: u8) -> u32 {
+    match (cs_l, cs_db) {
+        (1, _) => 64,
+        (_, 1) => 32,
+        _ => 16,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx(rip: u64) -> CpuContext {
+        CpuContext {
+            rip,
+            bitness: 64,
+            fpu_status: 0,
+            fpu_control: 0x37f,
+        }
+    }
+
+    #[test]
+    fn int3_skips_and_injects_breakpoint() {
+        assert_eq!(
+            plan(&[0xcc, 0x90, 0x90], ctx(0xffff_ffff_8100_0000)),
+            Ok(Fallback::SkipAndInject {
+                len: 1,
+                vector: VECTOR_BP
+            })
+        );
+    }
+
+    #[test]
+    fn fwait_is_skipped_without_pending_exception() {
+        assert_eq!(
+            plan(&[0x9b, 0xc3], ctx(0x1000)),
+            Ok(Fallback::Skip { len: 1 })
+        );
+    }
+
+    #[test]
+    fn fwait_with_unmasked_exception_raises_mf() {
+        let mut c = ctx(0x1000);
+        c.fpu_status = 0x0004; // ZE
+        c.fpu_control = 0x037b; // ZE unmasked
+        assert_eq!(plan(&[0x9b], c), Ok(Fallback::Inject { vector: VECTOR_MF }));
+        c.fpu_control = 0x037f; // masked again
+        assert_eq!(plan(&[0x9b], c), Ok(Fallback::Skip { len: 1 }));
+    }
+
+    #[test]
+    fn other_instructions_are_named_in_the_error() {
+        // xrstor [rdi]
+        let err = plan(&[0x48, 0x0f, 0xae, 0x2f], ctx(0xffff_ffff_8102_0304))
+            .expect_err("xrstor is not handled");
+        let msg = err.to_string();
+        assert!(msg.contains("xrstor"), "{msg}");
+        assert!(msg.contains("48 0f ae 2f"), "{msg}");
+        assert!(msg.contains("0xffffffff81020304"), "{msg}");
+    }
+
+    #[test]
+    fn garbage_is_undecodable() {
+        let err = plan(&[0x0f, 0xff], ctx(0x10)).expect_err("invalid");
+        assert!(matches!(err, EmulationError::Undecodable { rip: 0x10, .. }));
+        assert!(plan(&[], ctx(0x10)).is_err());
+    }
+
+    #[test]
+    fn bitness_follows_cs() {
+        assert_eq!(bitness(1, 0), 64);
+        assert_eq!(bitness(0, 1), 32);
+        assert_eq!(bitness(0, 0), 16);
+        assert!(plan(
+            &[0xcc],
+            CpuContext {
+                bitness: 8,
+                ..ctx(0)
+            }
+        )
+        .is_err());
+    }
+}

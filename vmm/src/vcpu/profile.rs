@@ -1,0 +1,97 @@
+//! A sampling profiler for the guest: a thread interrupts vCPU 0 at a fixed
+//! rate and the vCPU records its RIP. Set `MEMTIDE_PROFILE_GUEST=FILE` to
+//! write "rip count" lines to FILE when the VM stops; map them to symbols
+//! with the kernel's System.map (`docs/nested-host.md`). A developer tool
+//! for finding what makes the guest slow on a given host.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
+
+/// Environment variable naming the output file.
+pub const PROFILE_ENV: &str = "MEMTIDE_PROFILE_GUEST";
+/// Time between samples.
+const SAMPLE_PERIOD: Duration = Duration::from_millis(2);
+
+/// Collected samples: guest RIP → hits.
+#[derive(Default)]
+pub struct GuestProfile {
+    hits: Mutex<HashMap<u64, u64>>,
+    stop: AtomicBool,
+}
+
+impl GuestProfile {
+    /// Records one sample.
+    pub fn record(&self, rip: u64) {
+        let mut hits = self.hits.lock().unwrap_or_else(|p| p.into_inner());
+        *hits.entry(rip).or_insert(0) += 1;
+    }
+
+    /// Writes the samples, most frequent first.
+    pub fn write_to(&self, path: &PathBuf) -> std::io::Result<()> {
+        self.stop.store(true, Ordering::SeqCst);
+        let hits = self.hits.lock().unwrap_or_else(|p| p.into_inner());
+        let mut v: Vec<_> = hits.iter().collect();
+        v.sort_by(|a, b| b.1.cmp(a.1));
+        let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
+        for (rip, n) in v {
+            writeln!(f, "{rip:#x} {n}")?;
+        }
+        f.flush()
+    }
+}
+
+extern "C" fn kick(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
+
+/// The output path, if profiling was asked for.
+pub fn requested() -> Option<PathBuf> {
+    std::env::var_os(PROFILE_ENV)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+}
+
+/// Installs the no-op signal handler that makes `KVM_RUN` return `EINTR`.
+pub fn install_kick_handler() -> Result<(), vmm_sys_util::errno::Error> {
+    register_signal_handler(SIGRTMIN(), kick)
+}
+
+/// Starts the sampling thread against `vcpu`'s thread.
+pub fn start_sampler(profile: Arc<GuestProfile>, vcpu: &JoinHandle<()>) -> std::io::Result<()> {
+    let target = vcpu.as_pthread_t();
+    std::thread::Builder::new()
+        .name("profiler".into())
+        .spawn(move || {
+            while !profile.stop.load(Ordering::SeqCst) {
+                std::thread::sleep(SAMPLE_PERIOD);
+                // SAFETY: `target` is the vCPU thread, which lives as long
+                // as the process (vCPU threads are never joined); the signal
+                // has a handler installed by `install_kick_handler`.
+                if unsafe { libc::pthread_kill(target as libc::pthread_t, SIGRTMIN()) } != 0 {
+                    break;
+                }
+            }
+        })
+        .map(|_| ())
+}
+
+/// Lets callers name the trait without importing vmm-sys-util.
+pub trait AsPthread {
+    /// The pthread handle.
+    fn as_pthread_t(&self) -> libc::pthread_t;
+}
+
+impl<T> AsPthread for JoinHandle<T> {
+    fn as_pthread_t(&self) -> libc::pthread_t {
+        use std::os::unix::thread::JoinHandleExt;
+        JoinHandleExt::as_pthread_t(self) as libc::pthread_t
+    }
+}
+
+#[allow(dead_code)]
+fn _killable_is_available<T: Killable>() {}
