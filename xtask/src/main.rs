@@ -1,1 +1,78 @@
-fn main() {}
+//! `cargo xtask`: memtide's build tasks.
+//!
+//! Everything a fresh Debian/Ubuntu x86_64 machine needs is done here, so
+//! that the README's two commands (`cargo xtask run`, `cargo xtask test`)
+//! work without other set-up.
+
+mod cpio;
+mod deps;
+mod error;
+mod initramfs;
+mod kconfig;
+mod kernel;
+mod paths;
+mod process;
+mod run;
+mod test;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// memtide build tasks.
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", about = "memtide build tasks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// Install the Debian packages the builds need (only those missing).
+    Deps,
+    /// Build the guest kernel (vmlinux + bzImage) from Debian's
+    /// linux-source-6.12, cached by config hash in $MEMTIDE_CACHE.
+    Kernel,
+    /// Build the static guest init and pack the initramfs.
+    Initramfs,
+    /// deps + kernel + initramfs.
+    Images,
+    /// Set everything up, then boot a guest with memtide's defaults.
+    /// Arguments after `--` go to `memtide run`.
+    Run {
+        /// Extra arguments for `memtide run`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Set everything up, then run formatting and lint checks, the unit
+    /// tests and the integration tests that boot real guests.
+    Test,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Task::Deps => deps::ensure(),
+        Task::Kernel => deps::ensure().and_then(|()| kernel::build().map(|_| ())),
+        Task::Initramfs => deps::ensure().and_then(|()| initramfs::build().map(|_| ())),
+        Task::Images => images(),
+        Task::Run { args } => images().and_then(|()| run::run(&args)),
+        Task::Test => images().and_then(|()| test::run_all()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("[xtask] error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Installs dependencies and builds both guest images.
+fn images() -> Result<(), error::XtaskError> {
+    deps::ensure()?;
+    kernel::build()?;
+    initramfs::build()?;
+    Ok(())
+}

@@ -1,0 +1,6 @@
+//! Code that runs inside memtide guests. Built as static binaries
+//! (`-C target-feature=+crt-static`) and packed into the initramfs by
+//! `cargo xtask initramfs`.
+
+pub mod cmdline;
+pub mod sys;

@@ -1,0 +1,49 @@
+//! The xtask error type.
+
+use std::path::PathBuf;
+
+/// Everything that can stop a build task.
+#[derive(Debug, thiserror::Error)]
+pub enum XtaskError {
+    /// A command could not be started.
+    #[error("cannot run {cmd}: {source}")]
+    Spawn {
+        /// The command line.
+        cmd: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A command failed.
+    #[error("{cmd} failed with {status}{hint}")]
+    Failed {
+        /// The command line.
+        cmd: String,
+        /// Its exit status.
+        status: std::process::ExitStatus,
+        /// Where to look next.
+        hint: String,
+    },
+    /// File-system trouble.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path involved.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Config options the kernel build silently dropped.
+    #[error("kernel config options did not stick after olddefconfig: {0}")]
+    ConfigDropped(String),
+    /// No place for the cache.
+    #[error("neither $MEMTIDE_CACHE nor $HOME is set")]
+    NoCacheDir,
+    /// A required file is missing after a step that should have made it.
+    #[error("{0} is missing")]
+    Missing(PathBuf),
+}
+
+/// Attaches a path to an I/O error.
+pub fn io_at(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> XtaskError {
+    let path = path.into();
+    move |source| XtaskError::Io { path, source }
+}
