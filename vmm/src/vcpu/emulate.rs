@@ -30,6 +30,12 @@ pub enum Fallback {
         /// Instruction length.
         len: u64,
     },
+    /// Advance RIP by `len` and set ZF (the result of `verw` on a writable
+    /// selector).
+    SkipSetZf {
+        /// Instruction length.
+        len: u64,
+    },
     /// Inject exception `vector` without advancing RIP (a fault).
     Inject {
         /// Exception vector to inject.
@@ -104,6 +110,13 @@ pub fn plan(bytes: &[u8], ctx: CpuContext) -> Result<Fallback, EmulationError> {
             Ok(Fallback::Inject { vector: VECTOR_MF })
         }
         Mnemonic::Wait => Ok(Fallback::Skip { len }),
+        // `verw` is executed on every return to user space by kernels with
+        // the MDS/TAA mitigations, only for its side effect of flushing CPU
+        // buffers. memtide cannot flush the host's buffers from here; the
+        // architectural effect (ZF = whether the selector is writable) is
+        // reported as writable, which holds for the kernel data selector
+        // the mitigation uses.
+        Mnemonic::Verw => Ok(Fallback::SkipSetZf { len }),
         _ => Err(unsupported(&insn, bytes, ctx.rip)),
     }
 }
@@ -182,6 +195,15 @@ mod tests {
         assert_eq!(plan(&[0x9b], c), Ok(Fallback::Inject { vector: VECTOR_MF }));
         c.fpu_control = 0x037f; // masked again
         assert_eq!(plan(&[0x9b], c), Ok(Fallback::Skip { len: 1 }));
+    }
+
+    #[test]
+    fn verw_is_skipped_with_zf_set() {
+        // verw [rip-0x1554] as emitted by CLEAR_CPU_BUFFERS
+        assert_eq!(
+            plan(&[0x0f, 0x00, 0x2d, 0xac, 0xea, 0xff, 0xff], ctx(0xffff_ffff_8140_158d)),
+            Ok(Fallback::SkipSetZf { len: 7 })
+        );
     }
 
     #[test]

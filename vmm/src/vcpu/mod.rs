@@ -18,6 +18,8 @@ use crate::outcome::{ExitSignal, VmOutcome};
 
 /// `KVM_INTERNAL_ERROR_EMULATION`: the host could not emulate an instruction.
 const INTERNAL_ERROR_EMULATION: u32 = 1;
+/// The zero flag in RFLAGS.
+const RFLAGS_ZF: u64 = 1 << 6;
 /// KVM system event types.
 const SYSTEM_EVENT_SHUTDOWN: u32 = 1;
 const SYSTEM_EVENT_RESET: u32 = 2;
@@ -192,6 +194,10 @@ impl Vcpu {
         let (len, vector) = match plan {
             emulate::Fallback::SkipAndInject { len, vector } => (len, Some(vector)),
             emulate::Fallback::Skip { len } => (len, None),
+            emulate::Fallback::SkipSetZf { len } => {
+                regs.rflags |= RFLAGS_ZF;
+                (len, None)
+            }
             emulate::Fallback::Inject { vector } => (0, Some(vector)),
         };
         if len > 0 {
