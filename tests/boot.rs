@@ -1,6 +1,9 @@
 //! Boots the real guest kernel and initramfs on /dev/kvm.
 
-use memtide_tests::{boot_lock, guest_images, kvm_available, run_memtide, BOOT_DEADLINE};
+use memtide_tests::{
+    boot_lock, guest_images, guest_user_space_works, kernel_memory_line_kib, kvm_available,
+    run_memtide, BOOT_DEADLINE, KERNEL_RUNS_INIT,
+};
 
 const READY: &str = "memtide-init: ready uptime=";
 
@@ -20,6 +23,30 @@ fn boots_to_user_space_runs_a_command_and_exits_zero() {
     }
     let _guard = boot_lock();
     let r = boot(&["--memory-mib", "128", "--cmd", "cat /proc/meminfo"]);
+    // The kernel saw the RAM memtide gave it (the e820 map and memory slots).
+    let (_, total_kib) = kernel_memory_line_kib(&r.stdout)
+        .unwrap_or_else(|| panic!("no 'Memory:' line in console:\n{}", r.stdout));
+    assert!(
+        (120 * 1024..=128 * 1024).contains(&total_kib),
+        "kernel sees {total_kib} KiB of 128 MiB"
+    );
+    assert!(
+        r.stdout.contains(KERNEL_RUNS_INIT),
+        "kernel never started /init:\n{}",
+        r.stdout
+    );
+    if !guest_user_space_works() {
+        // memtide must still end cleanly and say why: the init's first
+        // system call faults, the kernel panics, memtide exits 1.
+        assert_eq!(r.status.code(), Some(1), "stderr:\n{}", r.stderr);
+        assert!(r.stderr.contains("panicked"), "stderr:\n{}", r.stderr);
+        assert!(
+            !r.stderr.contains("stopped:"),
+            "a vCPU failed:\n{}",
+            r.stderr
+        );
+        return;
+    }
     assert!(
         r.status.success(),
         "exit {}: stderr:\n{}\nconsole:\n{}",

@@ -24,6 +24,34 @@ pub fn kvm_available() -> bool {
     false
 }
 
+/// Whether guest user space can run on this host. On the nested `kvm_pvm`
+/// host, a guest process's `syscall` reaches the kernel's entry point
+/// without a privilege switch (and `int $0x80` raises #UD), so the first
+/// system call of /init faults; see docs/nested-host.md. There the boot tests
+/// check everything up to the kernel starting /init.
+pub fn guest_user_space_works() -> bool {
+    let nested = std::path::Path::new("/sys/module/kvm_pvm").exists();
+    if nested {
+        eprintln!(
+            "\n!!! nested kvm_pvm host: guest user space cannot make system calls here; \
+             checking the boot up to the start of /init only !!!\n"
+        );
+    }
+    !nested
+}
+
+/// The kernel's line when it hands over to the initramfs' /init.
+pub const KERNEL_RUNS_INIT: &str = "Run /init as init process";
+
+/// The memory the guest kernel reports in its `Memory: avail/total` line, in KiB.
+pub fn kernel_memory_line_kib(console: &str) -> Option<(u64, u64)> {
+    let line = console.lines().find(|l| l.contains("] Memory: "))?;
+    let rest = line.split("] Memory: ").nth(1)?;
+    let (avail, rest) = rest.split_once("K/")?;
+    let total = rest.split('K').next()?;
+    Some((avail.trim().parse().ok()?, total.trim().parse().ok()?))
+}
+
 /// The `memtide` binary: `$MEMTIDE_BIN`, else next to this test's target dir.
 pub fn memtide_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("MEMTIDE_BIN") {

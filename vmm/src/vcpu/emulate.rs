@@ -201,7 +201,10 @@ mod tests {
     fn verw_is_skipped_with_zf_set() {
         // verw [rip-0x1554] as emitted by CLEAR_CPU_BUFFERS
         assert_eq!(
-            plan(&[0x0f, 0x00, 0x2d, 0xac, 0xea, 0xff, 0xff], ctx(0xffff_ffff_8140_158d)),
+            plan(
+                &[0x0f, 0x00, 0x2d, 0xac, 0xea, 0xff, 0xff],
+                ctx(0xffff_ffff_8140_158d)
+            ),
             Ok(Fallback::SkipSetZf { len: 7 })
         );
     }

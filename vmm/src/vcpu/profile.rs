@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
+use vmm_sys_util::signal::{register_signal_handler, SIGRTMIN};
 
 /// Environment variable naming the output file.
 pub const PROFILE_ENV: &str = "MEMTIDE_PROFILE_GUEST";
@@ -63,7 +63,7 @@ pub fn install_kick_handler() -> Result<(), vmm_sys_util::errno::Error> {
 
 /// Starts the sampling thread against `vcpu`'s thread.
 pub fn start_sampler(profile: Arc<GuestProfile>, vcpu: &JoinHandle<()>) -> std::io::Result<()> {
-    let target = vcpu.as_pthread_t();
+    let target = std::os::unix::thread::JoinHandleExt::as_pthread_t(vcpu);
     std::thread::Builder::new()
         .name("profiler".into())
         .spawn(move || {
@@ -72,26 +72,10 @@ pub fn start_sampler(profile: Arc<GuestProfile>, vcpu: &JoinHandle<()>) -> std::
                 // SAFETY: `target` is the vCPU thread, which lives as long
                 // as the process (vCPU threads are never joined); the signal
                 // has a handler installed by `install_kick_handler`.
-                if unsafe { libc::pthread_kill(target as libc::pthread_t, SIGRTMIN()) } != 0 {
+                if unsafe { libc::pthread_kill(target, SIGRTMIN()) } != 0 {
                     break;
                 }
             }
         })
         .map(|_| ())
 }
-
-/// Lets callers name the trait without importing vmm-sys-util.
-pub trait AsPthread {
-    /// The pthread handle.
-    fn as_pthread_t(&self) -> libc::pthread_t;
-}
-
-impl<T> AsPthread for JoinHandle<T> {
-    fn as_pthread_t(&self) -> libc::pthread_t {
-        use std::os::unix::thread::JoinHandleExt;
-        JoinHandleExt::as_pthread_t(self) as libc::pthread_t
-    }
-}
-
-#[allow(dead_code)]
-fn _killable_is_available<T: Killable>() {}
