@@ -6,10 +6,10 @@
 
 use vmm_sys_util::eventfd::EventFd;
 
-use crate::pio_bus::PioDevice;
+use crate::bus::BusDevice;
 
 /// Offset of the command/status port (0x64) from the data port (0x60).
-pub const COMMAND_OFFSET: u16 = 4;
+pub const COMMAND_OFFSET: u64 = 4;
 /// Command byte that pulses the CPU reset line.
 pub const CMD_RESET_CPU: u8 = 0xfe;
 
@@ -25,14 +25,14 @@ impl I8042 {
     }
 }
 
-impl PioDevice for I8042 {
-    fn read(&mut self, _offset: u16, data: &mut [u8]) {
+impl BusDevice for I8042 {
+    fn read(&mut self, _offset: u64, data: &mut [u8]) {
         // Status 0: output buffer empty, input buffer empty, so the guest's
         // polling loops finish at once.
         data.fill(0);
     }
 
-    fn write(&mut self, offset: u16, data: &[u8]) {
+    fn write(&mut self, offset: u64, data: &[u8]) {
         if offset == COMMAND_OFFSET && data.first() == Some(&CMD_RESET_CPU) {
             if let Err(e) = self.reset_evt.write(1) {
                 log::error!("i8042: cannot signal the reset: {e}");

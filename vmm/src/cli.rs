@@ -33,6 +33,50 @@ pub enum Command {
     /// Measure memtide and print figures with a description of the host.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Control a running memtide through its API socket.
+    Ctl(CtlArgs),
+}
+
+/// Options of `memtide ctl`.
+#[derive(Debug, Args)]
+pub struct CtlArgs {
+    /// The API socket of the running memtide (its --api-sock).
+    #[arg(long, value_name = "PATH")]
+    pub api_sock: PathBuf,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: CtlCommand,
+}
+
+/// `memtide ctl` commands.
+#[derive(Debug, Subcommand)]
+pub enum CtlCommand {
+    /// The virtio-balloon.
+    #[command(subcommand)]
+    Balloon(BalloonCommand),
+}
+
+/// `memtide ctl balloon` commands.
+#[derive(Debug, Subcommand)]
+pub enum BalloonCommand {
+    /// Set the balloon target (memory taken from the guest), in MiB.
+    Set {
+        /// Target size in MiB.
+        target_mib: u64,
+    },
+    /// Show target, actual and inflated MiB.
+    Get,
+    /// Show the guest's balloon statistics and host counters.
+    Stats,
+}
+
+/// How the balloon returns inflated pages to the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DiscardArg {
+    /// One madvise per merged range of pages (default).
+    Ranges,
+    /// One madvise per 4 KiB page (for comparison).
+    PerPage,
 }
 
 /// Options of `memtide run` (and of every benchmark that boots a guest).
@@ -77,6 +121,31 @@ pub struct RunArgs {
     /// when such a host is detected.
     #[arg(long)]
     pub no_compat: bool,
+
+    /// Add a virtio-balloon device (control it with the API).
+    #[arg(long)]
+    pub balloon: bool,
+
+    /// How often to ask the guest for balloon statistics, in ms (0: never).
+    #[arg(long, default_value_t = 1000, value_name = "MS")]
+    pub balloon_stats_ms: u64,
+
+    /// Let the guest report free memory, which memtide then returns to
+    /// the host (virtio free page reporting).
+    #[arg(long)]
+    pub balloon_reporting: bool,
+
+    /// How inflated pages go back to the host.
+    #[arg(long, value_enum, default_value_t = DiscardArg::Ranges)]
+    pub balloon_discard: DiscardArg,
+
+    /// Serve the control API (HTTP/JSON) on this Unix socket.
+    #[arg(long, value_name = "PATH")]
+    pub api_sock: Option<PathBuf>,
+
+    /// Make all guest RAM resident on the host before booting.
+    #[arg(long)]
+    pub prefault: bool,
 }
 
 /// Benchmarks.
@@ -85,6 +154,25 @@ pub enum BenchCommand {
     /// Time from process start to the guest init's ready line, over several
     /// boots; prints each run, the median and the host.
     Boot(BootBenchArgs),
+    /// Inflate and deflate latency of the balloon, in one booted guest:
+    /// median ms and MiB/s over rounds, host RSS, and the same inflate with
+    /// one madvise per 4 KiB page for comparison.
+    Balloon(BalloonBenchArgs),
+}
+
+/// Options of `memtide bench balloon`.
+#[derive(Debug, Args)]
+pub struct BalloonBenchArgs {
+    /// Balloon size per round, MiB.
+    #[arg(long, default_value_t = 64)]
+    pub mib: u64,
+    /// Rounds per discard mode.
+    #[arg(long, default_value_t = 5)]
+    pub rounds: u32,
+    /// How the guest is booted (--balloon, --api-sock and --prefault are
+    /// set by the benchmark).
+    #[command(flatten)]
+    pub vm: RunArgs,
 }
 
 /// Options of `memtide bench boot`.

@@ -1,9 +1,12 @@
 //! A validated VM configuration built from the command line.
 
 use std::path::PathBuf;
+use std::time::Duration;
+
+use memtide_devices::virtio::balloon::host::DiscardMode;
 
 use crate::boot::mptable::MAX_VCPUS;
-use crate::cli::RunArgs;
+use crate::cli::{DiscardArg, RunArgs};
 use crate::compat::HostKvm;
 use crate::kernel_cmdline::{CmdlineError, KernelCmdline, BASE_CMDLINE};
 
@@ -40,8 +43,25 @@ pub struct VmConfig {
     pub vcpus: u8,
     /// Guest RAM in MiB.
     pub memory_mib: u64,
-    /// The complete kernel command line.
+    /// The complete kernel command line (devices add their entries).
     pub cmdline: KernelCmdline,
+    /// The balloon, if any.
+    pub balloon: Option<BalloonConfig>,
+    /// Control API socket.
+    pub api_sock: Option<PathBuf>,
+    /// Make guest RAM resident before boot.
+    pub prefault: bool,
+}
+
+/// Balloon settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BalloonConfig {
+    /// Statistics polling interval (`None`: no statistics queue).
+    pub stats_interval: Option<Duration>,
+    /// How inflated pages are returned.
+    pub discard: DiscardMode,
+    /// Offer free page reporting.
+    pub free_page_reporting: bool,
 }
 
 /// The image cache: `$MEMTIDE_CACHE`, else `~/.cache/memtide`.
@@ -85,12 +105,24 @@ impl VmConfig {
         if let Some(cmd) = &args.cmd {
             cmdline.push_guest_command(cmd)?;
         }
+        let balloon = args.balloon.then(|| BalloonConfig {
+            stats_interval: (args.balloon_stats_ms > 0)
+                .then(|| Duration::from_millis(args.balloon_stats_ms)),
+            discard: match args.balloon_discard {
+                DiscardArg::Ranges => DiscardMode::Ranges,
+                DiscardArg::PerPage => DiscardMode::PerPage,
+            },
+            free_page_reporting: args.balloon_reporting,
+        });
         Ok(Self {
             kernel,
             initramfs,
             vcpus: args.vcpus,
             memory_mib: args.memory_mib,
             cmdline,
+            balloon,
+            api_sock: args.api_sock.clone(),
+            prefault: args.prefault,
         })
     }
 }

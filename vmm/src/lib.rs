@@ -4,16 +4,19 @@
 //! The crate is a library so the integration tests and benchmarks can reuse
 //! its pieces; the `memtide` binary in `main.rs` is a thin CLI over it.
 
+pub mod api;
 pub mod bench;
 pub mod boot;
 pub mod cli;
 pub mod compat;
 pub mod config;
+pub mod ctl;
 pub mod host;
 pub mod kernel_cmdline;
 pub mod layout;
 pub mod logger;
 pub mod memory;
+pub mod mmio_devices;
 pub mod outcome;
 pub mod vcpu;
 pub mod vm;

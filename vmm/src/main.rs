@@ -8,7 +8,7 @@ use memtide::cli::{BenchCommand, Cli, Command};
 use memtide::compat::HostKvm;
 use memtide::config::VmConfig;
 use memtide::outcome::VmOutcome;
-use memtide::{bench, logger, vm};
+use memtide::{bench, ctl, logger, vm};
 
 fn main() -> ExitCode {
     logger::init();
@@ -25,6 +25,17 @@ fn main() -> ExitCode {
         Command::Bench(BenchCommand::Boot(args)) => match bench::boot::run(&args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(&e),
+        },
+        Command::Bench(BenchCommand::Balloon(args)) => match bench::balloon::run(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(&e),
+        },
+        Command::Ctl(args) => match ctl::run(&args.api_sock, &args.command) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("memtide ctl: {e}");
+                ExitCode::from(1)
+            }
         },
     }
 }

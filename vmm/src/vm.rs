@@ -7,16 +7,21 @@ use event_manager::{EventManager, EventOps, Events, MutEventSubscriber, Subscrib
 use kvm_bindings::{kvm_pit_config, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY};
 use kvm_ioctls::{Cap, Kvm, VmFd};
 use memtide_devices::i8042::I8042;
-use memtide_devices::pio_bus::PioBus;
+use memtide_devices::bus::{lock, Bus};
+use memtide_devices::virtio::balloon::{Balloon, BalloonHandler, BalloonShared};
+use memtide_devices::virtio::VirtioDevice;
 use memtide_devices::serial::{
     ConsoleOutput, GuestWatch, SerialConsole, StdinInput, COM1_IRQ, COM1_PORT, COM1_PORT_COUNT,
 };
-use vm_memory::Bytes;
+use vm_memory::{Bytes, GuestMemoryAtomic};
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::boot::{self, mptable, params};
+use crate::api::{self, ApiState};
 use crate::config::VmConfig;
+use crate::kernel_cmdline::KernelCmdline;
+use crate::mmio_devices::MmioDeviceManager;
 use crate::layout;
 use crate::memory::{self, GuestMemoryMmap};
 use crate::outcome::{ExitSignal, VmOutcome};
@@ -68,7 +73,7 @@ pub enum VmError {
     Cmdline(vm_memory::GuestMemoryError),
     /// Port-bus wiring (a bug).
     #[error("device wiring: {0}")]
-    Bus(#[from] memtide_devices::pio_bus::PioBusError),
+    Bus(#[from] memtide_devices::bus::BusError),
     /// An eventfd or thread could not be created.
     #[error("{what}: {source}")]
     Io {
@@ -77,6 +82,15 @@ pub enum VmError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// virtio-mmio device placement.
+    #[error(transparent)]
+    MmioDevice(#[from] crate::mmio_devices::MmioDeviceError),
+    /// The control API.
+    #[error(transparent)]
+    Api(#[from] crate::api::ApiError),
+    /// Device entries made the command line invalid.
+    #[error("kernel command line: {0}")]
+    CmdlineTooLong(#[from] crate::kernel_cmdline::CmdlineError),
     /// The event loop failed.
     #[error("event loop: {0}")]
     EventLoop(event_manager::Error),
@@ -142,8 +156,11 @@ pub fn run(config: &VmConfig) -> Result<RunReport, VmError> {
 
     let mem = memory::create_guest_memory(config.memory_mib)?;
     memory::advise_huge_pages(&mem);
+    if config.prefault {
+        memory::prefault(&mem);
+    }
     memory::register_with_kvm(&vm, &mem)?;
-    let entry = load_guest(config, &mem)?;
+    let guest_mem = GuestMemoryAtomic::new(mem.clone());
 
     let exit_evt = EventFd::new(libc::EFD_NONBLOCK).map_err(io_err("create exit eventfd"))?;
     let exit = Arc::new(ExitSignal::new(
@@ -153,6 +170,40 @@ pub fn run(config: &VmConfig) -> Result<RunReport, VmError> {
     let watch = Arc::new(GuestWatch::default());
     let (pio, console) = build_devices(&vm, &reset_evt, &watch)?;
     let pio = Arc::new(pio);
+
+    let mut mmio_devices = MmioDeviceManager::new()?;
+    let mut balloon_handler = None;
+    let mut balloon_shared = None;
+    if let Some(bc) = &config.balloon {
+        let shared = Arc::new(BalloonShared::new().map_err(io_err("create balloon state"))?);
+        let balloon = Arc::new(Mutex::new(
+            Balloon::new(shared.clone(), bc.discard, bc.stats_interval, bc.free_page_reporting)
+                .map_err(io_err("create the balloon"))?,
+        ));
+        let device: Arc<Mutex<dyn VirtioDevice>> = balloon.clone();
+        let (slot, evts) = mmio_devices.add(&vm, device, guest_mem.clone())?;
+        log::info!("virtio-balloon at {:#x}, IRQ {}", slot.base, slot.irq);
+        lock(&balloon).set_queue_evts(evts);
+        balloon_handler = Some(BalloonHandler::new(balloon));
+        balloon_shared = Some(shared);
+    }
+    let mut cmdline = config.cmdline.clone();
+    for arg in mmio_devices.cmdline_args() {
+        cmdline.push(&arg)?;
+    }
+    let mmio = Arc::new(mmio_devices.into_bus());
+    let entry = load_guest(config, &cmdline, &mem)?;
+    if let Some(sock) = &config.api_sock {
+        let ram = mem.clone();
+        api::start(
+            sock,
+            ApiState {
+                balloon: balloon_shared,
+                ram_mib: config.memory_mib,
+                resident_mib: Box::new(move || memory::resident_bytes(&ram) >> 20),
+            },
+        )?;
+    }
 
     let cpuid = kvm
         .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
@@ -168,7 +219,14 @@ pub fn run(config: &VmConfig) -> Result<RunReport, VmError> {
         if id == 0 {
             setup::configure_boot_registers(&fd, entry)?;
         }
-        vcpus.push(Vcpu::new(id, fd, mem.clone(), pio.clone(), exit.clone()));
+        vcpus.push(Vcpu::new(
+            id,
+            fd,
+            mem.clone(),
+            pio.clone(),
+            mmio.clone(),
+            exit.clone(),
+        ));
     }
 
     let mut event_mgr: EventManager<Arc<Mutex<dyn MutEventSubscriber + Send>>> =
@@ -181,6 +239,9 @@ pub fn run(config: &VmConfig) -> Result<RunReport, VmError> {
         stopped: stopped.clone(),
     })));
     event_mgr.add_subscriber(Arc::new(Mutex::new(StdinInput::new(console))));
+    if let Some(handler) = balloon_handler {
+        event_mgr.add_subscriber(Arc::new(Mutex::new(handler)));
+    }
 
     let profile_path = profile::requested();
     let guest_profile = Arc::new(profile::GuestProfile::default());
@@ -219,6 +280,7 @@ pub fn run(config: &VmConfig) -> Result<RunReport, VmError> {
 /// page tables into guest memory; returns the kernel's entry point.
 fn load_guest(
     config: &VmConfig,
+    cmdline: &KernelCmdline,
     mem: &GuestMemoryMmap,
 ) -> Result<vm_memory::GuestAddress, VmError> {
     let kernel = boot::load_kernel(mem, &config.kernel)?;
@@ -226,7 +288,7 @@ fn load_guest(
         Some(path) => Some(boot::load_initramfs(mem, path, kernel.end)?),
         None => None,
     };
-    let cmdline = config.cmdline.to_bytes_with_nul();
+    let cmdline = cmdline.to_bytes_with_nul();
     mem.write_slice(&cmdline, layout::CMDLINE_START)
         .map_err(VmError::Cmdline)?;
     params::write_boot_params(mem, kernel.setup_header, cmdline.len() - 1, initramfs)?;
@@ -240,7 +302,7 @@ fn build_devices(
     vm: &VmFd,
     reset_evt: &EventFd,
     watch: &Arc<GuestWatch>,
-) -> Result<(PioBus, Arc<Mutex<SerialConsole>>), VmError> {
+) -> Result<(Bus, Arc<Mutex<SerialConsole>>), VmError> {
     let serial_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(io_err("create serial irqfd"))?;
     vm.register_irqfd(&serial_irq, COM1_IRQ)
         .map_err(kvm_err("register the serial irqfd"))?;
@@ -251,9 +313,9 @@ fn build_devices(
             .try_clone()
             .map_err(io_err("clone reset eventfd"))?,
     )));
-    let mut pio = PioBus::new();
-    pio.insert(COM1_PORT, COM1_PORT_COUNT, console.clone())?;
-    pio.insert(I8042_PORT, 5, i8042)?;
+    let mut pio = Bus::new();
+    pio.insert(COM1_PORT.into(), COM1_PORT_COUNT.into(), console.clone())?;
+    pio.insert(I8042_PORT.into(), 5, i8042)?;
     Ok((pio, console))
 }
 

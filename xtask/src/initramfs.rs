@@ -56,9 +56,46 @@ fn busybox_applets(busybox: &Path) -> Result<Vec<String>, XtaskError> {
         .collect())
 }
 
+/// Assembles `guest/asm/memtide-idle.S` into a static binary.
+fn build_idle(out_dir: &Path) -> Result<PathBuf, XtaskError> {
+    let src = workspace_root().join("guest").join("asm").join("memtide-idle.S");
+    std::fs::create_dir_all(out_dir).map_err(io_at(out_dir))?;
+    let out = out_dir.join("memtide-idle");
+    run(
+        Command::new("gcc")
+            .args(["-nostdlib", "-static", "-no-pie", "-o"])
+            .arg(&out)
+            .arg(&src),
+        "",
+    )?;
+    Ok(out)
+}
+
+/// Writes `archive` to `path` atomically.
+fn write_archive(path: &Path, archive: &[u8]) -> Result<(), XtaskError> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, archive).map_err(io_at(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(io_at(path))
+}
+
+/// The idle initramfs: only `/init` = memtide-idle, for guests that must
+/// stay up without user space (see `docs/nested-host.md`).
+fn build_idle_archive(idle: &[u8], cache: &Path) -> Result<PathBuf, XtaskError> {
+    let mut w = CpioWriter::new();
+    w.dir("dev");
+    w.char_dev("dev/console", 0o600, 5, 1);
+    w.file("init", 0o755, idle);
+    let out = cache.join("initramfs-idle.cpio");
+    let archive = w.finish();
+    write_archive(&out, &archive)?;
+    println!("[xtask] initramfs: {} ({} bytes, memtide-idle only)", out.display(), archive.len());
+    Ok(out)
+}
+
 /// Builds the initramfs; returns its path.
 pub fn build() -> Result<PathBuf, XtaskError> {
     let bin_dir = build_guest_programs()?;
+    let idle = std::fs::read(build_idle(&bin_dir)?).map_err(io_at(bin_dir.join("memtide-idle")))?;
     let mut w = CpioWriter::new();
     for d in [
         "dev", "proc", "sys", "tmp", "bin", "sbin", "etc", "root", "usr", "usr/bin",
@@ -72,6 +109,7 @@ pub fn build() -> Result<PathBuf, XtaskError> {
         let data = std::fs::read(&src).map_err(io_at(&src))?;
         w.file(path, 0o755, &data);
     }
+    w.file("sbin/memtide-idle", 0o755, &idle);
     let busybox = Path::new(BUSYBOX);
     let data = std::fs::read(busybox).map_err(io_at(busybox))?;
     w.file("bin/busybox", 0o755, &data);
@@ -83,14 +121,13 @@ pub fn build() -> Result<PathBuf, XtaskError> {
     let cache = cache_dir()?;
     std::fs::create_dir_all(&cache).map_err(io_at(&cache))?;
     let out = cache.join("initramfs.cpio");
-    let tmp = out.with_extension("tmp");
-    std::fs::write(&tmp, &archive).map_err(io_at(&tmp))?;
-    std::fs::rename(&tmp, &out).map_err(io_at(&out))?;
+    write_archive(&out, &archive)?;
     println!(
         "[xtask] initramfs: {} ({} KiB, init + busybox with {} applets)",
         out.display(),
         archive.len() / 1024,
         applets.len()
     );
+    build_idle_archive(&idle, &cache)?;
     Ok(out)
 }

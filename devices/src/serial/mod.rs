@@ -14,7 +14,7 @@ pub use stdin_input::StdinInput;
 use vm_superio::{Serial, Trigger};
 use vmm_sys_util::eventfd::EventFd;
 
-use crate::pio_bus::PioDevice;
+use crate::bus::BusDevice;
 
 /// First I/O port of COM1.
 pub const COM1_PORT: u16 = 0x3f8;
@@ -67,8 +67,8 @@ impl SerialConsole {
     }
 }
 
-impl PioDevice for SerialConsole {
-    fn read(&mut self, offset: u16, data: &mut [u8]) {
+impl BusDevice for SerialConsole {
+    fn read(&mut self, offset: u64, data: &mut [u8]) {
         let value = u8::try_from(offset).map_or(0xff, |off| self.uart.read(off));
         data.fill(0);
         if let Some(first) = data.first_mut() {
@@ -76,7 +76,7 @@ impl PioDevice for SerialConsole {
         }
     }
 
-    fn write(&mut self, offset: u16, data: &[u8]) {
+    fn write(&mut self, offset: u64, data: &[u8]) {
         let (Ok(off), Some(&value)) = (u8::try_from(offset), data.first()) else {
             return;
         };
@@ -96,7 +96,7 @@ mod tests {
 
     impl std::io::Write for Sink {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            crate::pio_bus::lock(&self.0).extend_from_slice(buf);
+            crate::bus::lock(&self.0).extend_from_slice(buf);
             Ok(buf.len())
         }
         fn flush(&mut self) -> std::io::Result<()> {
@@ -114,7 +114,7 @@ mod tests {
         for b in b"hi\n" {
             console.write(0, &[*b]);
         }
-        assert_eq!(&*crate::pio_bus::lock(&sink.0), b"hi\n");
+        assert_eq!(&*crate::bus::lock(&sink.0), b"hi\n");
         // Enable the received-data interrupt (IER bit 0), then feed a byte.
         console.write(1, &[1]);
         assert_eq!(console.enqueue_input(b"x"), 1);

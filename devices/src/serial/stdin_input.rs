@@ -8,7 +8,7 @@ use event_manager::{EventOps, Events, MutEventSubscriber};
 use vmm_sys_util::epoll::EventSet;
 
 use super::SerialConsole;
-use crate::pio_bus::lock;
+use crate::bus::lock;
 
 /// Reads host stdin when it is readable and queues the bytes for the guest.
 pub struct StdinInput {

@@ -56,32 +56,37 @@ pub struct BootSample {
 
 /// Rebuilds the `memtide run` argument list from parsed options.
 pub fn run_argv(args: &RunArgs) -> Vec<String> {
+    let path = |p: &Option<std::path::PathBuf>| p.as_ref().map(|p| p.display().to_string());
+    let valued = [
+        ("--kernel", path(&args.kernel)),
+        ("--initramfs", path(&args.initramfs)),
+        ("--vcpus", Some(args.vcpus.to_string())),
+        ("--memory-mib", Some(args.memory_mib.to_string())),
+        ("--cmdline", args.cmdline.clone()),
+        ("--append", args.append.clone()),
+        ("--cmd", args.cmd.clone()),
+        ("--balloon-stats-ms", Some(args.balloon_stats_ms.to_string())),
+        (
+            "--balloon-discard",
+            (args.balloon_discard == crate::cli::DiscardArg::PerPage).then(|| "per-page".into()),
+        ),
+        ("--api-sock", path(&args.api_sock)),
+    ];
+    let flags = [
+        ("--no-initramfs", args.no_initramfs),
+        ("--no-compat", args.no_compat),
+        ("--balloon", args.balloon),
+        ("--balloon-reporting", args.balloon_reporting),
+        ("--prefault", args.prefault),
+    ];
     let mut v = vec!["run".to_string()];
-    let mut opt = |flag: &str, value: Option<String>| {
+    for (flag, value) in valued {
         if let Some(value) = value {
             v.push(flag.to_string());
             v.push(value);
         }
-    };
-    opt(
-        "--kernel",
-        args.kernel.as_ref().map(|p| p.display().to_string()),
-    );
-    opt(
-        "--initramfs",
-        args.initramfs.as_ref().map(|p| p.display().to_string()),
-    );
-    opt("--vcpus", Some(args.vcpus.to_string()));
-    opt("--memory-mib", Some(args.memory_mib.to_string()));
-    opt("--cmdline", args.cmdline.clone());
-    opt("--append", args.append.clone());
-    opt("--cmd", args.cmd.clone());
-    if args.no_initramfs {
-        v.push("--no-initramfs".into());
     }
-    if args.no_compat {
-        v.push("--no-compat".into());
-    }
+    v.extend(flags.iter().filter(|(_, on)| *on).map(|(f, _)| f.to_string()));
     v
 }
 

@@ -10,7 +10,7 @@ use std::thread::JoinHandle;
 
 use kvm_bindings::kvm_vcpu_events;
 use kvm_ioctls::{VcpuExit, VcpuFd};
-use memtide_devices::pio_bus::PioBus;
+use memtide_devices::bus::Bus;
 use vm_memory::{Bytes, GuestAddress};
 
 use crate::memory::GuestMemoryMmap;
@@ -73,7 +73,8 @@ pub struct Vcpu {
     id: u8,
     fd: VcpuFd,
     mem: GuestMemoryMmap,
-    pio: Arc<PioBus>,
+    pio: Arc<Bus>,
+    mmio: Arc<Bus>,
     exit: Arc<ExitSignal>,
     profile: Option<Arc<profile::GuestProfile>>,
 }
@@ -84,7 +85,8 @@ impl Vcpu {
         id: u8,
         fd: VcpuFd,
         mem: GuestMemoryMmap,
-        pio: Arc<PioBus>,
+        pio: Arc<Bus>,
+        mmio: Arc<Bus>,
         exit: Arc<ExitSignal>,
     ) -> Self {
         Self {
@@ -92,6 +94,7 @@ impl Vcpu {
             fd,
             mem,
             pio,
+            mmio,
             exit,
             profile: None,
         }
@@ -138,17 +141,20 @@ impl Vcpu {
         };
         match exit {
             VcpuExit::IoOut(port, data) => {
-                self.pio.write(port, data);
+                self.pio.write(port.into(), data);
             }
             VcpuExit::IoIn(port, data) => {
-                self.pio.read(port, data);
+                self.pio.read(port.into(), data);
             }
             VcpuExit::MmioRead(addr, data) => {
-                log::debug!("vcpu{}: read of unmapped MMIO {addr:#x}", self.id);
-                data.fill(0xff);
+                if !self.mmio.read(addr, data) {
+                    log::debug!("vcpu{}: read of unmapped MMIO {addr:#x}", self.id);
+                }
             }
-            VcpuExit::MmioWrite(addr, _) => {
-                log::debug!("vcpu{}: write to unmapped MMIO {addr:#x}", self.id);
+            VcpuExit::MmioWrite(addr, data) => {
+                if !self.mmio.write(addr, data) {
+                    log::debug!("vcpu{}: write to unmapped MMIO {addr:#x}", self.id);
+                }
             }
             VcpuExit::Hlt => {}
             VcpuExit::Shutdown => return Ok(Some(VmOutcome::TripleFault { vcpu: self.id })),

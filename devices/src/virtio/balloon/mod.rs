@@ -1,0 +1,128 @@
+//! virtio-balloon (device type 5): the guest gives pages back to the host.
+//!
+//! Inflate: the guest driver takes pages from its allocator and sends their
+//! PFNs; memtide validates them against guest RAM, merges them into ranges
+//! ([`pfn`]) and discards each range with one `madvise(MADV_DONTNEED)`
+//! ([`host`]). Deflate: the guest takes pages back; bookkeeping only (the
+//! next guest touch faults in a zero page). Free page reporting: the guest
+//! reports free 2 MiB blocks, discarded the same way. Statistics: the guest
+//! refills a buffer whenever memtide returns it (every stats interval).
+
+mod device;
+mod event_handler;
+pub use event_handler::BalloonHandler;
+pub mod host;
+pub mod pfn;
+pub mod stats;
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::Mutex;
+
+pub use device::Balloon;
+use vmm_sys_util::eventfd::EventFd;
+
+pub use stats::BalloonStats;
+
+/// Feature: a statistics queue.
+pub const F_STATS_VQ: u32 = 1;
+/// Feature: the guest deflates on OOM instead of killing.
+pub const F_DEFLATE_ON_OOM: u32 = 2;
+/// Feature: free page reporting queue.
+pub const F_REPORTING: u32 = 5;
+/// Balloon page size (always 4 KiB, whatever the guest page size).
+pub const PAGE_SIZE: u64 = 4096;
+/// Queue size offered for every balloon queue.
+pub const QUEUE_SIZE: u16 = 256;
+
+/// Host-side counters, for the API and benchmarks.
+#[derive(Debug, Default)]
+pub struct BalloonCounters {
+    /// Inflate requests (descriptor chains) processed.
+    pub inflate_requests: AtomicU64,
+    /// Deflate requests processed.
+    pub deflate_requests: AtomicU64,
+    /// PFNs outside guest RAM, ignored.
+    pub pfns_out_of_range: AtomicU64,
+    /// PFNs repeated within a request, counted once.
+    pub pfns_duplicate: AtomicU64,
+    /// Malformed descriptors (wrong direction, bad length, unreadable).
+    pub malformed_descriptors: AtomicU64,
+    /// `madvise` calls made.
+    pub discard_calls: AtomicU64,
+    /// `madvise` calls that failed.
+    pub discard_errors: AtomicU64,
+    /// Nanoseconds spent in those calls (the host side of inflation).
+    pub discard_ns: AtomicU64,
+    /// Pages discarded through free page reporting.
+    pub reported_pages: AtomicU64,
+}
+
+/// State shared between the device, the control API and benchmarks.
+#[derive(Debug)]
+pub struct BalloonShared {
+    target_pages: AtomicU32,
+    actual_pages: AtomicU32,
+    inflated_pages: AtomicU64,
+    activated: AtomicBool,
+    /// Latest statistics from the guest.
+    pub stats: Mutex<Option<BalloonStats>>,
+    /// Host-side counters.
+    pub counters: BalloonCounters,
+    target_evt: EventFd,
+}
+
+/// A snapshot for `GET /balloon`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BalloonStatus {
+    /// Requested balloon size, MiB.
+    pub target_mib: u64,
+    /// Balloon size the guest driver reports, MiB.
+    pub actual_mib: u64,
+    /// Memory the host has discarded and not seen deflated, MiB.
+    pub inflated_mib: u64,
+    /// Whether the guest driver brought the device up.
+    pub driver_ready: bool,
+}
+
+impl BalloonShared {
+    /// Creates the shared state with a zero target.
+    pub fn new() -> std::io::Result<Self> {
+        Ok(Self {
+            target_pages: AtomicU32::new(0),
+            actual_pages: AtomicU32::new(0),
+            inflated_pages: AtomicU64::new(0),
+            activated: AtomicBool::new(false),
+            stats: Mutex::new(None),
+            counters: BalloonCounters::default(),
+            target_evt: EventFd::new(libc::EFD_NONBLOCK)?,
+        })
+    }
+
+    /// Sets the balloon target; the device tells the guest at once.
+    pub fn set_target_mib(&self, mib: u64) -> std::io::Result<()> {
+        let pages = (mib * (1 << 20) / PAGE_SIZE).min(u64::from(u32::MAX)) as u32;
+        self.target_pages.store(pages, Ordering::SeqCst);
+        self.target_evt.write(1)
+    }
+
+    /// The current status.
+    pub fn status(&self) -> BalloonStatus {
+        let mib = |pages: u64| pages * PAGE_SIZE >> 20;
+        BalloonStatus {
+            target_mib: mib(u64::from(self.target_pages.load(Ordering::SeqCst))),
+            actual_mib: mib(u64::from(self.actual_pages.load(Ordering::SeqCst))),
+            inflated_mib: mib(self.inflated_pages.load(Ordering::SeqCst)),
+            driver_ready: self.activated.load(Ordering::SeqCst),
+        }
+    }
+
+    /// Requested balloon size in pages.
+    pub fn target_pages(&self) -> u32 {
+        self.target_pages.load(Ordering::SeqCst)
+    }
+
+    /// Balloon size the guest reports, in pages.
+    pub fn actual_pages(&self) -> u32 {
+        self.actual_pages.load(Ordering::SeqCst)
+    }
+}

@@ -1,0 +1,231 @@
+//! Just enough HTTP/1.1 for a local control socket: one request per
+//! connection, `Content-Length` bodies, JSON in and out.
+
+use std::io::{BufRead, BufReader, Read, Write};
+
+/// Largest request body accepted.
+pub const MAX_BODY: usize = 64 * 1024;
+/// Longest request line or header line accepted.
+const MAX_LINE: usize = 8 * 1024;
+
+/// A parsed request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// `GET`, `PUT`, ...
+    pub method: String,
+    /// The path, without query.
+    pub path: String,
+    /// The body (empty if none).
+    pub body: Vec<u8>,
+}
+
+/// A response to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    /// Status code.
+    pub status: u16,
+    /// JSON body (may be empty).
+    pub body: String,
+}
+
+impl Response {
+    /// A response with a JSON body.
+    pub fn json(status: u16, body: String) -> Self {
+        Self { status, body }
+    }
+
+    /// An error response: `{"error": "..."}`.
+    pub fn error(status: u16, message: &str) -> Self {
+        Self {
+            status,
+            body: serde_json::json!({ "error": message }).to_string(),
+        }
+    }
+
+    /// 204 No Content.
+    pub fn no_content() -> Self {
+        Self {
+            status: 204,
+            body: String::new(),
+        }
+    }
+}
+
+/// Why a request could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    /// The connection failed.
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    /// Not a request this server understands.
+    #[error("malformed request: {0}")]
+    Malformed(&'static str),
+    /// Body over [`MAX_BODY`].
+    #[error("request body too large")]
+    TooLarge,
+}
+
+fn read_line<R: BufRead>(r: &mut R) -> Result<String, HttpError> {
+    let mut line = Vec::new();
+    let n = r.take(MAX_LINE as u64 + 1).read_until(b'\n', &mut line)?;
+    if n == 0 {
+        return Err(HttpError::Malformed("connection closed"));
+    }
+    if n > MAX_LINE {
+        return Err(HttpError::Malformed("line too long"));
+    }
+    let s = String::from_utf8(line).map_err(|_| HttpError::Malformed("not UTF-8"))?;
+    Ok(s.trim_end_matches(['\r', '\n']).to_string())
+}
+
+/// Reads one request from `stream`.
+pub fn read_request<R: Read>(stream: R) -> Result<Request, HttpError> {
+    let mut r = BufReader::new(stream);
+    let line = read_line(&mut r)?;
+    let mut parts = line.split_whitespace();
+    let (Some(method), Some(target), Some(version)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return Err(HttpError::Malformed("bad request line"));
+    };
+    if !version.starts_with("HTTP/1.") {
+        return Err(HttpError::Malformed("not HTTP/1.x"));
+    }
+    let mut content_length = 0usize;
+    loop {
+        let h = read_line(&mut r)?;
+        if h.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = h.split_once(':') {
+            if name.trim().eq_ignore_ascii_case("content-length") {
+                content_length = value
+                    .trim()
+                    .parse()
+                    .map_err(|_| HttpError::Malformed("bad Content-Length"))?;
+            }
+        }
+    }
+    if content_length > MAX_BODY {
+        return Err(HttpError::TooLarge);
+    }
+    let mut body = vec![0u8; content_length];
+    r.read_exact(&mut body)?;
+    Ok(Request {
+        method: method.to_string(),
+        path: target.split('?').next().unwrap_or(target).to_string(),
+        body,
+    })
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        204 => "No Content",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        413 => "Payload Too Large",
+        500 => "Internal Server Error",
+        _ => "Unknown",
+    }
+}
+
+/// Writes `resp` to `stream` and closes the exchange.
+pub fn write_response<W: Write>(mut stream: W, resp: &Response) -> std::io::Result<()> {
+    write!(
+        stream,
+        "HTTP/1.1 {} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
+        resp.status,
+        reason(resp.status),
+        resp.body.len(),
+        resp.body
+    )?;
+    stream.flush()
+}
+
+/// Writes a request (used by `memtide ctl`).
+pub fn write_request<W: Write>(mut stream: W, method: &str, path: &str, body: &str) -> std::io::Result<()> {
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )?;
+    stream.flush()
+}
+
+/// Reads a response (used by `memtide ctl`): status and body.
+pub fn read_response<R: Read>(stream: R) -> Result<Response, HttpError> {
+    let mut r = BufReader::new(stream);
+    let line = read_line(&mut r)?;
+    let status = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or(HttpError::Malformed("bad status line"))?;
+    let mut content_length = None;
+    loop {
+        let h = read_line(&mut r)?;
+        if h.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = h.split_once(':') {
+            if name.trim().eq_ignore_ascii_case("content-length") {
+                content_length = value.trim().parse::<usize>().ok();
+            }
+        }
+    }
+    let mut body = Vec::new();
+    match content_length {
+        Some(n) if n <= MAX_BODY => {
+            body.resize(n, 0);
+            r.read_exact(&mut body)?;
+        }
+        Some(_) => return Err(HttpError::TooLarge),
+        None => {
+            r.read_to_end(&mut body)?;
+        }
+    }
+    Ok(Response {
+        status,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_round_trip() {
+        let mut buf = Vec::new();
+        write_request(&mut buf, "PUT", "/balloon", "{\"target_mib\":64}").expect("write");
+        let req = read_request(&buf[..]).expect("parse");
+        assert_eq!(req.method, "PUT");
+        assert_eq!(req.path, "/balloon");
+        assert_eq!(req.body, b"{\"target_mib\":64}");
+    }
+
+    #[test]
+    fn response_round_trip() {
+        let mut buf = Vec::new();
+        write_response(&mut buf, &Response::error(400, "bad")).expect("write");
+        let r = read_response(&buf[..]).expect("parse");
+        assert_eq!(r.status, 400);
+        assert_eq!(r.body, "{\"error\":\"bad\"}");
+    }
+
+    #[test]
+    fn malformed_requests_are_errors() {
+        assert!(read_request(&b""[..]).is_err());
+        assert!(read_request(&b"GET\r\n\r\n"[..]).is_err());
+        assert!(read_request(&b"GET / SPDY/3\r\n\r\n"[..]).is_err());
+        assert!(read_request(&b"PUT / HTTP/1.1\r\nContent-Length: x\r\n\r\n"[..]).is_err());
+        assert!(matches!(
+            read_request(&b"PUT / HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n"[..]),
+            Err(HttpError::TooLarge)
+        ));
+        assert!(read_request(&b"PUT / HTTP/1.1\r\nContent-Length: 10\r\n\r\nshort"[..]).is_err());
+        let q = read_request(&b"GET /balloon?x=1 HTTP/1.0\r\n\r\n"[..]).expect("query stripped");
+        assert_eq!(q.path, "/balloon");
+    }
+}
