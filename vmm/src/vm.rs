@@ -6,24 +6,24 @@ use std::sync::{Arc, Mutex};
 use event_manager::{EventManager, EventOps, Events, MutEventSubscriber, SubscriberOps};
 use kvm_bindings::{kvm_pit_config, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY};
 use kvm_ioctls::{Cap, Kvm, VmFd};
-use memtide_devices::i8042::I8042;
 use memtide_devices::bus::{lock, Bus};
-use memtide_devices::virtio::balloon::{Balloon, BalloonHandler, BalloonShared};
-use memtide_devices::virtio::VirtioDevice;
+use memtide_devices::i8042::I8042;
 use memtide_devices::serial::{
     ConsoleOutput, GuestWatch, SerialConsole, StdinInput, COM1_IRQ, COM1_PORT, COM1_PORT_COUNT,
 };
+use memtide_devices::virtio::balloon::{Balloon, BalloonHandler, BalloonShared};
+use memtide_devices::virtio::VirtioDevice;
 use vm_memory::{Bytes, GuestMemoryAtomic};
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::eventfd::EventFd;
 
-use crate::boot::{self, mptable, params};
 use crate::api::{self, ApiState};
+use crate::boot::{self, mptable, params};
 use crate::config::VmConfig;
 use crate::kernel_cmdline::KernelCmdline;
-use crate::mmio_devices::MmioDeviceManager;
 use crate::layout;
 use crate::memory::{self, GuestMemoryMmap};
+use crate::mmio_devices::MmioDeviceManager;
 use crate::outcome::{ExitSignal, VmOutcome};
 use crate::vcpu::{profile, setup, Vcpu};
 
@@ -177,8 +177,13 @@ pub fn run(config: &VmConfig) -> Result<RunReport, VmError> {
     if let Some(bc) = &config.balloon {
         let shared = Arc::new(BalloonShared::new().map_err(io_err("create balloon state"))?);
         let balloon = Arc::new(Mutex::new(
-            Balloon::new(shared.clone(), bc.discard, bc.stats_interval, bc.free_page_reporting)
-                .map_err(io_err("create the balloon"))?,
+            Balloon::new(
+                shared.clone(),
+                bc.discard,
+                bc.stats_interval,
+                bc.free_page_reporting,
+            )
+            .map_err(io_err("create the balloon"))?,
         ));
         let device: Arc<Mutex<dyn VirtioDevice>> = balloon.clone();
         let (slot, evts) = mmio_devices.add(&vm, device, guest_mem.clone())?;

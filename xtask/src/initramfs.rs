@@ -58,7 +58,10 @@ fn busybox_applets(busybox: &Path) -> Result<Vec<String>, XtaskError> {
 
 /// Assembles `guest/asm/memtide-idle.S` into a static binary.
 fn build_idle(out_dir: &Path) -> Result<PathBuf, XtaskError> {
-    let src = workspace_root().join("guest").join("asm").join("memtide-idle.S");
+    let src = workspace_root()
+        .join("guest")
+        .join("asm")
+        .join("memtide-idle.S");
     std::fs::create_dir_all(out_dir).map_err(io_at(out_dir))?;
     let out = out_dir.join("memtide-idle");
     run(
@@ -88,7 +91,11 @@ fn build_idle_archive(idle: &[u8], cache: &Path) -> Result<PathBuf, XtaskError> 
     let out = cache.join("initramfs-idle.cpio");
     let archive = w.finish();
     write_archive(&out, &archive)?;
-    println!("[xtask] initramfs: {} ({} bytes, memtide-idle only)", out.display(), archive.len());
+    println!(
+        "[xtask] initramfs: {} ({} bytes, memtide-idle only)",
+        out.display(),
+        archive.len()
+    );
     Ok(out)
 }
 

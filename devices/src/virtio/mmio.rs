@@ -144,7 +144,10 @@ impl MmioTransport {
         }
         // The driver may only add bits, in order (virtio 1.x §3.1.1).
         if value & self.status != self.status {
-            log::warn!("virtio-mmio: driver cleared status bits ({:#x} -> {value:#x})", self.status);
+            log::warn!(
+                "virtio-mmio: driver cleared status bits ({:#x} -> {value:#x})",
+                self.status
+            );
             return;
         }
         let mut value = value;
@@ -218,8 +221,8 @@ impl MmioTransport {
     }
 
     fn write_register(&mut self, offset: u64, v: u32) {
-        let queue_setup_allowed = self.status & status::FEATURES_OK != 0
-            && self.status & status::DRIVER_OK == 0;
+        let queue_setup_allowed =
+            self.status & status::FEATURES_OK != 0 && self.status & status::DRIVER_OK == 0;
         match offset {
             0x14 => self.device_features_sel = v,
             0x20 => {
@@ -257,7 +260,10 @@ impl MmioTransport {
                     _ => q.set_used_ring_address(None, Some(v)),
                 }
             }
-            _ => log::debug!("virtio-mmio: ignored write {v:#x} to {offset:#x} (status {:#x})", self.status),
+            _ => log::debug!(
+                "virtio-mmio: ignored write {v:#x} to {offset:#x} (status {:#x})",
+                self.status
+            ),
         }
     }
 }
@@ -268,9 +274,16 @@ impl BusDevice for MmioTransport {
             lock(&self.device).read_config(offset - CONFIG_SPACE_OFFSET, data);
             return;
         }
-        let value = if data.len() == 4 { self.read_register(offset) } else { 0 };
+        let value = if data.len() == 4 {
+            self.read_register(offset)
+        } else {
+            0
+        };
         let bytes = value.to_le_bytes();
-        for (d, s) in data.iter_mut().zip(bytes.iter().chain(std::iter::repeat(&0))) {
+        for (d, s) in data
+            .iter_mut()
+            .zip(bytes.iter().chain(std::iter::repeat(&0)))
+        {
             *d = *s;
         }
     }
@@ -281,7 +294,10 @@ impl BusDevice for MmioTransport {
             return;
         }
         let Ok(bytes) = <[u8; 4]>::try_from(data) else {
-            log::warn!("virtio-mmio: {}-byte write to register {offset:#x} ignored", data.len());
+            log::warn!(
+                "virtio-mmio: {}-byte write to register {offset:#x} ignored",
+                data.len()
+            );
             return;
         };
         self.write_register(offset, u32::from_le_bytes(bytes));
@@ -338,7 +354,9 @@ mod tests {
             GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10_0000)]).expect("mem"),
         );
         let dev = Arc::new(Mutex::new(Dummy::default()));
-        let irq = Arc::new(Interrupt::new(EventFd::new(libc::EFD_NONBLOCK).expect("evt")));
+        let irq = Arc::new(Interrupt::new(
+            EventFd::new(libc::EFD_NONBLOCK).expect("evt"),
+        ));
         let t = MmioTransport::new(dev.clone(), mem, irq).expect("transport");
         (t, dev)
     }
@@ -372,7 +390,11 @@ mod tests {
         wr(t, 0x20, low);
         wr(t, 0x24, 1);
         wr(t, 0x20, high);
-        wr(t, 0x70, status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK);
+        wr(
+            t,
+            0x70,
+            status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK,
+        );
     }
 
     fn ready_queue(t: &mut MmioTransport, index: u32, base: u32) {
@@ -392,7 +414,11 @@ mod tests {
         negotiate(&mut t, 0b01, 1);
         assert_ne!(rd(&mut t, 0x70) & status::FEATURES_OK, 0);
         ready_queue(&mut t, 0, 0x1000);
-        wr(&mut t, 0x70, 0xf & !0); // ACK|DRIVER|FEATURES_OK|DRIVER_OK
+        wr(
+            &mut t,
+            0x70,
+            status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK | status::DRIVER_OK,
+        );
         assert!(t.is_activated());
         let (acked, queues) = lock(&dev).activated_with.clone().expect("activated");
         assert_eq!(acked, (1 << 32) | 1);
@@ -407,10 +433,18 @@ mod tests {
     fn features_without_version_1_or_not_offered_are_refused() {
         let (mut t, _) = setup();
         negotiate(&mut t, 0b01, 0);
-        assert_eq!(rd(&mut t, 0x70) & status::FEATURES_OK, 0, "legacy driver refused");
+        assert_eq!(
+            rd(&mut t, 0x70) & status::FEATURES_OK,
+            0,
+            "legacy driver refused"
+        );
         let (mut t, _) = setup();
         negotiate(&mut t, 0b100, 1);
-        assert_eq!(rd(&mut t, 0x70) & status::FEATURES_OK, 0, "unoffered feature refused");
+        assert_eq!(
+            rd(&mut t, 0x70) & status::FEATURES_OK,
+            0,
+            "unoffered feature refused"
+        );
     }
 
     #[test]

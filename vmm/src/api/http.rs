@@ -144,7 +144,12 @@ pub fn write_response<W: Write>(mut stream: W, resp: &Response) -> std::io::Resu
 }
 
 /// Writes a request (used by `memtide ctl`).
-pub fn write_request<W: Write>(mut stream: W, method: &str, path: &str, body: &str) -> std::io::Result<()> {
+pub fn write_request<W: Write>(
+    mut stream: W,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> std::io::Result<()> {
     write!(
         stream,
         "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",

@@ -40,7 +40,10 @@ pub fn start(path: &Path, state: ApiState) -> Result<(), ApiError> {
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
             return Err(ApiError::Bind {
                 path: path.to_path_buf(),
-                source: std::io::Error::new(std::io::ErrorKind::AddrInUse, "another memtide is serving it"),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::AddrInUse,
+                    "another memtide is serving it",
+                ),
             });
         }
         let _ = std::fs::remove_file(path);

@@ -140,7 +140,10 @@ mod tests {
     #[test]
     fn set_and_get_target() {
         let s = state(true);
-        assert_eq!(handle(&s, &req("PUT", "/balloon", "{\"target_mib\": 64}")).status, 204);
+        assert_eq!(
+            handle(&s, &req("PUT", "/balloon", "{\"target_mib\": 64}")).status,
+            204
+        );
         let r = handle(&s, &req("GET", "/balloon", ""));
         assert_eq!(r.status, 200);
         let v: serde_json::Value = serde_json::from_str(&r.body).expect("json");
@@ -151,14 +154,23 @@ mod tests {
     #[test]
     fn bad_requests_get_4xx_and_change_nothing() {
         let s = state(true);
-        for body in ["", "{", "{\"target\": 1}", "{\"target_mib\": -1}", "{\"target_mib\": 300}"] {
+        for body in [
+            "",
+            "{",
+            "{\"target\": 1}",
+            "{\"target_mib\": -1}",
+            "{\"target_mib\": 300}",
+        ] {
             let r = handle(&s, &req("PUT", "/balloon", body));
             assert_eq!(r.status, 400, "body {body:?}: {}", r.body);
         }
         assert_eq!(s.balloon.as_ref().map(|b| b.status().target_mib), Some(0));
         assert_eq!(handle(&s, &req("DELETE", "/balloon", "")).status, 405);
         assert_eq!(handle(&s, &req("GET", "/nope", "")).status, 404);
-        assert_eq!(handle(&state(false), &req("GET", "/balloon", "")).status, 400);
+        assert_eq!(
+            handle(&state(false), &req("GET", "/balloon", "")).status,
+            400
+        );
     }
 
     #[test]

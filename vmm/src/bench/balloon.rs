@@ -7,7 +7,7 @@
 //! The guest runs `memtide-idle` as init: inflation is the guest kernel's
 //! work, no user space is needed.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -71,7 +71,7 @@ impl Drop for Guest {
     }
 }
 
-fn get_json(sock: &PathBuf, path: &str) -> Result<serde_json::Value, BalloonBenchError> {
+fn get_json(sock: &Path, path: &str) -> Result<serde_json::Value, BalloonBenchError> {
     let body = call(sock, "GET", path, "")?;
     serde_json::from_str(&body).map_err(|_| BalloonBenchError::BadAnswer(body))
 }
@@ -84,7 +84,8 @@ fn field(v: &serde_json::Value, name: &str) -> Result<f64, BalloonBenchError> {
 
 fn boot(vm: &RunArgs, mode: DiscardArg, tag: &str) -> Result<Guest, BalloonBenchError> {
     let mut args = vm.clone();
-    let sock = std::env::temp_dir().join(format!("memtide-bench-{}-{tag}.sock", std::process::id()));
+    let sock =
+        std::env::temp_dir().join(format!("memtide-bench-{}-{tag}.sock", std::process::id()));
     args.balloon = true;
     args.balloon_discard = mode;
     args.balloon_stats_ms = 0;
@@ -109,7 +110,10 @@ fn boot(vm: &RunArgs, mode: DiscardArg, tag: &str) -> Result<Guest, BalloonBench
         }
         if let Ok(v) = get_json(&guest.sock, "/balloon") {
             if v["driver_ready"] == serde_json::Value::Bool(true) {
-                println!("  guest up, balloon driver ready after {:.1} s", start.elapsed().as_secs_f64());
+                println!(
+                    "  guest up, balloon driver ready after {:.1} s",
+                    start.elapsed().as_secs_f64()
+                );
                 return Ok(guest);
             }
         }
@@ -123,7 +127,12 @@ fn boot(vm: &RunArgs, mode: DiscardArg, tag: &str) -> Result<Guest, BalloonBench
 /// Sets the target and waits until the guest's `actual` equals it.
 fn resize(guest: &mut Guest, mib: u64) -> Result<f64, BalloonBenchError> {
     let start = Instant::now();
-    call(&guest.sock, "PUT", "/balloon", &format!("{{\"target_mib\":{mib}}}"))?;
+    call(
+        &guest.sock,
+        "PUT",
+        "/balloon",
+        &format!("{{\"target_mib\":{mib}}}"),
+    )?;
     loop {
         let v = get_json(&guest.sock, "/balloon")?;
         if field(&v, "actual_mib")? as u64 == mib {
@@ -133,25 +142,46 @@ fn resize(guest: &mut Guest, mib: u64) -> Result<f64, BalloonBenchError> {
             return Err(BalloonBenchError::GuestGone(status));
         }
         if start.elapsed() > STEP_DEADLINE {
-            return Err(BalloonBenchError::Timeout("the balloon to reach its target"));
+            return Err(BalloonBenchError::Timeout(
+                "the balloon to reach its target",
+            ));
         }
         std::thread::sleep(Duration::from_millis(2));
     }
 }
 
 /// Boots a guest with `mode` and measures `rounds` rounds.
-pub fn measure(args: &BalloonBenchArgs, mode: DiscardArg) -> Result<(Vec<Round>, f64), BalloonBenchError> {
-    let tag = if mode == DiscardArg::Ranges { "ranges" } else { "pages" };
+pub fn measure(
+    args: &BalloonBenchArgs,
+    mode: DiscardArg,
+) -> Result<(Vec<Round>, f64), BalloonBenchError> {
+    let tag = if mode == DiscardArg::Ranges {
+        "ranges"
+    } else {
+        "pages"
+    };
     let mut guest = boot(&args.vm, mode, tag)?;
     let mut rounds = Vec::new();
     let mut discard_ns = 0.0;
     for r in 1..=args.rounds {
-        let before = field(&get_json(&guest.sock, "/balloon")?, "guest_ram_resident_mib")?;
-        let ns0 = field(&get_json(&guest.sock, "/balloon/statistics")?["host"], "discard_ns")?;
+        let before = field(
+            &get_json(&guest.sock, "/balloon")?,
+            "guest_ram_resident_mib",
+        )?;
+        let ns0 = field(
+            &get_json(&guest.sock, "/balloon/statistics")?["host"],
+            "discard_ns",
+        )?;
         let inflate_s = resize(&mut guest, args.mib)?;
-        let ns1 = field(&get_json(&guest.sock, "/balloon/statistics")?["host"], "discard_ns")?;
+        let ns1 = field(
+            &get_json(&guest.sock, "/balloon/statistics")?["host"],
+            "discard_ns",
+        )?;
         discard_ns += ns1 - ns0;
-        let inflated = field(&get_json(&guest.sock, "/balloon")?, "guest_ram_resident_mib")?;
+        let inflated = field(
+            &get_json(&guest.sock, "/balloon")?,
+            "guest_ram_resident_mib",
+        )?;
         let deflate_s = resize(&mut guest, 0)?;
         println!(
             "  {tag} round {r}: inflate {:.1} ms, deflate {:.1} ms, resident {before:.0} -> {inflated:.0} MiB",
@@ -179,10 +209,19 @@ pub fn run(args: &BalloonBenchArgs) -> Result<(), BalloonBenchError> {
     let (pages, pages_ns) = measure(args, DiscardArg::PerPage)?;
     let mib = args.mib as f64;
     let summary = |name: &str, rounds: &[Round], ns: f64| {
-        let inflate = median(&rounds.iter().map(|r| r.inflate_s).collect::<Vec<_>>()).unwrap_or(f64::NAN);
-        let deflate = median(&rounds.iter().map(|r| r.deflate_s).collect::<Vec<_>>()).unwrap_or(f64::NAN);
-        let before = median(&rounds.iter().map(|r| r.rss_before_mib).collect::<Vec<_>>()).unwrap_or(f64::NAN);
-        let after = median(&rounds.iter().map(|r| r.rss_inflated_mib).collect::<Vec<_>>()).unwrap_or(f64::NAN);
+        let inflate =
+            median(&rounds.iter().map(|r| r.inflate_s).collect::<Vec<_>>()).unwrap_or(f64::NAN);
+        let deflate =
+            median(&rounds.iter().map(|r| r.deflate_s).collect::<Vec<_>>()).unwrap_or(f64::NAN);
+        let before = median(&rounds.iter().map(|r| r.rss_before_mib).collect::<Vec<_>>())
+            .unwrap_or(f64::NAN);
+        let after = median(
+            &rounds
+                .iter()
+                .map(|r| r.rss_inflated_mib)
+                .collect::<Vec<_>>(),
+        )
+        .unwrap_or(f64::NAN);
         println!(
             "| {name} | {:.1} ms ({:.0} MiB/s) | {:.1} ms ({:.0} MiB/s) | {:.2} ms | {before:.0} -> {after:.0} MiB |",
             inflate * 1e3,

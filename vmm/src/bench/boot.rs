@@ -65,7 +65,10 @@ pub fn run_argv(args: &RunArgs) -> Vec<String> {
         ("--cmdline", args.cmdline.clone()),
         ("--append", args.append.clone()),
         ("--cmd", args.cmd.clone()),
-        ("--balloon-stats-ms", Some(args.balloon_stats_ms.to_string())),
+        (
+            "--balloon-stats-ms",
+            Some(args.balloon_stats_ms.to_string()),
+        ),
         (
             "--balloon-discard",
             (args.balloon_discard == crate::cli::DiscardArg::PerPage).then(|| "per-page".into()),
@@ -86,7 +89,12 @@ pub fn run_argv(args: &RunArgs) -> Vec<String> {
             v.push(value);
         }
     }
-    v.extend(flags.iter().filter(|(_, on)| *on).map(|(f, _)| f.to_string()));
+    v.extend(
+        flags
+            .iter()
+            .filter(|(_, on)| *on)
+            .map(|(f, _)| f.to_string()),
+    );
     v
 }
 

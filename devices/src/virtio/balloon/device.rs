@@ -9,10 +9,14 @@ use vm_memory::{Bytes, GuestAddress, GuestAddressSpace, GuestMemoryBackend, Gues
 use vmm_sys_util::eventfd::EventFd;
 
 use super::host::{discard, DiscardMode};
-use super::pfn::{compact, PfnRange};
-use super::{stats, BalloonShared, F_DEFLATE_ON_OOM, F_REPORTING, F_STATS_VQ, PAGE_SIZE, QUEUE_SIZE};
+use super::pfn::{compact, Compacted, PfnRange};
+use super::{
+    stats, BalloonShared, F_DEFLATE_ON_OOM, F_REPORTING, F_STATS_VQ, PAGE_SIZE, QUEUE_SIZE,
+};
 use crate::virtio::interrupt::{INT_CONFIG, INT_VRING};
-use crate::virtio::{ActivateError, GuestMemory, Interrupt, VirtioDevice, TYPE_BALLOON, VIRTIO_F_VERSION_1};
+use crate::virtio::{
+    ActivateError, GuestMemory, Interrupt, VirtioDevice, TYPE_BALLOON, VIRTIO_F_VERSION_1,
+};
 
 /// Most PFNs read from one inflate/deflate chain (Linux sends 256).
 const MAX_PFNS_PER_CHAIN: usize = 1 << 16;
@@ -106,20 +110,33 @@ impl Balloon {
 
     /// Reads little-endian u32 PFNs from the device-readable descriptors of
     /// `chain`; malformed descriptors are counted and skipped.
-    fn read_pfns(&self, mem: &GuestMemoryMmap<()>, chain: DescriptorChain<&GuestMemoryMmap<()>>) -> Vec<u32> {
+    fn read_pfns(
+        &self,
+        mem: &GuestMemoryMmap<()>,
+        chain: DescriptorChain<&GuestMemoryMmap<()>>,
+    ) -> Vec<u32> {
         let mut pfns = Vec::new();
         for desc in chain {
             let len = desc.len() as usize;
             if desc.is_write_only() || len % 4 != 0 || pfns.len() + len / 4 > MAX_PFNS_PER_CHAIN {
-                self.shared.counters.malformed_descriptors.fetch_add(1, Ordering::Relaxed);
+                self.shared
+                    .counters
+                    .malformed_descriptors
+                    .fetch_add(1, Ordering::Relaxed);
                 continue;
             }
             let mut buf = vec![0u8; len];
             if mem.read_slice(&mut buf, desc.addr()).is_err() {
-                self.shared.counters.malformed_descriptors.fetch_add(1, Ordering::Relaxed);
+                self.shared
+                    .counters
+                    .malformed_descriptors
+                    .fetch_add(1, Ordering::Relaxed);
                 continue;
             }
-            pfns.extend(buf.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])));
+            pfns.extend(
+                buf.chunks_exact(4)
+                    .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+            );
         }
         pfns
     }
@@ -129,70 +146,25 @@ impl Balloon {
         let Some(mem) = self.mem.clone() else { return };
         let guard = mem.memory();
         let m: &GuestMemoryMmap<()> = &guard;
-        let Some(role) = self.queues.get(slot).map(|q| q.role) else { return };
+        let Some(role) = self.queues.get(slot).map(|q| q.role) else {
+            return;
+        };
         let mut used_any = false;
-        loop {
-            let Some(chain) = self.queues[slot].queue.pop_descriptor_chain(m) else { break };
+        while let Some(chain) = self.queues[slot].queue.pop_descriptor_chain(m) {
             let head = chain.head_index();
             match role {
-                Role::Inflate | Role::Deflate => {
-                    let pfns = self.read_pfns(m, chain);
-                    let c = compact(&pfns, |pfn| m.address_in_range(GuestAddress(pfn.saturating_mul(PAGE_SIZE))));
-                    let k = &self.shared.counters;
-                    k.pfns_out_of_range.fetch_add(c.out_of_range, Ordering::Relaxed);
-                    k.pfns_duplicate.fetch_add(c.duplicates, Ordering::Relaxed);
-                    if role == Role::Inflate {
-                        k.inflate_requests.fetch_add(1, Ordering::Relaxed);
-                        let t = Instant::now();
-                        let out = discard(m, &c.ranges, self.mode);
-                        k.discard_ns.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
-                        k.discard_calls.fetch_add(out.calls, Ordering::Relaxed);
-                        k.discard_errors.fetch_add(out.errors, Ordering::Relaxed);
-                        self.shared.inflated_pages.fetch_add(out.pages, Ordering::SeqCst);
-                    } else {
-                        k.deflate_requests.fetch_add(1, Ordering::Relaxed);
-                        let pages = c.pages();
-                        let _ = self.shared.inflated_pages.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| {
-                            Some(v.saturating_sub(pages))
-                        });
-                    }
-                }
+                Role::Inflate => self.inflate(m, chain),
+                Role::Deflate => self.deflate(m, chain),
+                Role::Reporting => self.free_pages_reported(m, chain),
                 Role::Stats => {
-                    let mut buf = Vec::new();
-                    for desc in chain {
-                        if desc.is_write_only() || desc.len() > 4096 {
-                            self.shared.counters.malformed_descriptors.fetch_add(1, Ordering::Relaxed);
-                            continue;
-                        }
-                        let mut part = vec![0u8; desc.len() as usize];
-                        if m.read_slice(&mut part, desc.addr()).is_ok() {
-                            buf.extend_from_slice(&part);
-                        }
-                    }
-                    let now = self.started.elapsed().as_millis() as u64;
-                    *crate::bus::lock(&self.shared.stats) = Some(stats::parse(&buf, now));
+                    self.stats_arrived(m, chain);
                     // Hold the buffer: returning it is how we ask for new stats.
-                    if let Some(old) = self.stats_head.replace(head) {
-                        self.add_used(slot, old);
-                        used_any = true;
+                    match self.stats_head.replace(head) {
+                        Some(old) => self.add_used(slot, old),
+                        None => continue,
                     }
+                    used_any = true;
                     continue;
-                }
-                Role::Reporting => {
-                    let mut ranges = Vec::new();
-                    for desc in chain {
-                        let (addr, len) = (desc.addr().0, u64::from(desc.len()));
-                        if addr % PAGE_SIZE != 0 || len % PAGE_SIZE != 0 {
-                            self.shared.counters.malformed_descriptors.fetch_add(1, Ordering::Relaxed);
-                            continue;
-                        }
-                        ranges.push(PfnRange { start_pfn: addr / PAGE_SIZE, pages: len / PAGE_SIZE });
-                    }
-                    let out = discard(m, &ranges, self.mode);
-                    let k = &self.shared.counters;
-                    k.discard_calls.fetch_add(out.calls, Ordering::Relaxed);
-                    k.discard_errors.fetch_add(out.errors, Ordering::Relaxed);
-                    k.reported_pages.fetch_add(out.pages, Ordering::Relaxed);
                 }
             }
             self.add_used(slot, head);
@@ -201,6 +173,103 @@ impl Balloon {
         if used_any {
             self.notify(slot);
         }
+    }
+
+    /// Reads, validates and merges the PFNs of an inflate/deflate chain,
+    /// counting what was rejected.
+    fn pfn_ranges(
+        &self,
+        m: &GuestMemoryMmap<()>,
+        chain: DescriptorChain<&GuestMemoryMmap<()>>,
+    ) -> Compacted {
+        let pfns = self.read_pfns(m, chain);
+        let c = compact(&pfns, |pfn| {
+            m.address_in_range(GuestAddress(pfn.saturating_mul(PAGE_SIZE)))
+        });
+        let k = &self.shared.counters;
+        k.pfns_out_of_range
+            .fetch_add(c.out_of_range, Ordering::Relaxed);
+        k.pfns_duplicate.fetch_add(c.duplicates, Ordering::Relaxed);
+        c
+    }
+
+    fn inflate(&mut self, m: &GuestMemoryMmap<()>, chain: DescriptorChain<&GuestMemoryMmap<()>>) {
+        let c = self.pfn_ranges(m, chain);
+        let k = &self.shared.counters;
+        k.inflate_requests.fetch_add(1, Ordering::Relaxed);
+        let t = Instant::now();
+        let out = discard(m, &c.ranges, self.mode);
+        k.discard_ns
+            .fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        k.discard_calls.fetch_add(out.calls, Ordering::Relaxed);
+        k.discard_errors.fetch_add(out.errors, Ordering::Relaxed);
+        self.shared
+            .inflated_pages
+            .fetch_add(out.pages, Ordering::SeqCst);
+    }
+
+    fn deflate(&mut self, m: &GuestMemoryMmap<()>, chain: DescriptorChain<&GuestMemoryMmap<()>>) {
+        let pages = self.pfn_ranges(m, chain).pages();
+        self.shared
+            .counters
+            .deflate_requests
+            .fetch_add(1, Ordering::Relaxed);
+        let _ = self
+            .shared
+            .inflated_pages
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| {
+                Some(v.saturating_sub(pages))
+            });
+    }
+
+    fn stats_arrived(
+        &mut self,
+        m: &GuestMemoryMmap<()>,
+        chain: DescriptorChain<&GuestMemoryMmap<()>>,
+    ) {
+        let mut buf = Vec::new();
+        for desc in chain {
+            if desc.is_write_only() || desc.len() > 4096 {
+                self.shared
+                    .counters
+                    .malformed_descriptors
+                    .fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            let mut part = vec![0u8; desc.len() as usize];
+            if m.read_slice(&mut part, desc.addr()).is_ok() {
+                buf.extend_from_slice(&part);
+            }
+        }
+        let now = self.started.elapsed().as_millis() as u64;
+        *crate::bus::lock(&self.shared.stats) = Some(stats::parse(&buf, now));
+    }
+
+    fn free_pages_reported(
+        &mut self,
+        m: &GuestMemoryMmap<()>,
+        chain: DescriptorChain<&GuestMemoryMmap<()>>,
+    ) {
+        let mut ranges = Vec::new();
+        for desc in chain {
+            let (addr, len) = (desc.addr().0, u64::from(desc.len()));
+            if addr % PAGE_SIZE != 0 || len % PAGE_SIZE != 0 {
+                self.shared
+                    .counters
+                    .malformed_descriptors
+                    .fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            ranges.push(PfnRange {
+                start_pfn: addr / PAGE_SIZE,
+                pages: len / PAGE_SIZE,
+            });
+        }
+        let out = discard(m, &ranges, self.mode);
+        let k = &self.shared.counters;
+        k.discard_calls.fetch_add(out.calls, Ordering::Relaxed);
+        k.discard_errors.fetch_add(out.errors, Ordering::Relaxed);
+        k.reported_pages.fetch_add(out.pages, Ordering::Relaxed);
     }
 
     fn add_used(&mut self, slot: usize, head: u16) {
@@ -212,7 +281,10 @@ impl Balloon {
 
     fn notify(&mut self, slot: usize) {
         let Some(mem) = self.mem.clone() else { return };
-        let needs = self.queues[slot].queue.needs_notification(&*mem.memory()).unwrap_or(true);
+        let needs = self.queues[slot]
+            .queue
+            .needs_notification(&*mem.memory())
+            .unwrap_or(true);
         if needs {
             self.signal(INT_VRING);
         }
@@ -220,7 +292,9 @@ impl Balloon {
 
     /// Returns the held stats buffer, asking the guest for fresh numbers.
     pub(super) fn request_stats(&mut self) {
-        let Some(slot) = self.queues.iter().position(|q| q.role == Role::Stats) else { return };
+        let Some(slot) = self.queues.iter().position(|q| q.role == Role::Stats) else {
+            return;
+        };
         if let Some(head) = self.stats_head.take() {
             self.add_used(slot, head);
             self.notify(slot);
@@ -283,7 +357,10 @@ impl VirtioDevice for Balloon {
     ) -> Result<(), ActivateError> {
         let roles = roles(acked);
         if queues.len() < roles.len() {
-            return Err(ActivateError::QueueCount { needed: roles.len(), got: queues.len() });
+            return Err(ActivateError::QueueCount {
+                needed: roles.len(),
+                got: queues.len(),
+            });
         }
         self.queues = queues
             .into_iter()
@@ -314,13 +391,17 @@ mod tests {
             roles((1 << F_STATS_VQ) | (1 << F_REPORTING)),
             vec![Role::Inflate, Role::Deflate, Role::Stats, Role::Reporting]
         );
-        assert_eq!(roles(1 << F_REPORTING), vec![Role::Inflate, Role::Deflate, Role::Reporting]);
+        assert_eq!(
+            roles(1 << F_REPORTING),
+            vec![Role::Inflate, Role::Deflate, Role::Reporting]
+        );
     }
 
     #[test]
     fn config_space_exposes_target_and_takes_actual() {
         let shared = Arc::new(BalloonShared::new().expect("shared"));
-        let mut b = Balloon::new(shared.clone(), DiscardMode::Ranges, None, false).expect("balloon");
+        let mut b =
+            Balloon::new(shared.clone(), DiscardMode::Ranges, None, false).expect("balloon");
         shared.set_target_mib(64).expect("target");
         let mut num = [0u8; 4];
         b.read_config(0, &mut num);
@@ -332,7 +413,15 @@ mod tests {
         let mut past_end = [0xffu8; 4];
         b.read_config(30, &mut past_end);
         assert_eq!(past_end, [0; 4]);
-        assert_eq!(b.avail_features() & (1 << F_STATS_VQ), 0, "no stats without an interval");
-        assert_eq!(b.avail_features() & (1 << F_REPORTING), 0, "reporting is opt-in");
+        assert_eq!(
+            b.avail_features() & (1 << F_STATS_VQ),
+            0,
+            "no stats without an interval"
+        );
+        assert_eq!(
+            b.avail_features() & (1 << F_REPORTING),
+            0,
+            "reporting is opt-in"
+        );
     }
 }

@@ -18,7 +18,10 @@ pub struct BalloonHandler {
 impl BalloonHandler {
     /// Wraps the shared device.
     pub fn new(balloon: std::sync::Arc<std::sync::Mutex<Balloon>>) -> Self {
-        Self { balloon, timer: None }
+        Self {
+            balloon,
+            timer: None,
+        }
     }
 }
 
@@ -40,7 +43,9 @@ impl MutEventSubscriber for BalloonHandler {
             if let (true, Some(interval), None) = (has_stats, b.stats_interval, &self.timer) {
                 match TimerFd::new() {
                     Ok(mut t) => {
-                        if t.reset(interval, Some(interval)).is_ok() && ops.add(Events::new(&t, EventSet::IN)).is_ok() {
+                        if t.reset(interval, Some(interval)).is_ok()
+                            && ops.add(Events::new(&t, EventSet::IN)).is_ok()
+                        {
                             self.timer = Some(t);
                         }
                     }
@@ -65,10 +70,11 @@ impl MutEventSubscriber for BalloonHandler {
                 return;
             }
         }
-        let slot = b
-            .queues
-            .iter()
-            .position(|q| b.queue_evts.get(q.index).is_some_and(|e| e.as_raw_fd() == fd));
+        let slot = b.queues.iter().position(|q| {
+            b.queue_evts
+                .get(q.index)
+                .is_some_and(|e| e.as_raw_fd() == fd)
+        });
         if let Some(slot) = slot {
             let index = b.queues[slot].index;
             let _ = b.queue_evts[index].read();

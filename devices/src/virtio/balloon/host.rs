@@ -59,7 +59,11 @@ fn madvise_dontneed(host: *mut u8, len: usize) -> bool {
 }
 
 /// Returns every page of `ranges` to the host.
-pub fn discard<M: GuestMemoryBackend>(mem: &M, ranges: &[PfnRange], mode: DiscardMode) -> DiscardOutcome {
+pub fn discard<M: GuestMemoryBackend>(
+    mem: &M,
+    ranges: &[PfnRange],
+    mode: DiscardMode,
+) -> DiscardOutcome {
     let mut out = DiscardOutcome::default();
     for range in ranges {
         for (host, len) in host_pieces(mem, *range) {
@@ -77,7 +81,10 @@ pub fn discard<M: GuestMemoryBackend>(mem: &M, ranges: &[PfnRange], mode: Discar
                     for i in 0..pages as usize {
                         out.calls += 1;
                         // SAFETY (pointer arithmetic): i * 4096 < len, inside the piece.
-                        if madvise_dontneed(host.wrapping_add(i * PAGE_SIZE as usize), PAGE_SIZE as usize) {
+                        if madvise_dontneed(
+                            host.wrapping_add(i * PAGE_SIZE as usize),
+                            PAGE_SIZE as usize,
+                        ) {
                             out.pages += 1;
                         } else {
                             out.errors += 1;
@@ -96,28 +103,64 @@ mod tests {
     use vm_memory::{Bytes, GuestMemoryMmap};
 
     fn mem() -> GuestMemoryMmap<()> {
-        GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10_000), (GuestAddress(0x10_000), 0x10_000)])
-            .expect("mem")
+        GuestMemoryMmap::from_ranges(&[
+            (GuestAddress(0), 0x10_000),
+            (GuestAddress(0x10_000), 0x10_000),
+        ])
+        .expect("mem")
     }
 
     #[test]
     fn discarded_pages_read_back_as_zero_and_calls_are_counted() {
         let m = mem();
-        m.write_obj(0xdead_beefu32, GuestAddress(0x3000)).expect("write");
-        m.write_obj(0xdead_beefu32, GuestAddress(0x11000)).expect("write");
+        m.write_obj(0xdead_beefu32, GuestAddress(0x3000))
+            .expect("write");
+        m.write_obj(0xdead_beefu32, GuestAddress(0x11000))
+            .expect("write");
         // One range spanning the boundary between the two regions.
-        let r = [PfnRange { start_pfn: 3, pages: 15 }];
+        let r = [PfnRange {
+            start_pfn: 3,
+            pages: 15,
+        }];
         let out = discard(&m, &r, DiscardMode::Ranges);
-        assert_eq!(out, DiscardOutcome { pages: 15, calls: 2, errors: 0 });
+        assert_eq!(
+            out,
+            DiscardOutcome {
+                pages: 15,
+                calls: 2,
+                errors: 0
+            }
+        );
         assert_eq!(m.read_obj::<u32>(GuestAddress(0x3000)).expect("read"), 0);
         assert_eq!(m.read_obj::<u32>(GuestAddress(0x11000)).expect("read"), 0);
         let out = discard(&m, &r, DiscardMode::PerPage);
-        assert_eq!(out, DiscardOutcome { pages: 15, calls: 15, errors: 0 });
+        assert_eq!(
+            out,
+            DiscardOutcome {
+                pages: 15,
+                calls: 15,
+                errors: 0
+            }
+        );
     }
 
     #[test]
     fn pages_outside_ram_are_skipped() {
-        let out = discard(&mem(), &[PfnRange { start_pfn: 30, pages: 4 }], DiscardMode::Ranges);
-        assert_eq!(out, DiscardOutcome { pages: 2, calls: 1, errors: 0 });
+        let out = discard(
+            &mem(),
+            &[PfnRange {
+                start_pfn: 30,
+                pages: 4,
+            }],
+            DiscardMode::Ranges,
+        );
+        assert_eq!(
+            out,
+            DiscardOutcome {
+                pages: 2,
+                calls: 1,
+                errors: 0
+            }
+        );
     }
 }

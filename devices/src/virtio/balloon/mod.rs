@@ -107,7 +107,7 @@ impl BalloonShared {
 
     /// The current status.
     pub fn status(&self) -> BalloonStatus {
-        let mib = |pages: u64| pages * PAGE_SIZE >> 20;
+        let mib = |pages: u64| (pages * PAGE_SIZE) >> 20;
         BalloonStatus {
             target_mib: mib(u64::from(self.target_pages.load(Ordering::SeqCst))),
             actual_mib: mib(u64::from(self.actual_pages.load(Ordering::SeqCst))),

@@ -71,9 +71,18 @@ mod tests {
         assert_eq!(
             c.ranges,
             vec![
-                PfnRange { start_pfn: 3, pages: 3 },
-                PfnRange { start_pfn: 7, pages: 1 },
-                PfnRange { start_pfn: 10, pages: 2 },
+                PfnRange {
+                    start_pfn: 3,
+                    pages: 3
+                },
+                PfnRange {
+                    start_pfn: 7,
+                    pages: 1
+                },
+                PfnRange {
+                    start_pfn: 10,
+                    pages: 2
+                },
             ]
         );
         assert_eq!((c.out_of_range, c.duplicates, c.pages()), (1, 1, 6));

@@ -1,0 +1,299 @@
+//! The virtio-balloon on a real guest: inflating returns memory to the
+//! host, deflating gives it back to the guest, the control API validates
+//! its input, and free page reporting returns idle guest memory.
+//!
+//! The guests run `memtide-idle` as init (no user space needed: the balloon
+//! is driven by the guest kernel's driver) and have their RAM prefaulted, so
+//! host residency starts at the full guest size.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use memtide_tests::{
+    boot_lock, cache_dir, guest_images, guest_user_space_works, kvm_available, memtide_bin,
+    run_memtide, BOOT_DEADLINE,
+};
+
+struct Guest {
+    child: Child,
+    sock: PathBuf,
+}
+
+impl Drop for Guest {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.sock);
+    }
+}
+
+impl Guest {
+    fn boot(name: &str, extra: &[&str]) -> Guest {
+        let (kernel, _) = guest_images();
+        let idle = cache_dir().join("initramfs-idle.cpio");
+        assert!(
+            idle.exists(),
+            "{} missing: run `cargo xtask images`",
+            idle.display()
+        );
+        let sock =
+            std::env::temp_dir().join(format!("memtide-test-{}-{name}.sock", std::process::id()));
+        let child = Command::new(memtide_bin())
+            .args(["run", "--memory-mib", "256", "--balloon", "--prefault"])
+            .arg("--kernel")
+            .arg(&kernel)
+            .arg("--initramfs")
+            .arg(&idle)
+            .arg("--api-sock")
+            .arg(&sock)
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn memtide");
+        let mut g = Guest { child, sock };
+        g.wait_for("the balloon driver", BOOT_DEADLINE, |v| {
+            v["driver_ready"] == true
+        });
+        g
+    }
+
+    fn ctl(&self, args: &[&str]) -> (bool, String, String) {
+        let out = Command::new(memtide_bin())
+            .arg("ctl")
+            .arg("--api-sock")
+            .arg(&self.sock)
+            .args(args)
+            .output()
+            .expect("memtide ctl");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    fn get(&self, what: &str) -> serde_json::Value {
+        let (ok, out, err) = self.ctl(&["balloon", what]);
+        assert!(ok, "ctl balloon {what} failed: {err}");
+        serde_json::from_str(&out).expect("JSON from the API")
+    }
+
+    fn wait_for(
+        &mut self,
+        what: &str,
+        deadline: Duration,
+        done: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                panic!("memtide exited ({status}) while waiting for {what}");
+            }
+            if self.sock.exists() {
+                let (ok, out, _) = self.ctl(&["balloon", "get"]);
+                if ok {
+                    let v: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+                    if done(&v) {
+                        return v;
+                    }
+                }
+            }
+            assert!(start.elapsed() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn guest_free_mib(&mut self) -> f64 {
+        // Statistics arrive every 500 ms; wait for a report newer than now.
+        let start = Instant::now();
+        let first = self.get("stats")["guest"]["updated_ms"]
+            .as_u64()
+            .unwrap_or(0);
+        loop {
+            let s = self.get("stats");
+            let updated = s["guest"]["updated_ms"].as_u64().unwrap_or(0);
+            if updated > first {
+                return s["guest"]["free_memory"].as_f64().expect("free_memory") / (1 << 20) as f64;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(120),
+                "no fresh balloon statistics"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+#[test]
+fn inflate_returns_memory_to_the_host_and_deflate_returns_it_to_the_guest() {
+    if !kvm_available() {
+        return;
+    }
+    let _guard = boot_lock();
+    let mut g = Guest::boot("inflate", &["--balloon-stats-ms", "500"]);
+    let before = g.get("get");
+    let resident_before = before["guest_ram_resident_mib"].as_f64().expect("resident");
+    assert!(
+        resident_before >= 250.0,
+        "prefaulted RAM not resident: {before}"
+    );
+    let free_before = g.guest_free_mib();
+    let total = g.get("stats")["guest"]["total_memory"]
+        .as_f64()
+        .expect("total")
+        / (1 << 20) as f64;
+    assert!(
+        (200.0..=256.0).contains(&total),
+        "guest reports {total} MiB total"
+    );
+
+    let (ok, _, err) = g.ctl(&["balloon", "set", "64"]);
+    assert!(ok, "{err}");
+    let v = g.wait_for("inflation to 64 MiB", Duration::from_secs(300), |v| {
+        v["actual_mib"] == 64
+    });
+    let resident_inflated = v["guest_ram_resident_mib"].as_f64().expect("resident");
+    assert!(
+        resident_before - resident_inflated >= 60.0,
+        "host RSS of guest RAM went {resident_before} -> {resident_inflated} MiB"
+    );
+    assert_eq!(v["inflated_mib"], 64);
+    let free_inflated = g.guest_free_mib();
+    assert!(
+        free_before - free_inflated >= 60.0,
+        "guest free memory went {free_before} -> {free_inflated} MiB"
+    );
+    let stats = g.get("stats");
+    assert_eq!(stats["host"]["pfns_out_of_range"], 0);
+    assert_eq!(stats["host"]["discard_errors"], 0);
+
+    let (ok, _, err) = g.ctl(&["balloon", "set", "0"]);
+    assert!(ok, "{err}");
+    let v = g.wait_for("deflation", Duration::from_secs(300), |v| {
+        v["actual_mib"] == 0
+    });
+    assert_eq!(v["inflated_mib"], 0);
+    // The guest kernel has the pages back in its free lists.
+    let free_after = g.guest_free_mib();
+    assert!(
+        free_after >= free_before - 4.0,
+        "guest free memory did not come back: {free_before} -> {free_inflated} -> {free_after} MiB"
+    );
+}
+
+#[test]
+fn the_api_refuses_bad_requests_and_changes_nothing() {
+    if !kvm_available() {
+        return;
+    }
+    let _guard = boot_lock();
+    let g = Guest::boot("api", &[]);
+    let (ok, _, err) = g.ctl(&["balloon", "set", "100000"]);
+    assert!(!ok);
+    assert!(
+        err.contains("400") && err.contains("exceeds guest RAM"),
+        "{err}"
+    );
+    assert_eq!(g.get("get")["target_mib"], 0);
+    // A raw malformed request on the socket.
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(&g.sock).expect("connect");
+    s.write_all(b"PUT /balloon HTTP/1.1\r\nContent-Length: 7\r\n\r\n{\"x\":1}")
+        .expect("send");
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).expect("answer");
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert_eq!(g.get("get")["target_mib"], 0);
+}
+
+#[test]
+fn free_page_reporting_returns_idle_guest_memory() {
+    if !kvm_available() {
+        return;
+    }
+    let _guard = boot_lock();
+    let mut g = Guest::boot("reporting", &["--balloon-reporting"]);
+    let v = g.wait_for("free page reports", Duration::from_secs(180), |v| {
+        v["guest_ram_resident_mib"]
+            .as_f64()
+            .is_some_and(|r| r < 128.0)
+    });
+    let reported = g.get("stats")["host"]["reported_pages"]
+        .as_u64()
+        .expect("reported");
+    assert!(
+        reported * 4096 >= 64 << 20,
+        "only {reported} pages reported; {v}"
+    );
+}
+
+#[test]
+fn deflate_on_oom_gives_pages_back_instead_of_an_oom_kill() {
+    if !kvm_available() || !guest_user_space_works() {
+        return;
+    }
+    let _guard = boot_lock();
+    let (kernel, initramfs) = guest_images();
+    let sock = std::env::temp_dir().join(format!("memtide-test-{}-oom.sock", std::process::id()));
+    let (k, i, s) = (
+        kernel.to_string_lossy().into_owned(),
+        initramfs.to_string_lossy().into_owned(),
+        sock.to_string_lossy().into_owned(),
+    );
+    // The balloon takes 96 MiB before the command runs; the command then
+    // fills 150 MiB of tmpfs in a 192 MiB guest, which only fits if the
+    // driver deflates on OOM.
+    let setter = std::thread::spawn({
+        let sock = sock.clone();
+        move || {
+            let start = Instant::now();
+            while start.elapsed() < BOOT_DEADLINE {
+                let ok = Command::new(memtide_bin())
+                    .args(["ctl", "--api-sock"])
+                    .arg(&sock)
+                    .args(["balloon", "set", "96"])
+                    .output()
+                    .is_ok_and(|o| o.status.success());
+                if ok {
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            false
+        }
+    });
+    let r = run_memtide(
+        &[
+            "run",
+            "--kernel",
+            &k,
+            "--initramfs",
+            &i,
+            "--memory-mib",
+            "192",
+            "--balloon",
+            "--api-sock",
+            &s,
+            "--cmd",
+            "sleep 20; dd if=/dev/zero of=/tmp/fill bs=1M count=150 && echo FILLED",
+        ],
+        BOOT_DEADLINE * 2,
+    );
+    assert!(
+        setter.join().expect("setter"),
+        "could not set the balloon target"
+    );
+    assert!(
+        r.stdout.contains("FILLED"),
+        "allocation failed:\n{}",
+        r.stdout
+    );
+    assert!(
+        !r.stdout.contains("Out of memory: Killed"),
+        "OOM kill:\n{}",
+        r.stdout
+    );
+}
