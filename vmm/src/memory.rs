@@ -53,19 +53,22 @@ pub fn create_guest_memory(ram_mib: u64) -> Result<GuestMemoryMmap, MemoryError>
     })
 }
 
+/// The host mapping of every RAM region: (start pointer, length in bytes).
+fn host_mappings(mem: &GuestMemoryMmap) -> impl Iterator<Item = (*mut u8, usize)> + '_ {
+    mem.iter().filter_map(|region| {
+        let host = region.get_host_address(MemoryRegionAddress(0)).ok()?;
+        let len = usize::try_from(region.len()).ok()?;
+        Some((host, len))
+    })
+}
+
 /// Asks the host to back guest RAM with transparent huge pages where it
 /// can (as QEMU does). Fewer, larger host pages make the host's second-level
 /// (or shadow) page tables smaller and guest page faults rarer; on hosts
 /// whose THP mode is `madvise` this is the difference between 4 KiB and
 /// 2 MiB backing. Failure is harmless and only logged.
 pub fn advise_huge_pages(mem: &GuestMemoryMmap) {
-    for region in mem.iter() {
-        let Ok(host) = region.get_host_address(MemoryRegionAddress(0)) else {
-            continue;
-        };
-        let Ok(len) = usize::try_from(region.len()) else {
-            continue;
-        };
+    for (host, len) in host_mappings(mem) {
         // SAFETY: the range is exactly one mapping owned by `mem`;
         // MADV_HUGEPAGE only changes how the kernel backs it, never its
         // contents or validity.
@@ -124,13 +127,7 @@ pub fn ram_bytes(mem: &GuestMemoryMmap) -> u64 {
 pub fn resident_bytes(mem: &GuestMemoryMmap) -> u64 {
     const PAGE: usize = 4096;
     let mut total = 0u64;
-    for region in mem.iter() {
-        let (Ok(host), Ok(len)) = (
-            region.get_host_address(MemoryRegionAddress(0)),
-            usize::try_from(region.len()),
-        ) else {
-            continue;
-        };
+    for (host, len) in host_mappings(mem) {
         let mut vec = vec![0u8; len.div_ceil(PAGE)];
         // SAFETY: `host..host+len` is one live mapping owned by `mem`, and
         // `vec` has one byte per page of it, as mincore requires.
@@ -146,13 +143,7 @@ pub fn resident_bytes(mem: &GuestMemoryMmap) -> u64 {
 /// balloon measurements start from a known host footprint.
 pub fn prefault(mem: &GuestMemoryMmap) {
     const MADV_POPULATE_WRITE: libc::c_int = 23;
-    for region in mem.iter() {
-        let (Ok(host), Ok(len)) = (
-            region.get_host_address(MemoryRegionAddress(0)),
-            usize::try_from(region.len()),
-        ) else {
-            continue;
-        };
+    for (host, len) in host_mappings(mem) {
         // SAFETY: the range is one live mapping owned by `mem`;
         // MADV_POPULATE_WRITE only faults its pages in (zero-filled).
         let rc = unsafe { libc::madvise(host.cast(), len, MADV_POPULATE_WRITE) };

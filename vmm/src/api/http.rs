@@ -78,6 +78,26 @@ fn read_line<R: BufRead>(r: &mut R) -> Result<String, HttpError> {
     Ok(s.trim_end_matches(['\r', '\n']).to_string())
 }
 
+/// Reads header lines up to the blank line; returns `Content-Length`.
+fn read_headers<R: BufRead>(r: &mut R) -> Result<Option<usize>, HttpError> {
+    let mut content_length = None;
+    loop {
+        let h = read_line(r)?;
+        if h.is_empty() {
+            return Ok(content_length);
+        }
+        if let Some((name, value)) = h.split_once(':') {
+            if name.trim().eq_ignore_ascii_case("content-length") {
+                let n = value
+                    .trim()
+                    .parse()
+                    .map_err(|_| HttpError::Malformed("bad Content-Length"))?;
+                content_length = Some(n);
+            }
+        }
+    }
+}
+
 /// Reads one request from `stream`.
 pub fn read_request<R: Read>(stream: R) -> Result<Request, HttpError> {
     let mut r = BufReader::new(stream);
@@ -90,21 +110,7 @@ pub fn read_request<R: Read>(stream: R) -> Result<Request, HttpError> {
     if !version.starts_with("HTTP/1.") {
         return Err(HttpError::Malformed("not HTTP/1.x"));
     }
-    let mut content_length = 0usize;
-    loop {
-        let h = read_line(&mut r)?;
-        if h.is_empty() {
-            break;
-        }
-        if let Some((name, value)) = h.split_once(':') {
-            if name.trim().eq_ignore_ascii_case("content-length") {
-                content_length = value
-                    .trim()
-                    .parse()
-                    .map_err(|_| HttpError::Malformed("bad Content-Length"))?;
-            }
-        }
-    }
+    let content_length = read_headers(&mut r)?.unwrap_or(0);
     if content_length > MAX_BODY {
         return Err(HttpError::TooLarge);
     }
@@ -167,20 +173,8 @@ pub fn read_response<R: Read>(stream: R) -> Result<Response, HttpError> {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .ok_or(HttpError::Malformed("bad status line"))?;
-    let mut content_length = None;
-    loop {
-        let h = read_line(&mut r)?;
-        if h.is_empty() {
-            break;
-        }
-        if let Some((name, value)) = h.split_once(':') {
-            if name.trim().eq_ignore_ascii_case("content-length") {
-                content_length = value.trim().parse::<usize>().ok();
-            }
-        }
-    }
     let mut body = Vec::new();
-    match content_length {
+    match read_headers(&mut r)? {
         Some(n) if n <= MAX_BODY => {
             body.resize(n, 0);
             r.read_exact(&mut body)?;

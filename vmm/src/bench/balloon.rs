@@ -232,7 +232,7 @@ pub fn run(args: &BalloonBenchArgs) -> Result<(), BalloonBenchError> {
         );
         inflate
     };
-    println!("| host path | inflate (median) | deflate (median) | host madvise time per inflate | guest RAM resident before -> inflated |");
+    println!("| host path | inflate (median) | deflate (median) | host madvise time per inflate | guest RAM resident before -> after 1st inflate |");
     println!("|---|---|---|---|---|");
     let a = summary("merged ranges", &ranges, ranges_ns);
     let b = summary("one madvise per 4 KiB", &pages, pages_ns);

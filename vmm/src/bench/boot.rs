@@ -3,7 +3,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::stats::{median, min_max};
 use crate::cli::{BootBenchArgs, RunArgs};
@@ -104,6 +104,10 @@ pub fn parse_ready_uptime(line: &str) -> Option<f64> {
     rest.trim().trim_end_matches('s').parse().ok()
 }
 
+/// How long to wait for the ready line once the kernel has started /init
+/// (an init that never prints one, such as memtide-idle, is then stopped).
+const READY_GRACE: Duration = Duration::from_secs(60);
+
 /// Boots one guest and times it.
 pub fn time_one_boot(args: &RunArgs, run: u32) -> Result<BootSample, BootBenchError> {
     let exe = std::env::current_exe().map_err(BootBenchError::Spawn)?;
@@ -115,16 +119,38 @@ pub fn time_one_boot(args: &RunArgs, run: u32) -> Result<BootSample, BootBenchEr
         .stderr(Stdio::null())
         .spawn()
         .map_err(BootBenchError::Spawn)?;
-    let (mut to_init, mut to_ready, mut uptime) = (None, None, None);
+    let (tx, rx) = std::sync::mpsc::channel();
     if let Some(out) = child.stdout.take() {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if to_init.is_none() && line.contains(INIT_MARKER) {
-                to_init = Some(start.elapsed().as_secs_f64());
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send((Instant::now(), line)).is_err() {
+                    break;
+                }
             }
-            if to_ready.is_none() && line.contains(READY_MARKER) {
-                to_ready = Some(start.elapsed().as_secs_f64());
-                uptime = parse_ready_uptime(&line);
+        });
+    }
+    let (mut to_init, mut to_ready, mut uptime) = (None, None, None);
+    let mut killed = false;
+    loop {
+        match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok((at, line)) => {
+                let t = at.duration_since(start).as_secs_f64();
+                if to_init.is_none() && line.contains(INIT_MARKER) {
+                    to_init = Some(t);
+                }
+                if to_ready.is_none() && line.contains(READY_MARKER) {
+                    to_ready = Some(t);
+                    uptime = parse_ready_uptime(&line);
+                }
             }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+        }
+        let waited_for_ready =
+            to_init.is_some_and(|t| start.elapsed().as_secs_f64() - t > READY_GRACE.as_secs_f64());
+        if to_ready.is_none() && waited_for_ready && !killed {
+            let _ = child.kill();
+            killed = true;
         }
     }
     let status = child.wait().map_err(BootBenchError::Spawn)?;
