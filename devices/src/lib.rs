@@ -6,5 +6,6 @@
 
 pub mod bus;
 pub mod i8042;
+pub mod memory_hotplug;
 pub mod serial;
 pub mod virtio;

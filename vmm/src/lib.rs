@@ -12,6 +12,7 @@ pub mod compat;
 pub mod config;
 pub mod ctl;
 pub mod host;
+pub mod hotplug;
 pub mod kernel_cmdline;
 pub mod layout;
 pub mod logger;
