@@ -87,7 +87,14 @@ impl MemoryHotplugController {
         };
         match offset {
             0x04 => {
-                u32::from(s.present) * STATUS_PRESENT | u32::from(s.inserting) * STATUS_INSERTING
+                let mut status = 0;
+                if s.present {
+                    status |= STATUS_PRESENT;
+                }
+                if s.inserting {
+                    status |= STATUS_INSERTING;
+                }
+                status
             }
             0x08 => s.base as u32,
             0x0c => (s.base >> 32) as u32,
