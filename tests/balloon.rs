@@ -6,126 +6,13 @@
 //! is driven by the guest kernel's driver) and have their RAM prefaulted, so
 //! host residency starts at the full guest size.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use memtide_tests::{
-    boot_lock, cache_dir, guest_images, guest_user_space_works, kvm_available, memtide_bin,
-    run_memtide, BOOT_DEADLINE,
+    boot_lock, guest_images, guest_user_space_works, kvm_available, memtide_bin, run_memtide,
+    Guest, BOOT_DEADLINE,
 };
-
-struct Guest {
-    child: Child,
-    sock: PathBuf,
-}
-
-impl Drop for Guest {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.sock);
-    }
-}
-
-impl Guest {
-    fn boot(name: &str, extra: &[&str]) -> Guest {
-        let (kernel, _) = guest_images();
-        let idle = cache_dir().join("initramfs-idle.cpio");
-        assert!(
-            idle.exists(),
-            "{} missing: run `cargo xtask images`",
-            idle.display()
-        );
-        let sock =
-            std::env::temp_dir().join(format!("memtide-test-{}-{name}.sock", std::process::id()));
-        let child = Command::new(memtide_bin())
-            .args(["run", "--memory-mib", "256", "--balloon", "--prefault"])
-            .arg("--kernel")
-            .arg(&kernel)
-            .arg("--initramfs")
-            .arg(&idle)
-            .arg("--api-sock")
-            .arg(&sock)
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn memtide");
-        let mut g = Guest { child, sock };
-        g.wait_for("the balloon driver", BOOT_DEADLINE, |v| {
-            v["driver_ready"] == true
-        });
-        g
-    }
-
-    fn ctl(&self, args: &[&str]) -> (bool, String, String) {
-        let out = Command::new(memtide_bin())
-            .arg("ctl")
-            .arg("--api-sock")
-            .arg(&self.sock)
-            .args(args)
-            .output()
-            .expect("memtide ctl");
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    }
-
-    fn get(&self, what: &str) -> serde_json::Value {
-        let (ok, out, err) = self.ctl(&["balloon", what]);
-        assert!(ok, "ctl balloon {what} failed: {err}");
-        serde_json::from_str(&out).expect("JSON from the API")
-    }
-
-    fn wait_for(
-        &mut self,
-        what: &str,
-        deadline: Duration,
-        done: impl Fn(&serde_json::Value) -> bool,
-    ) -> serde_json::Value {
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                panic!("memtide exited ({status}) while waiting for {what}");
-            }
-            if self.sock.exists() {
-                let (ok, out, _) = self.ctl(&["balloon", "get"]);
-                if ok {
-                    let v: serde_json::Value = serde_json::from_str(&out).expect("JSON");
-                    if done(&v) {
-                        return v;
-                    }
-                }
-            }
-            assert!(start.elapsed() < deadline, "timed out waiting for {what}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn guest_free_mib(&mut self) -> f64 {
-        // Statistics arrive every 500 ms; wait for a report newer than now.
-        let start = Instant::now();
-        let first = self.get("stats")["guest"]["updated_ms"]
-            .as_u64()
-            .unwrap_or(0);
-        loop {
-            let s = self.get("stats");
-            let updated = s["guest"]["updated_ms"].as_u64().unwrap_or(0);
-            if updated > first {
-                return s["guest"]["free_memory"].as_f64().expect("free_memory") / (1 << 20) as f64;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(120),
-                "no fresh balloon statistics"
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-}
 
 #[test]
 fn inflate_returns_memory_to_the_host_and_deflate_returns_it_to_the_guest() {
@@ -133,7 +20,16 @@ fn inflate_returns_memory_to_the_host_and_deflate_returns_it_to_the_guest() {
         return;
     }
     let _guard = boot_lock();
-    let mut g = Guest::boot("inflate", &["--balloon-stats-ms", "500"]);
+    let mut g = Guest::boot(
+        "inflate",
+        &[
+            "--memory-mib",
+            "256",
+            "--prefault",
+            "--balloon-stats-ms",
+            "500",
+        ],
+    );
     let before = g.get("get");
     let resident_before = before["guest_ram_resident_mib"].as_f64().expect("resident");
     assert!(
@@ -190,7 +86,7 @@ fn the_api_refuses_bad_requests_and_changes_nothing() {
         return;
     }
     let _guard = boot_lock();
-    let g = Guest::boot("api", &[]);
+    let g = Guest::boot("api", &["--memory-mib", "256"]);
     let (ok, _, err) = g.ctl(&["balloon", "set", "100000"]);
     assert!(!ok);
     assert!(
@@ -215,7 +111,10 @@ fn free_page_reporting_returns_idle_guest_memory() {
         return;
     }
     let _guard = boot_lock();
-    let mut g = Guest::boot("reporting", &["--balloon-reporting"]);
+    let mut g = Guest::boot(
+        "reporting",
+        &["--memory-mib", "256", "--prefault", "--balloon-reporting"],
+    );
     let v = g.wait_for("free page reports", Duration::from_secs(180), |v| {
         v["guest_ram_resident_mib"]
             .as_f64()

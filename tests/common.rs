@@ -4,7 +4,7 @@
 
 use std::io::Read;
 use std::path::PathBuf;
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -155,3 +155,128 @@ pub fn run_memtide(args: &[&str], deadline: Duration) -> Finished {
 
 /// Deadline for one guest boot on the slow nested CI host.
 pub const BOOT_DEADLINE: Duration = Duration::from_secs(180);
+
+/// A guest booted with the idle init, a balloon and an API socket; killed
+/// when dropped.
+pub struct Guest {
+    child: Child,
+    /// Its API socket.
+    pub sock: PathBuf,
+}
+
+impl Drop for Guest {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.sock);
+    }
+}
+
+impl Guest {
+    /// Boots with `extra` options and waits for the balloon driver.
+    pub fn boot(name: &str, extra: &[&str]) -> Guest {
+        let (kernel, _) = guest_images();
+        let idle = cache_dir().join("initramfs-idle.cpio");
+        assert!(
+            idle.exists(),
+            "{} missing: run `cargo xtask images`",
+            idle.display()
+        );
+        let sock =
+            std::env::temp_dir().join(format!("memtide-test-{}-{name}.sock", std::process::id()));
+        let child = Command::new(memtide_bin())
+            .args(["run", "--balloon"])
+            .arg("--kernel")
+            .arg(&kernel)
+            .arg("--initramfs")
+            .arg(&idle)
+            .arg("--api-sock")
+            .arg(&sock)
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn memtide");
+        let mut g = Guest { child, sock };
+        g.wait_for("the balloon driver", BOOT_DEADLINE, |v| {
+            v["driver_ready"] == true
+        });
+        g
+    }
+
+    /// Runs `memtide ctl` against this guest: (success, stdout, stderr).
+    pub fn ctl(&self, args: &[&str]) -> (bool, String, String) {
+        let out = Command::new(memtide_bin())
+            .arg("ctl")
+            .arg("--api-sock")
+            .arg(&self.sock)
+            .args(args)
+            .output()
+            .expect("memtide ctl");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// `memtide ctl <area> <what>` as JSON.
+    pub fn get_from(&self, area: &str, what: &str) -> serde_json::Value {
+        let (ok, out, err) = self.ctl(&[area, what]);
+        assert!(ok, "ctl {area} {what} failed: {err}");
+        serde_json::from_str(&out).expect("JSON from the API")
+    }
+
+    /// `memtide ctl balloon <what>` as JSON.
+    pub fn get(&self, what: &str) -> serde_json::Value {
+        self.get_from("balloon", what)
+    }
+
+    /// Polls `GET /balloon` until `done` holds.
+    pub fn wait_for(
+        &mut self,
+        what: &str,
+        deadline: Duration,
+        done: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                panic!("memtide exited ({status}) while waiting for {what}");
+            }
+            if self.sock.exists() {
+                let (ok, out, _) = self.ctl(&["balloon", "get"]);
+                if ok {
+                    let v: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+                    if done(&v) {
+                        return v;
+                    }
+                }
+            }
+            assert!(start.elapsed() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The guest's free memory from a fresh balloon statistics report.
+    pub fn guest_free_mib(&mut self) -> f64 {
+        // Statistics arrive every 500 ms; wait for a report newer than now.
+        let start = Instant::now();
+        let first = self.get("stats")["guest"]["updated_ms"]
+            .as_u64()
+            .unwrap_or(0);
+        loop {
+            let s = self.get("stats");
+            let updated = s["guest"]["updated_ms"].as_u64().unwrap_or(0);
+            if updated > first {
+                return s["guest"]["free_memory"].as_f64().expect("free_memory") / (1 << 20) as f64;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(120),
+                "no fresh balloon statistics"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}

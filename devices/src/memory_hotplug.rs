@@ -55,6 +55,8 @@ pub struct Slot {
     pub inserting: bool,
     /// The last `_OST` report.
     pub ost: Option<OstReport>,
+    /// When memtide populated the slot.
+    pub plugged_at: Option<Instant>,
 }
 
 /// Slot state shared between the controller and the VMM.
@@ -173,6 +175,7 @@ mod tests {
                 present: false,
                 inserting: false,
                 ost: None,
+                plugged_at: None,
             },
             Slot {
                 base: 0x1_0800_0000,
@@ -180,6 +183,7 @@ mod tests {
                 present: true,
                 inserting: true,
                 ost: None,
+                plugged_at: None,
             },
         ]));
         (MemoryHotplugController::new(slots.clone()), slots)

@@ -54,6 +54,21 @@ pub enum CtlCommand {
     /// The virtio-balloon.
     #[command(subcommand)]
     Balloon(BalloonCommand),
+    /// Memory hot-add.
+    #[command(subcommand)]
+    Memory(MemoryCommand),
+}
+
+/// `memtide ctl memory` commands.
+#[derive(Debug, Subcommand)]
+pub enum MemoryCommand {
+    /// Hot-add memory (a multiple of the slot size), in MiB.
+    Add {
+        /// MiB to add.
+        size_mib: u64,
+    },
+    /// Show boot, plugged and maximum memory and every slot.
+    Get,
 }
 
 /// `memtide ctl balloon` commands.
@@ -146,6 +161,20 @@ pub struct RunArgs {
     /// Make all guest RAM resident on the host before booting.
     #[arg(long)]
     pub prefault: bool,
+
+    /// Memory hot-add slots (ACPI PNP0C80 devices); 0 disables hot-add and
+    /// ACPI tables.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub hotplug_slots: u32,
+
+    /// Size of each hot-add slot in MiB (a multiple of 128).
+    #[arg(long, default_value_t = 128, value_name = "MIB")]
+    pub slot_mib: u64,
+
+    /// Most memory the VM may reach by hot-add, in MiB (default: boot
+    /// memory plus all slots).
+    #[arg(long, value_name = "MIB")]
+    pub max_memory_mib: Option<u64>,
 }
 
 /// Benchmarks.
@@ -158,6 +187,21 @@ pub enum BenchCommand {
     /// median ms and MiB/s over rounds, host RSS, and the same inflate with
     /// one madvise per 4 KiB page for comparison.
     Balloon(BalloonBenchArgs),
+    /// Hot-add latency: from `PUT /memory` to the guest reporting the
+    /// memory online (`_OST`), one slot at a time.
+    Hotplug(HotplugBenchArgs),
+}
+
+/// Options of `memtide bench hotplug`.
+#[derive(Debug, Args)]
+pub struct HotplugBenchArgs {
+    /// Slots to add, one at a time.
+    #[arg(long, default_value_t = 4)]
+    pub slots: u32,
+    /// How the guest is booted (--hotplug-slots, --balloon and --api-sock
+    /// are set by the benchmark).
+    #[command(flatten)]
+    pub vm: RunArgs,
 }
 
 /// Options of `memtide bench balloon`.

@@ -27,6 +27,17 @@ pub enum ConfigError {
     /// A bad command line.
     #[error("kernel command line: {0}")]
     Cmdline(#[from] CmdlineError),
+    /// Bad hot-add settings.
+    #[error(transparent)]
+    Hotplug(#[from] crate::hotplug::HotplugError),
+    /// A maximum below the boot memory.
+    #[error("--max-memory-mib {max} is below --memory-mib {memory}")]
+    MaxBelowMemory {
+        /// The maximum given.
+        max: u64,
+        /// The boot memory.
+        memory: u64,
+    },
     /// No default image location.
     #[error("neither $MEMTIDE_CACHE nor $HOME is set; pass --kernel and --initramfs")]
     NoCacheDir,
@@ -51,6 +62,19 @@ pub struct VmConfig {
     pub api_sock: Option<PathBuf>,
     /// Make guest RAM resident before boot.
     pub prefault: bool,
+    /// Memory hot-add, if any.
+    pub hotplug: Option<HotplugConfig>,
+}
+
+/// Memory hot-add settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HotplugConfig {
+    /// Number of slots.
+    pub slots: u32,
+    /// MiB per slot.
+    pub slot_mib: u64,
+    /// Most memory the VM may reach, MiB.
+    pub max_mib: u64,
 }
 
 /// Balloon settings.
@@ -114,12 +138,37 @@ impl VmConfig {
             },
             free_page_reporting: args.balloon_reporting,
         });
+        let hotplug = if args.hotplug_slots > 0 {
+            crate::hotplug::HotplugLayout::new(
+                args.memory_mib << 20,
+                args.hotplug_slots,
+                args.slot_mib,
+            )?;
+            let max_mib = args
+                .max_memory_mib
+                .unwrap_or(args.memory_mib + u64::from(args.hotplug_slots) * args.slot_mib);
+            if max_mib < args.memory_mib {
+                return Err(ConfigError::MaxBelowMemory {
+                    max: max_mib,
+                    memory: args.memory_mib,
+                });
+            }
+            cmdline.push("memhp_default_state=online")?;
+            Some(HotplugConfig {
+                slots: args.hotplug_slots,
+                slot_mib: args.slot_mib,
+                max_mib,
+            })
+        } else {
+            None
+        };
         Ok(Self {
             kernel,
             initramfs,
             vcpus: args.vcpus,
             memory_mib: args.memory_mib,
             cmdline,
+            hotplug,
             balloon,
             api_sock: args.api_sock.clone(),
             prefault: args.prefault,

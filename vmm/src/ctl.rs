@@ -4,7 +4,7 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 
 use crate::api::http::{read_response, write_request, HttpError};
-use crate::cli::{BalloonCommand, CtlCommand};
+use crate::cli::{BalloonCommand, CtlCommand, MemoryCommand};
 
 /// Errors from talking to a running memtide.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +59,13 @@ pub fn run(sock: &Path, command: &CtlCommand) -> Result<(), CtlError> {
         )?,
         CtlCommand::Balloon(BalloonCommand::Get) => call(sock, "GET", "/balloon", "")?,
         CtlCommand::Balloon(BalloonCommand::Stats) => call(sock, "GET", "/balloon/statistics", "")?,
+        CtlCommand::Memory(MemoryCommand::Add { size_mib }) => call(
+            sock,
+            "PUT",
+            "/memory",
+            &format!("{{\"size_mib\":{size_mib}}}"),
+        )?,
+        CtlCommand::Memory(MemoryCommand::Get) => call(sock, "GET", "/memory", "")?,
     };
     if !out.is_empty() {
         println!("{out}");

@@ -4,6 +4,8 @@
 //! The crate is a library so the integration tests and benchmarks can reuse
 //! its pieces; the `memtide` binary in `main.rs` is a thin CLI over it.
 
+pub mod acpi;
+pub mod acpi_hotplug;
 pub mod api;
 pub mod bench;
 pub mod boot;

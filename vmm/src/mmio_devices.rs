@@ -123,6 +123,26 @@ impl MmioDeviceManager {
         Ok((slot, evts))
     }
 
+    /// Reserves an MMIO window of `size` bytes (page aligned) for a
+    /// non-virtio device and puts `device` there; returns its base.
+    pub fn add_raw(
+        &mut self,
+        size: u64,
+        device: memtide_devices::bus::SharedBusDevice,
+    ) -> Result<u64, MmioDeviceError> {
+        let range = self
+            .addresses
+            .allocate(size, 0x1000, AllocPolicy::FirstMatch)
+            .map_err(MmioDeviceError::Allocate)?;
+        self.bus.insert(range.start(), size, device)?;
+        Ok(range.start())
+    }
+
+    /// Reserves an IRQ line.
+    pub fn allocate_irq(&mut self) -> Result<u32, MmioDeviceError> {
+        self.irqs.allocate_id().map_err(MmioDeviceError::Allocate)
+    }
+
     /// Command-line entries for every device placed so far.
     pub fn cmdline_args(&self) -> Vec<String> {
         self.slots.iter().map(MmioSlot::cmdline_arg).collect()

@@ -17,6 +17,7 @@ use vm_memory::{Bytes, GuestMemoryAtomic};
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::eventfd::EventFd;
 
+use crate::acpi_hotplug::{self, WiringInputs};
 use crate::api::{self, ApiState};
 use crate::boot::{self, mptable, params};
 use crate::config::VmConfig;
@@ -91,6 +92,9 @@ pub enum VmError {
     /// Device entries made the command line invalid.
     #[error("kernel command line: {0}")]
     CmdlineTooLong(#[from] crate::kernel_cmdline::CmdlineError),
+    /// Memory hot-add or ACPI set-up.
+    #[error("memory hot-add set-up: {0}")]
+    Hotplug(String),
     /// The event loop failed.
     #[error("event loop: {0}")]
     EventLoop(event_manager::Error),
@@ -153,13 +157,14 @@ pub fn run(config: &VmConfig) -> Result<RunReport, VmError> {
         ..Default::default()
     };
     vm.create_pit2(pit).map_err(kvm_err("create the PIT"))?;
+    let vm = Arc::new(vm);
 
     let mem = memory::create_guest_memory(config.memory_mib)?;
     memory::advise_huge_pages(&mem);
     if config.prefault {
         memory::prefault(&mem);
     }
-    memory::register_with_kvm(&vm, &mem)?;
+    let next_kvm_slot = memory::register_with_kvm(&vm, &mem)?;
     let guest_mem = GuestMemoryAtomic::new(mem.clone());
 
     let exit_evt = EventFd::new(libc::EFD_NONBLOCK).map_err(io_err("create exit eventfd"))?;
@@ -168,10 +173,27 @@ pub fn run(config: &VmConfig) -> Result<RunReport, VmError> {
     ));
     let reset_evt = EventFd::new(libc::EFD_NONBLOCK).map_err(io_err("create reset eventfd"))?;
     let watch = Arc::new(GuestWatch::default());
-    let (pio, console) = build_devices(&vm, &reset_evt, &watch)?;
+    let (mut pio, console) = build_devices(&vm, &reset_evt, &watch)?;
+    let mut mmio_devices = MmioDeviceManager::new()?;
+    let hotplug = match &config.hotplug {
+        Some(hc) => Some(acpi_hotplug::wire(
+            hc,
+            WiringInputs {
+                vm: &vm,
+                mem: &mem,
+                guest_mem: guest_mem.clone(),
+                mmio: &mut mmio_devices,
+                pio: &mut pio,
+                off_evt: &reset_evt,
+                next_kvm_slot,
+                vcpus: config.vcpus,
+                memory_mib: config.memory_mib,
+            },
+        )?),
+        None => None,
+    };
     let pio = Arc::new(pio);
 
-    let mut mmio_devices = MmioDeviceManager::new()?;
     let mut balloon_handler = None;
     let mut balloon_shared = None;
     if let Some(bc) = &config.balloon {
@@ -197,13 +219,14 @@ pub fn run(config: &VmConfig) -> Result<RunReport, VmError> {
         cmdline.push(&arg)?;
     }
     let mmio = Arc::new(mmio_devices.into_bus());
-    let entry = load_guest(config, &cmdline, &mem)?;
+    let entry = load_guest(config, &cmdline, &mem, hotplug.as_ref().map(|h| h.rsdp))?;
     if let Some(sock) = &config.api_sock {
         let ram = mem.clone();
         api::start(
             sock,
             ApiState {
                 balloon: balloon_shared,
+                hotplug: hotplug.as_ref().map(|h| h.runtime.clone()),
                 ram_mib: config.memory_mib,
                 resident_mib: Box::new(move || memory::resident_bytes(&ram) >> 20),
             },
@@ -287,6 +310,7 @@ fn load_guest(
     config: &VmConfig,
     cmdline: &KernelCmdline,
     mem: &GuestMemoryMmap,
+    acpi_rsdp: Option<u64>,
 ) -> Result<vm_memory::GuestAddress, VmError> {
     let kernel = boot::load_kernel(mem, &config.kernel)?;
     let initramfs = match &config.initramfs {
@@ -296,7 +320,13 @@ fn load_guest(
     let cmdline = cmdline.to_bytes_with_nul();
     mem.write_slice(&cmdline, layout::CMDLINE_START)
         .map_err(VmError::Cmdline)?;
-    params::write_boot_params(mem, kernel.setup_header, cmdline.len() - 1, initramfs)?;
+    params::write_boot_params(
+        mem,
+        kernel.setup_header,
+        cmdline.len() - 1,
+        initramfs,
+        acpi_rsdp,
+    )?;
     mptable::write(mem, config.vcpus)?;
     setup::write_boot_tables(mem)?;
     Ok(kernel.entry)

@@ -5,6 +5,8 @@
 //! | GET | `/balloon` | target, actual and inflated MiB, driver state, guest RAM resident on the host |
 //! | PUT | `/balloon` | `{"target_mib": N}`: set the balloon target |
 //! | GET | `/balloon/statistics` | the guest's latest balloon statistics and the host-side counters |
+//! | GET | `/memory` | boot, plugged and maximum MiB, and every hot-add slot |
+//! | PUT | `/memory` | `{"size_mib": N}`: hot-add N MiB (whole slots, up to the maximum) |
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -18,6 +20,8 @@ use super::http::{Request, Response};
 pub struct ApiState {
     /// The balloon, if the VM has one.
     pub balloon: Option<Arc<BalloonShared>>,
+    /// Memory hot-add, if the VM has slots.
+    pub hotplug: Option<Arc<std::sync::Mutex<crate::hotplug::MemoryHotplug>>>,
     /// Guest RAM in MiB (upper bound for balloon targets).
     pub ram_mib: u64,
     /// Measures host-resident guest RAM in MiB.
@@ -28,6 +32,65 @@ pub struct ApiState {
 #[serde(deny_unknown_fields)]
 struct BalloonTarget {
     target_mib: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HotAdd {
+    size_mib: u64,
+}
+
+fn memory_route(state: &ApiState, req: &Request) -> Response {
+    let Some(hp) = &state.hotplug else {
+        return Response::error(
+            400,
+            "this VM has no hot-add slots (start it with --hotplug-slots N)",
+        );
+    };
+    match req.method.as_str() {
+        "GET" => {
+            let s = crate::api::lock(hp).status();
+            let slots: Vec<_> = s
+                .slots
+                .iter()
+                .map(|sl| {
+                    serde_json::json!({
+                        "base": sl.base,
+                        "size_mib": sl.size_mib,
+                        "present": sl.present,
+                        "ost_status": sl.ost_status,
+                        "online_ms": sl.online_ms,
+                    })
+                })
+                .collect();
+            Response::json(
+                200,
+                serde_json::json!({
+                    "boot_mib": s.boot_mib,
+                    "plugged_mib": s.plugged_mib,
+                    "max_mib": s.max_mib,
+                    "slots": slots,
+                })
+                .to_string(),
+            )
+        }
+        "PUT" => {
+            let add: HotAdd = match serde_json::from_slice(&req.body) {
+                Ok(a) => a,
+                Err(e) => {
+                    return Response::error(400, &format!("expected {{\"size_mib\": N}}: {e}"))
+                }
+            };
+            match crate::api::lock(hp).add(add.size_mib) {
+                Ok(_) => Response::no_content(),
+                Err(crate::hotplug::HotAddError::Refused(e)) => {
+                    Response::error(400, &e.to_string())
+                }
+                Err(e) => Response::error(500, &e.to_string()),
+            }
+        }
+        _ => Response::error(405, "method not allowed"),
+    }
 }
 
 /// Answers one request.
@@ -106,6 +169,7 @@ pub fn handle(state: &ApiState, req: &Request) -> Response {
             )
         }),
         (_, "/balloon" | "/balloon/statistics") => Response::error(405, "method not allowed"),
+        (_, "/memory") => memory_route(state, req),
         _ => Response::error(404, &format!("no route for {} {}", req.method, req.path)),
     }
 }
@@ -124,6 +188,7 @@ mod tests {
     fn state(balloon: bool) -> ApiState {
         ApiState {
             balloon: balloon.then(|| Arc::new(BalloonShared::new().expect("shared"))),
+            hotplug: None,
             ram_mib: 256,
             resident_mib: Box::new(|| 42),
         }

@@ -74,6 +74,12 @@ pub fn run_argv(args: &RunArgs) -> Vec<String> {
             (args.balloon_discard == crate::cli::DiscardArg::PerPage).then(|| "per-page".into()),
         ),
         ("--api-sock", path(&args.api_sock)),
+        ("--hotplug-slots", Some(args.hotplug_slots.to_string())),
+        ("--slot-mib", Some(args.slot_mib.to_string())),
+        (
+            "--max-memory-mib",
+            args.max_memory_mib.map(|m| m.to_string()),
+        ),
     ];
     let flags = [
         ("--no-initramfs", args.no_initramfs),

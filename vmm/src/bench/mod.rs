@@ -2,4 +2,6 @@
 
 pub mod balloon;
 pub mod boot;
+pub mod guest;
+pub mod hotplug;
 pub mod stats;

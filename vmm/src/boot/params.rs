@@ -81,8 +81,12 @@ pub fn write_boot_params(
     header: Option<setup_header>,
     cmdline_len: usize,
     initramfs: Option<InitramfsPlacement>,
+    acpi_rsdp: Option<u64>,
 ) -> Result<(), ParamsError> {
-    let mut params = boot_params::default();
+    let mut params = boot_params {
+        acpi_rsdp_addr: acpi_rsdp.unwrap_or(0),
+        ..Default::default()
+    };
     if let Some(hdr) = header {
         params.hdr = hdr;
     }
@@ -151,11 +155,12 @@ mod tests {
             addr: 0x300_0000,
             size: 4096,
         };
-        write_boot_params(&mem, None, 42, Some(rd)).expect("write");
+        write_boot_params(&mem, None, 42, Some(rd), Some(0xe0000)).expect("write");
         let p: boot_params = mem.read_obj(layout::ZERO_PAGE_START).expect("read");
         assert_eq!({ p.hdr.cmdline_size }, 42);
         assert_eq!({ p.hdr.ramdisk_image }, 0x300_0000);
         assert_eq!({ p.hdr.boot_flag }, BOOT_FLAG_MAGIC);
         assert_eq!(p.e820_entries, 3);
+        assert_eq!({ p.acpi_rsdp_addr }, 0xe0000);
     }
 }
