@@ -8,10 +8,11 @@ use kvm_ioctls::VmFd;
 use memtide_devices::acpi_sleep::AcpiSleep;
 use memtide_devices::bus::Bus;
 use memtide_devices::memory_hotplug::{MemoryHotplugController, WINDOW_SIZE};
+use memtide_devices::virtio::mmio::MMIO_WINDOW_SIZE;
 use vm_memory::GuestMemoryAtomic;
 use vmm_sys_util::eventfd::EventFd;
 
-use crate::acpi::{self, dsdt, HotplugAml, SLEEP_CONTROL_PORT};
+use crate::acpi::{self, dsdt, HotplugAml, VirtioMmioAml, SLEEP_CONTROL_PORT};
 use crate::config::HotplugConfig;
 use crate::hotplug::{HotplugLayout, MemoryHotplug};
 use crate::memory::GuestMemoryMmap;
@@ -48,7 +49,8 @@ pub struct WiringInputs<'a> {
     pub memory_mib: u64,
 }
 
-/// Wires hot-add as `hc` describes.
+/// Wires hot-add as `hc` describes. Call it after every virtio device is
+/// placed: the DSDT declares them (instead of the command line).
 pub fn wire(hc: &HotplugConfig, inp: WiringInputs<'_>) -> Result<HotplugWiring, VmError> {
     let layout = HotplugLayout::new(inp.memory_mib << 20, hc.slots, hc.slot_mib)
         .map_err(|e| VmError::Hotplug(e.to_string()))?;
@@ -81,8 +83,18 @@ pub fn wire(hc: &HotplugConfig, inp: WiringInputs<'_>) -> Result<HotplugWiring, 
         slots: hc.slots,
         ged_irq,
     };
-    let rsdp =
-        acpi::write(inp.mem, inp.vcpus, Some(&aml)).map_err(|e| VmError::Hotplug(e.to_string()))?;
+    let virtio: Vec<VirtioMmioAml> = inp
+        .mmio
+        .slots()
+        .iter()
+        .map(|s| VirtioMmioAml {
+            base: s.base as u32,
+            size: MMIO_WINDOW_SIZE as u32,
+            irq: s.irq,
+        })
+        .collect();
+    let rsdp = acpi::write(inp.mem, inp.vcpus, Some(&aml), &virtio)
+        .map_err(|e| VmError::Hotplug(e.to_string()))?;
     log::info!(
         "memory hot-add: {} x {} MiB slots from {:#x}, controller at {controller_base:#x}, GED IRQ {ged_irq}",
         hc.slots,

@@ -143,6 +143,11 @@ impl MmioDeviceManager {
         self.irqs.allocate_id().map_err(MmioDeviceError::Allocate)
     }
 
+    /// Every virtio device placed so far.
+    pub fn slots(&self) -> &[MmioSlot] {
+        &self.slots
+    }
+
     /// Command-line entries for every device placed so far.
     pub fn cmdline_args(&self) -> Vec<String> {
         self.slots.iter().map(MmioSlot::cmdline_arg).collect()

@@ -13,7 +13,7 @@ use memtide_devices::serial::{
 };
 use memtide_devices::virtio::balloon::{Balloon, BalloonHandler, BalloonShared};
 use memtide_devices::virtio::VirtioDevice;
-use vm_memory::{Bytes, GuestMemoryAtomic};
+use vm_memory::{Bytes, GuestAddressSpace, GuestMemoryAtomic};
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::eventfd::EventFd;
 
@@ -175,24 +175,6 @@ pub fn run(config: &VmConfig) -> Result<RunReport, VmError> {
     let watch = Arc::new(GuestWatch::default());
     let (mut pio, console) = build_devices(&vm, &reset_evt, &watch)?;
     let mut mmio_devices = MmioDeviceManager::new()?;
-    let hotplug = match &config.hotplug {
-        Some(hc) => Some(acpi_hotplug::wire(
-            hc,
-            WiringInputs {
-                vm: &vm,
-                mem: &mem,
-                guest_mem: guest_mem.clone(),
-                mmio: &mut mmio_devices,
-                pio: &mut pio,
-                off_evt: &reset_evt,
-                next_kvm_slot,
-                vcpus: config.vcpus,
-                memory_mib: config.memory_mib,
-            },
-        )?),
-        None => None,
-    };
-    let pio = Arc::new(pio);
 
     let mut balloon_handler = None;
     let mut balloon_shared = None;
@@ -214,21 +196,42 @@ pub fn run(config: &VmConfig) -> Result<RunReport, VmError> {
         balloon_handler = Some(BalloonHandler::new(balloon));
         balloon_shared = Some(shared);
     }
+    let hotplug = match &config.hotplug {
+        Some(hc) => Some(acpi_hotplug::wire(
+            hc,
+            WiringInputs {
+                vm: &vm,
+                mem: &mem,
+                guest_mem: guest_mem.clone(),
+                mmio: &mut mmio_devices,
+                pio: &mut pio,
+                off_evt: &reset_evt,
+                next_kvm_slot,
+                vcpus: config.vcpus,
+                memory_mib: config.memory_mib,
+            },
+        )?),
+        None => None,
+    };
+    let pio = Arc::new(pio);
     let mut cmdline = config.cmdline.clone();
-    for arg in mmio_devices.cmdline_args() {
-        cmdline.push(&arg)?;
+    if hotplug.is_none() {
+        // Without ACPI tables the guest learns of virtio devices here.
+        for arg in mmio_devices.cmdline_args() {
+            cmdline.push(&arg)?;
+        }
     }
     let mmio = Arc::new(mmio_devices.into_bus());
     let entry = load_guest(config, &cmdline, &mem, hotplug.as_ref().map(|h| h.rsdp))?;
     if let Some(sock) = &config.api_sock {
-        let ram = mem.clone();
+        let ram = guest_mem.clone();
         api::start(
             sock,
             ApiState {
                 balloon: balloon_shared,
                 hotplug: hotplug.as_ref().map(|h| h.runtime.clone()),
                 ram_mib: config.memory_mib,
-                resident_mib: Box::new(move || memory::resident_bytes(&ram) >> 20),
+                resident_mib: Box::new(move || memory::resident_bytes(&ram.memory()) >> 20),
             },
         )?;
     }

@@ -23,6 +23,31 @@ pub struct HotplugAml {
     pub ged_irq: u32,
 }
 
+/// A virtio-mmio device to declare (the kernel's virtio_mmio driver
+/// matches `LNRO0005`); on an ACPI guest this replaces the
+/// `virtio_mmio.device=` command-line entry, whose legacy IRQ numbers a
+/// hardware-reduced platform does not map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VirtioMmioAml {
+    /// Base of the register window.
+    pub base: u32,
+    /// Size of the window.
+    pub size: u32,
+    /// GSI.
+    pub irq: u32,
+}
+
+fn virtio_device(i: usize, d: &VirtioMmioAml) -> Vec<u8> {
+    let mut out = Vec::new();
+    let hid = Name::new("_HID".into(), &"LNRO0005");
+    let uid = Name::new("_UID".into(), &(i as u64));
+    let window = aml::Memory32Fixed::new(true, d.base, d.size);
+    let irq = aml::Interrupt::new(true, true, false, false, d.irq);
+    let crs = Name::new("_CRS".into(), &ResourceTemplate::new(vec![&window, &irq]));
+    Device::new(Path::new(&format!("VR{i:02X}")), vec![&hid, &uid, &crs]).to_aml_bytes(&mut out);
+    out
+}
+
 /// `\_S5` sleep type value written to the sleep control register.
 pub const S5_SLEEP_TYPE: u8 = 5;
 
@@ -222,8 +247,11 @@ impl Aml for RawAml {
 }
 
 /// The DSDT body (AML without the table header).
-pub fn dsdt_body(hotplug: Option<&HotplugAml>) -> Vec<u8> {
+pub fn dsdt_body(hotplug: Option<&HotplugAml>, virtio: &[VirtioMmioAml]) -> Vec<u8> {
     let mut sb = Vec::new();
+    for (i, d) in virtio.iter().enumerate() {
+        sb.extend(virtio_device(i, d));
+    }
     if let Some(h) = hotplug {
         sb.extend(controller(h));
         for i in 0..h.slots {
@@ -248,7 +276,7 @@ mod tests {
 
     #[test]
     fn dsdt_without_hotplug_has_only_s5_and_an_empty_sb() {
-        let b = dsdt_body(None);
+        let b = dsdt_body(None, &[]);
         assert!(contains(&b, b"_S5_"));
         assert!(contains(&b, b"_SB_"));
         assert!(!contains(&b, b"MHPC"));
@@ -262,7 +290,14 @@ mod tests {
             slots: 3,
             ged_irq: 7,
         };
-        let b = dsdt_body(Some(&h));
+        let b = dsdt_body(
+            Some(&h),
+            &[VirtioMmioAml {
+                base: 0xc000_1000,
+                size: 0x1000,
+                irq: 6,
+            }],
+        );
         for name in [
             &b"MHPC"[..],
             b"MSCN",
@@ -286,6 +321,12 @@ mod tests {
             );
         }
         assert!(!contains(&b, b"M003"));
+        assert!(contains(&b, b"LNRO0005") && contains(&b, b"VR00"));
+        // Memory32Fixed descriptor of the virtio window.
+        assert!(contains(
+            &b,
+            &[0x86, 9, 0, 1, 0x00, 0x10, 0x00, 0xc0, 0x00, 0x10, 0, 0]
+        ));
         // PNP0C80 as a compressed EISA ID: 0x41d0 0x0c80 -> bytes 41 d0 0c 80.
         assert!(
             contains(&b, &[0x0c, 0x41, 0xd0, 0x0c, 0x80]),

@@ -17,7 +17,7 @@ use acpi_tables::Aml;
 use vm_memory::{Bytes, GuestAddress};
 use zerocopy::IntoBytes;
 
-pub use dsdt::HotplugAml;
+pub use dsdt::{HotplugAml, VirtioMmioAml};
 
 use crate::layout;
 use crate::memory::GuestMemoryMmap;
@@ -49,7 +49,11 @@ fn bytes_of(table: &dyn Aml) -> Vec<u8> {
 }
 
 /// The tables, laid out from [`ACPI_START`]: (address, bytes) pairs, RSDP first.
-pub fn build(vcpus: u8, hotplug: Option<&HotplugAml>) -> Result<Vec<(u64, Vec<u8>)>, AcpiError> {
+pub fn build(
+    vcpus: u8,
+    hotplug: Option<&HotplugAml>,
+    virtio: &[VirtioMmioAml],
+) -> Result<Vec<(u64, Vec<u8>)>, AcpiError> {
     let mut out = Vec::new();
     let mut next = ACPI_START + 64; // the RSDP goes first, at ACPI_START
     let mut place = |bytes: Vec<u8>, out: &mut Vec<(u64, Vec<u8>)>| {
@@ -60,7 +64,7 @@ pub fn build(vcpus: u8, hotplug: Option<&HotplugAml>) -> Result<Vec<(u64, Vec<u8
     };
 
     let mut dsdt = Sdt::new(*b"DSDT", 36, 6, OEM_ID, OEM_TABLE_ID, 1);
-    dsdt.append_slice(&dsdt::dsdt_body(hotplug));
+    dsdt.append_slice(&dsdt::dsdt_body(hotplug, virtio));
     let dsdt_addr = place(dsdt.as_slice().to_vec(), &mut out);
 
     let mut fadt = FADTBuilder::new(OEM_ID, OEM_TABLE_ID, 1)
@@ -107,8 +111,9 @@ pub fn write(
     mem: &GuestMemoryMmap,
     vcpus: u8,
     hotplug: Option<&HotplugAml>,
+    virtio: &[VirtioMmioAml],
 ) -> Result<u64, AcpiError> {
-    for (addr, bytes) in build(vcpus, hotplug)? {
+    for (addr, bytes) in build(vcpus, hotplug, virtio)? {
         mem.write_slice(&bytes, GuestAddress(addr))?;
     }
     Ok(ACPI_START)
@@ -124,7 +129,7 @@ mod tests {
 
     #[test]
     fn tables_have_valid_checksums_and_point_at_each_other() {
-        let t = build(2, None).expect("build");
+        let t = build(2, None, &[]).expect("build");
         let (rsdp_addr, rsdp) = &t[0];
         assert_eq!(*rsdp_addr, ACPI_START);
         assert_eq!(&rsdp[..8], b"RSD PTR ");
@@ -168,7 +173,7 @@ mod tests {
 
     #[test]
     fn fadt_is_hardware_reduced_and_points_at_the_dsdt() {
-        let t = build(1, None).expect("build");
+        let t = build(1, None, &[]).expect("build");
         let fadt = t.iter().find(|(_, b)| &b[..4] == b"FACP").expect("FADT");
         let flags = u32::from_le_bytes(fadt.1[112..116].try_into().expect("flags"));
         assert_ne!(flags & (1 << 20), 0, "HW_REDUCED_ACPI");
@@ -195,7 +200,7 @@ mod dump {
             slots: 2,
             ged_irq: 5,
         };
-        let t = super::build(1, Some(&h)).expect("build");
+        let t = super::build(1, Some(&h), &[]).expect("build");
         let dsdt = t.iter().find(|(_, b)| &b[..4] == b"DSDT").expect("dsdt");
         std::fs::write(path, &dsdt.1).expect("write");
     }

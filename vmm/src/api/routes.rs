@@ -22,7 +22,8 @@ pub struct ApiState {
     pub balloon: Option<Arc<BalloonShared>>,
     /// Memory hot-add, if the VM has slots.
     pub hotplug: Option<Arc<std::sync::Mutex<crate::hotplug::MemoryHotplug>>>,
-    /// Guest RAM in MiB (upper bound for balloon targets).
+    /// Boot RAM in MiB (with hot-added memory: the upper bound for balloon
+    /// targets).
     pub ram_mib: u64,
     /// Measures host-resident guest RAM in MiB.
     pub resident_mib: Box<dyn Fn() -> u64 + Send + Sync>,
@@ -93,6 +94,14 @@ fn memory_route(state: &ApiState, req: &Request) -> Response {
     }
 }
 
+/// Guest RAM now: boot memory plus hot-added memory.
+fn ram_mib(state: &ApiState) -> u64 {
+    state
+        .hotplug
+        .as_ref()
+        .map_or(state.ram_mib, |h| crate::api::lock(h).status().plugged_mib)
+}
+
 /// Answers one request.
 pub fn handle(state: &ApiState, req: &Request) -> Response {
     match (req.method.as_str(), req.path.as_str()) {
@@ -105,7 +114,7 @@ pub fn handle(state: &ApiState, req: &Request) -> Response {
                     "actual_mib": s.actual_mib,
                     "inflated_mib": s.inflated_mib,
                     "driver_ready": s.driver_ready,
-                    "guest_ram_mib": state.ram_mib,
+                    "guest_ram_mib": ram_mib(state),
                     "guest_ram_resident_mib": (state.resident_mib)(),
                 })
                 .to_string(),
@@ -118,12 +127,13 @@ pub fn handle(state: &ApiState, req: &Request) -> Response {
                     return Response::error(400, &format!("expected {{\"target_mib\": N}}: {e}"))
                 }
             };
-            if target.target_mib > state.ram_mib {
+            let ram = ram_mib(state);
+            if target.target_mib > ram {
                 return Response::error(
                     400,
                     &format!(
-                        "target_mib {} exceeds guest RAM ({} MiB)",
-                        target.target_mib, state.ram_mib
+                        "target_mib {} exceeds guest RAM ({ram} MiB)",
+                        target.target_mib
                     ),
                 );
             }
