@@ -162,8 +162,11 @@ pub struct RunArgs {
     #[arg(long)]
     pub prefault: bool,
 
-    /// Memory hot-add slots (ACPI PNP0C80 devices); 0 disables hot-add and
-    /// ACPI tables.
+    /// Boot without ACPI tables (MP table and command-line devices only).
+    #[arg(long)]
+    pub no_acpi: bool,
+
+    /// Memory hot-add slots (ACPI PNP0C80 devices); 0 disables hot-add.
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub hotplug_slots: u32,
 

@@ -30,6 +30,9 @@ pub enum ConfigError {
     /// Bad hot-add settings.
     #[error(transparent)]
     Hotplug(#[from] crate::hotplug::HotplugError),
+    /// Hot-add without ACPI.
+    #[error("--hotplug-slots needs ACPI; drop --no-acpi")]
+    HotplugNeedsAcpi,
     /// A maximum below the boot memory.
     #[error("--max-memory-mib {max} is below --memory-mib {memory}")]
     MaxBelowMemory {
@@ -64,6 +67,9 @@ pub struct VmConfig {
     pub prefault: bool,
     /// Memory hot-add, if any.
     pub hotplug: Option<HotplugConfig>,
+    /// Describe the machine with ACPI tables (else an MP table and the
+    /// command line).
+    pub acpi: bool,
 }
 
 /// Memory hot-add settings.
@@ -138,6 +144,9 @@ impl VmConfig {
             },
             free_page_reporting: args.balloon_reporting,
         });
+        if args.no_acpi && args.hotplug_slots > 0 {
+            return Err(ConfigError::HotplugNeedsAcpi);
+        }
         let hotplug = if args.hotplug_slots > 0 {
             crate::hotplug::HotplugLayout::new(
                 args.memory_mib << 20,
@@ -169,6 +178,7 @@ impl VmConfig {
             memory_mib: args.memory_mib,
             cmdline,
             hotplug,
+            acpi: !args.no_acpi,
             balloon,
             api_sock: args.api_sock.clone(),
             prefault: args.prefault,

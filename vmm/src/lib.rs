@@ -5,7 +5,6 @@
 //! its pieces; the `memtide` binary in `main.rs` is a thin CLI over it.
 
 pub mod acpi;
-pub mod acpi_hotplug;
 pub mod api;
 pub mod bench;
 pub mod boot;
@@ -21,5 +20,6 @@ pub mod logger;
 pub mod memory;
 pub mod mmio_devices;
 pub mod outcome;
+pub mod platform_acpi;
 pub mod vcpu;
 pub mod vm;

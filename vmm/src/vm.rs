@@ -17,7 +17,6 @@ use vm_memory::{Bytes, GuestAddressSpace, GuestMemoryAtomic};
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::eventfd::EventFd;
 
-use crate::acpi_hotplug::{self, WiringInputs};
 use crate::api::{self, ApiState};
 use crate::boot::{self, mptable, params};
 use crate::config::VmConfig;
@@ -26,6 +25,7 @@ use crate::layout;
 use crate::memory::{self, GuestMemoryMmap};
 use crate::mmio_devices::MmioDeviceManager;
 use crate::outcome::{ExitSignal, VmOutcome};
+use crate::platform_acpi::{self, WiringInputs};
 use crate::vcpu::{profile, setup, Vcpu};
 
 /// i8042 data port; the command port is at +4.
@@ -196,9 +196,9 @@ pub fn run(config: &VmConfig) -> Result<RunReport, VmError> {
         balloon_handler = Some(BalloonHandler::new(balloon));
         balloon_shared = Some(shared);
     }
-    let hotplug = match &config.hotplug {
-        Some(hc) => Some(acpi_hotplug::wire(
-            hc,
+    let platform = if config.acpi {
+        Some(platform_acpi::wire(
+            config.hotplug.as_ref(),
             WiringInputs {
                 vm: &vm,
                 mem: &mem,
@@ -210,26 +210,27 @@ pub fn run(config: &VmConfig) -> Result<RunReport, VmError> {
                 vcpus: config.vcpus,
                 memory_mib: config.memory_mib,
             },
-        )?),
-        None => None,
+        )?)
+    } else {
+        None
     };
     let pio = Arc::new(pio);
     let mut cmdline = config.cmdline.clone();
-    if hotplug.is_none() {
+    if platform.is_none() {
         // Without ACPI tables the guest learns of virtio devices here.
         for arg in mmio_devices.cmdline_args() {
             cmdline.push(&arg)?;
         }
     }
     let mmio = Arc::new(mmio_devices.into_bus());
-    let entry = load_guest(config, &cmdline, &mem, hotplug.as_ref().map(|h| h.rsdp))?;
+    let entry = load_guest(config, &cmdline, &mem, platform.as_ref().map(|p| p.rsdp))?;
     if let Some(sock) = &config.api_sock {
         let ram = guest_mem.clone();
         api::start(
             sock,
             ApiState {
                 balloon: balloon_shared,
-                hotplug: hotplug.as_ref().map(|h| h.runtime.clone()),
+                hotplug: platform.as_ref().and_then(|p| p.hotplug.clone()),
                 ram_mib: config.memory_mib,
                 resident_mib: Box::new(move || memory::resident_bytes(&ram.memory()) >> 20),
             },

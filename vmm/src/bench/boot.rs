@@ -87,6 +87,7 @@ pub fn run_argv(args: &RunArgs) -> Vec<String> {
         ("--balloon", args.balloon),
         ("--balloon-reporting", args.balloon_reporting),
         ("--prefault", args.prefault),
+        ("--no-acpi", args.no_acpi),
     ];
     let mut v = vec!["run".to_string()];
     for (flag, value) in valued {

@@ -1,6 +1,7 @@
-//! Wiring memory hot-add into a VM: the hot-plug controller's MMIO window,
-//! the GED interrupt, the ACPI tables that describe them, and the ACPI
-//! sleep register (so `poweroff` works on an ACPI guest).
+//! The ACPI platform of a VM: the tables (MADT for the vCPUs, DSDT for the
+//! virtio-mmio devices), the ACPI sleep register (so `poweroff` works), and,
+//! when configured, memory hot-add: the hot-plug controller's MMIO window
+//! and the GED interrupt.
 
 use std::sync::{Arc, Mutex};
 
@@ -20,9 +21,9 @@ use crate::mmio_devices::MmioDeviceManager;
 use crate::vm::VmError;
 
 /// What the VM keeps from the wiring.
-pub struct HotplugWiring {
-    /// The run-time hot-add state, for the API.
-    pub runtime: Arc<Mutex<MemoryHotplug>>,
+pub struct AcpiPlatform {
+    /// The run-time hot-add state, for the API (if hot-add is configured).
+    pub hotplug: Option<Arc<Mutex<MemoryHotplug>>>,
     /// Address of the RSDP, for the zero page.
     pub rsdp: u64,
 }
@@ -49,9 +50,12 @@ pub struct WiringInputs<'a> {
     pub memory_mib: u64,
 }
 
-/// Wires hot-add as `hc` describes. Call it after every virtio device is
-/// placed: the DSDT declares them (instead of the command line).
-pub fn wire(hc: &HotplugConfig, inp: WiringInputs<'_>) -> Result<HotplugWiring, VmError> {
+/// Sets up hot-add as `hc` describes: the controller, the GED and the
+/// run-time state; returns the state and what the DSDT must describe.
+fn wire_hotplug(
+    hc: &HotplugConfig,
+    inp: &mut WiringInputs<'_>,
+) -> Result<(MemoryHotplug, HotplugAml), VmError> {
     let layout = HotplugLayout::new(inp.memory_mib << 20, hc.slots, hc.slot_mib)
         .map_err(|e| VmError::Hotplug(e.to_string()))?;
     let slots = Arc::new(Mutex::new(layout.empty_slots()));
@@ -68,6 +72,43 @@ pub fn wire(hc: &HotplugConfig, inp: WiringInputs<'_>) -> Result<HotplugWiring, 
             what: "register the GED irqfd",
             source,
         })?;
+    log::info!(
+        "memory hot-add: {} x {} MiB slots from {:#x}, controller at {controller_base:#x}, GED IRQ {ged_irq}",
+        hc.slots,
+        hc.slot_mib,
+        layout.base
+    );
+    let runtime = MemoryHotplug::new(
+        inp.vm.clone(),
+        inp.guest_mem.clone(),
+        slots,
+        ged,
+        inp.next_kvm_slot,
+        inp.memory_mib,
+        hc.max_mib,
+    );
+    let aml = HotplugAml {
+        controller_base,
+        controller_size: WINDOW_SIZE,
+        slots: hc.slots,
+        ged_irq,
+    };
+    Ok((runtime, aml))
+}
+
+/// Builds the ACPI platform. Call it after every virtio device is placed:
+/// the DSDT declares them (instead of the command line).
+pub fn wire(
+    hotplug: Option<&HotplugConfig>,
+    mut inp: WiringInputs<'_>,
+) -> Result<AcpiPlatform, VmError> {
+    let (runtime, aml) = match hotplug {
+        Some(hc) => {
+            let (rt, aml) = wire_hotplug(hc, &mut inp)?;
+            (Some(Arc::new(Mutex::new(rt))), Some(aml))
+        }
+        None => (None, None),
+    };
     let off = inp.off_evt.try_clone().map_err(|source| VmError::Io {
         what: "clone the power-off eventfd",
         source,
@@ -77,12 +118,6 @@ pub fn wire(hc: &HotplugConfig, inp: WiringInputs<'_>) -> Result<HotplugWiring, 
         2,
         Arc::new(Mutex::new(AcpiSleep::new(off, dsdt::S5_SLEEP_TYPE))),
     )?;
-    let aml = HotplugAml {
-        controller_base,
-        controller_size: WINDOW_SIZE,
-        slots: hc.slots,
-        ged_irq,
-    };
     let virtio: Vec<VirtioMmioAml> = inp
         .mmio
         .slots()
@@ -93,25 +128,10 @@ pub fn wire(hc: &HotplugConfig, inp: WiringInputs<'_>) -> Result<HotplugWiring, 
             irq: s.irq,
         })
         .collect();
-    let rsdp = acpi::write(inp.mem, inp.vcpus, Some(&aml), &virtio)
+    let rsdp = acpi::write(inp.mem, inp.vcpus, aml.as_ref(), &virtio)
         .map_err(|e| VmError::Hotplug(e.to_string()))?;
-    log::info!(
-        "memory hot-add: {} x {} MiB slots from {:#x}, controller at {controller_base:#x}, GED IRQ {ged_irq}",
-        hc.slots,
-        hc.slot_mib,
-        layout.base
-    );
-    let runtime = MemoryHotplug::new(
-        inp.vm.clone(),
-        inp.guest_mem,
-        slots,
-        ged,
-        inp.next_kvm_slot,
-        inp.memory_mib,
-        hc.max_mib,
-    );
-    Ok(HotplugWiring {
-        runtime: Arc::new(Mutex::new(runtime)),
+    Ok(AcpiPlatform {
+        hotplug: runtime,
         rsdp,
     })
 }
