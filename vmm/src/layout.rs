@@ -6,10 +6,11 @@
 //! 0x0000_9000  PML4           0x0000_a000  PDPT      0x0000_b000  PD
 //! 0x0002_0000  kernel command line
 //! 0x0009_fc00  MP table (EBDA), RAM below it is usable
+//! 0x000e_0000  ACPI tables (RSDP first), reserved in e820
 //! 0x0010_0000  bzImage protected-mode code / ELF vmlinux (at its own paddr)
 //!   ...        RAM up to min(size, 3 GiB); the initramfs sits at its top
-//! 0xc000_0000  32-bit device window (IOAPIC, LAPIC, virtio-mmio later)
-//! 0x1_0000_0000 RAM above 3 GiB continues here
+//! 0xc000_0000  32-bit device window: virtio-mmio, hot-plug controller, IOAPIC, LAPIC
+//! 0x1_0000_0000 RAM above 3 GiB continues here, then the hot-add window
 //! ```
 
 use vm_memory::GuestAddress;
