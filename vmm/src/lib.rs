@@ -13,6 +13,7 @@ pub mod compat;
 pub mod config;
 pub mod ctl;
 pub mod host;
+pub mod hot_add;
 pub mod hotplug;
 pub mod kernel_cmdline;
 pub mod layout;

@@ -82,27 +82,39 @@ pub fn advise_huge_pages(mem: &GuestMemoryMmap) {
     }
 }
 
+/// Registers one guest RAM region as KVM memory slot `slot`.
+///
+/// The region's mapping must stay alive as long as the VM: callers keep it
+/// in the guest memory map, which the VMM holds until it exits.
+pub fn register_region(
+    vm: &VmFd,
+    slot: u32,
+    region: &vm_memory::GuestRegionMmap<()>,
+) -> Result<(), MemoryError> {
+    let host = region
+        .get_host_address(MemoryRegionAddress(0))
+        .map_err(|_| MemoryError::NoHostMapping(region.start_addr().0))?;
+    let region_desc = kvm_userspace_memory_region {
+        slot,
+        guest_phys_addr: region.start_addr().0,
+        memory_size: region.len(),
+        userspace_addr: host as u64,
+        flags: 0,
+    };
+    // SAFETY: the host range is the region's own mapping, which (per this
+    // function's contract) lives as long as the VM; guest RAM regions and
+    // hot-plug slots never overlap, so neither do the memory slots.
+    unsafe { vm.set_user_memory_region(region_desc) }
+        .map_err(|source| MemoryError::SetSlot { slot, source })
+}
+
 /// Registers every region of `mem` with KVM, one slot per region starting at 0.
 ///
 /// Returns the next free slot number.
 pub fn register_with_kvm(vm: &VmFd, mem: &GuestMemoryMmap) -> Result<u32, MemoryError> {
     let mut slot = 0u32;
     for region in mem.iter() {
-        let host = region
-            .get_host_address(MemoryRegionAddress(0))
-            .map_err(|_| MemoryError::NoHostMapping(region.start_addr().0))?;
-        let region_desc = kvm_userspace_memory_region {
-            slot,
-            guest_phys_addr: region.start_addr().0,
-            memory_size: region.len(),
-            userspace_addr: host as u64,
-            flags: 0,
-        };
-        // SAFETY: the host range belongs to `mem`, which the VMM keeps alive
-        // (it is shared with every vCPU and device) for as long as the VM
-        // exists, and no two slots overlap because the regions do not.
-        unsafe { vm.set_user_memory_region(region_desc) }
-            .map_err(|source| MemoryError::SetSlot { slot, source })?;
+        register_region(vm, slot, region)?;
         slot += 1;
     }
     Ok(slot)

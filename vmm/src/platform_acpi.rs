@@ -15,7 +15,8 @@ use vmm_sys_util::eventfd::EventFd;
 
 use crate::acpi::{self, dsdt, HotplugAml, VirtioMmioAml, SLEEP_CONTROL_PORT};
 use crate::config::HotplugConfig;
-use crate::hotplug::{HotplugLayout, MemoryHotplug};
+use crate::hot_add::MemoryHotplug;
+use crate::hotplug::HotplugLayout;
 use crate::memory::GuestMemoryMmap;
 use crate::mmio_devices::MmioDeviceManager;
 use crate::vm::VmError;
