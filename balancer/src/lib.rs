@@ -1,0 +1,17 @@
+//! memtide's dynamic-memory policy, in the spirit of Hyper-V Dynamic
+//! Memory: each VM has startup, minimum and maximum memory, a buffer and a
+//! weight; the policy reads the guests' reports (committed memory) and the
+//! host budget and decides, per VM, how much memory it should have and the
+//! balloon and hot-add steps to get there. Everything here is pure and
+//! deterministic; the thread that applies decisions lives in the VMM.
+//!
+//! See `docs/balancer.md` for the formulas.
+
+pub mod policy;
+pub mod report;
+pub mod settings;
+pub mod sim;
+
+pub use policy::{Action, Balancer, Decision, PolicyConfig};
+pub use report::{Report, ReportVerdict};
+pub use settings::{SettingsError, VmSettings, VmState};

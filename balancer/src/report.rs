@@ -1,0 +1,110 @@
+//! What a guest agent reports, and whether to believe it.
+
+use crate::settings::VmSettings;
+
+/// One guest report.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Report {
+    /// Committed_AS, MiB.
+    pub committed_mib: u64,
+    /// MemTotal as the guest sees it, MiB.
+    pub visible_mib: u64,
+    /// MemAvailable, MiB.
+    pub available_mib: u64,
+    /// PSI memory "some" avg10, percent, if reported.
+    pub psi_some_avg10: Option<f32>,
+    /// When the agent took it (guest clock, ms).
+    pub timestamp_ms: u64,
+    /// When the host received it (host clock, ms).
+    pub received_ms: u64,
+}
+
+/// What the policy makes of the latest report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReportVerdict {
+    /// Use it.
+    Fresh,
+    /// No report, or none for too long: keep the VM's memory as it is.
+    Stale,
+    /// A report that cannot be true: keep the VM's memory as it is.
+    Absurd(String),
+}
+
+/// Judges `latest` (with `previous` for monotonicity) at host time `now_ms`.
+pub fn judge(
+    settings: &VmSettings,
+    latest: Option<&Report>,
+    previous: Option<&Report>,
+    now_ms: u64,
+    stale_after_ms: u64,
+) -> ReportVerdict {
+    let Some(r) = latest else {
+        return ReportVerdict::Stale;
+    };
+    if now_ms.saturating_sub(r.received_ms) > stale_after_ms {
+        return ReportVerdict::Stale;
+    }
+    if r.committed_mib == 0 || r.visible_mib == 0 {
+        return ReportVerdict::Absurd("committed or visible memory is 0".into());
+    }
+    if r.committed_mib > settings.maximum_mib.saturating_mul(10) {
+        return ReportVerdict::Absurd(format!(
+            "committed {} MiB is over 10x the maximum",
+            r.committed_mib
+        ));
+    }
+    if r.visible_mib < settings.minimum_mib / 2 {
+        return ReportVerdict::Absurd(format!(
+            "visible {} MiB is below half the minimum",
+            r.visible_mib
+        ));
+    }
+    if let Some(p) = previous {
+        if r.timestamp_ms < p.timestamp_ms {
+            return ReportVerdict::Absurd("report timestamps went backwards".into());
+        }
+    }
+    ReportVerdict::Fresh
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(committed: u64, visible: u64, ts: u64) -> Report {
+        Report {
+            committed_mib: committed,
+            visible_mib: visible,
+            available_mib: visible / 2,
+            psi_some_avg10: None,
+            timestamp_ms: ts,
+            received_ms: ts,
+        }
+    }
+
+    #[test]
+    fn verdicts() {
+        let s = VmSettings::new("a", 512, 256, 1024);
+        assert_eq!(judge(&s, None, None, 0, 5000), ReportVerdict::Stale);
+        let r = report(300, 512, 1000);
+        assert_eq!(judge(&s, Some(&r), None, 2000, 5000), ReportVerdict::Fresh);
+        assert_eq!(judge(&s, Some(&r), None, 7000, 5000), ReportVerdict::Stale);
+        assert!(matches!(
+            judge(&s, Some(&report(0, 512, 1000)), None, 1000, 5000),
+            ReportVerdict::Absurd(_)
+        ));
+        assert!(matches!(
+            judge(&s, Some(&report(20_000, 512, 1000)), None, 1000, 5000),
+            ReportVerdict::Absurd(_)
+        ));
+        assert!(matches!(
+            judge(&s, Some(&report(300, 100, 1000)), None, 1000, 5000),
+            ReportVerdict::Absurd(_)
+        ));
+        let earlier = report(300, 512, 500);
+        assert!(matches!(
+            judge(&s, Some(&earlier), Some(&r), 1000, 5000),
+            ReportVerdict::Absurd(_)
+        ));
+    }
+}

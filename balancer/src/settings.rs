@@ -1,0 +1,159 @@
+//! Per-VM settings and the balancer's view of each VM's memory.
+
+/// Errors in VM settings.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SettingsError {
+    /// minimum <= startup <= maximum does not hold.
+    #[error(
+        "VM {name}: need minimum <= startup <= maximum, got {minimum} / {startup} / {maximum} MiB"
+    )]
+    Order {
+        /// VM name.
+        name: String,
+        /// Minimum, MiB.
+        minimum: u64,
+        /// Startup, MiB.
+        startup: u64,
+        /// Maximum, MiB.
+        maximum: u64,
+    },
+    /// Weight outside 1..=10000.
+    #[error("VM {name}: weight {weight} is outside 1..=10000")]
+    Weight {
+        /// VM name.
+        name: String,
+        /// The weight given.
+        weight: u32,
+    },
+    /// Buffer outside 0..=2000 %.
+    #[error("VM {name}: buffer {buffer}% is outside 0..=2000")]
+    Buffer {
+        /// VM name.
+        name: String,
+        /// The buffer given.
+        buffer: u32,
+    },
+}
+
+/// What the operator sets for a VM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmSettings {
+    /// Name used in decisions' reasons.
+    pub name: String,
+    /// Memory at boot, MiB.
+    pub startup_mib: u64,
+    /// Never go below this, MiB.
+    pub minimum_mib: u64,
+    /// Never go above this, MiB.
+    pub maximum_mib: u64,
+    /// Extra memory over committed, percent (default 20).
+    pub buffer_pct: u32,
+    /// Priority when memory is short, 1..=10000 (default 5000).
+    pub weight: u32,
+}
+
+impl VmSettings {
+    /// Settings with the default buffer (20 %) and weight (5000).
+    pub fn new(name: &str, startup_mib: u64, minimum_mib: u64, maximum_mib: u64) -> Self {
+        Self {
+            name: name.to_string(),
+            startup_mib,
+            minimum_mib,
+            maximum_mib,
+            buffer_pct: 20,
+            weight: 5000,
+        }
+    }
+
+    /// Checks the settings.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        if !(self.minimum_mib <= self.startup_mib && self.startup_mib <= self.maximum_mib) {
+            return Err(SettingsError::Order {
+                name: self.name.clone(),
+                minimum: self.minimum_mib,
+                startup: self.startup_mib,
+                maximum: self.maximum_mib,
+            });
+        }
+        if !(1..=10_000).contains(&self.weight) {
+            return Err(SettingsError::Weight {
+                name: self.name.clone(),
+                weight: self.weight,
+            });
+        }
+        if self.buffer_pct > 2000 {
+            return Err(SettingsError::Buffer {
+                name: self.name.clone(),
+                buffer: self.buffer_pct,
+            });
+        }
+        Ok(())
+    }
+
+    /// The memory this VM should have for `committed_mib`:
+    /// `committed * (1 + buffer/100)`, within [minimum, maximum].
+    pub fn target_mib(&self, committed_mib: u64) -> u64 {
+        let with_buffer =
+            committed_mib + (committed_mib * u64::from(self.buffer_pct)).div_ceil(100);
+        with_buffer.clamp(self.minimum_mib, self.maximum_mib)
+    }
+}
+
+/// The balancer's view of a VM's memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VmState {
+    /// Boot memory plus hot-added memory, MiB.
+    pub plugged_mib: u64,
+    /// Memory held by the balloon, MiB.
+    pub balloon_mib: u64,
+    /// When the last resize was decided (ms), if ever.
+    pub last_change_ms: Option<u64>,
+    /// When the VM last grew (ms), if ever.
+    pub last_grow_ms: Option<u64>,
+}
+
+impl VmState {
+    /// A VM just booted with `startup_mib` and an empty balloon.
+    pub fn at_startup(settings: &VmSettings) -> Self {
+        Self {
+            plugged_mib: settings.startup_mib,
+            balloon_mib: 0,
+            last_change_ms: None,
+            last_grow_ms: None,
+        }
+    }
+
+    /// Memory the guest may use now: plugged minus balloon.
+    pub fn assigned_mib(&self) -> u64 {
+        self.plugged_mib.saturating_sub(self.balloon_mib)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation() {
+        assert!(VmSettings::new("a", 512, 256, 1024).validate().is_ok());
+        assert!(matches!(
+            VmSettings::new("a", 128, 256, 1024).validate(),
+            Err(SettingsError::Order { .. })
+        ));
+        let mut s = VmSettings::new("a", 512, 256, 1024);
+        s.weight = 0;
+        assert!(matches!(s.validate(), Err(SettingsError::Weight { .. })));
+        s.weight = 5000;
+        s.buffer_pct = 5000;
+        assert!(matches!(s.validate(), Err(SettingsError::Buffer { .. })));
+    }
+
+    #[test]
+    fn target_is_committed_plus_buffer_within_bounds() {
+        let s = VmSettings::new("a", 512, 256, 1024);
+        assert_eq!(s.target_mib(500), 600);
+        assert_eq!(s.target_mib(10), 256, "never below minimum");
+        assert_eq!(s.target_mib(2000), 1024, "never above maximum");
+        assert_eq!(s.target_mib(1), 256);
+    }
+}
