@@ -35,6 +35,22 @@ pub enum Command {
     Bench(BenchCommand),
     /// Control a running memtide through its API socket.
     Ctl(CtlArgs),
+    /// Dynamic memory on one guest, narrated: boot with a balloon and
+    /// hot-add slots, hot-add, inflate, deflate, and show what the guest
+    /// and the host see after each step.
+    Demo(DemoArgs),
+}
+
+/// Options of `memtide demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// How far to inflate the balloon, MiB.
+    #[arg(long, default_value_t = 64)]
+    pub balloon_mib: u64,
+    /// How the guest is booted (--balloon, --api-sock, --prefault and at
+    /// least one hot-add slot are set by the demo).
+    #[command(flatten)]
+    pub vm: RunArgs,
 }
 
 /// Options of `memtide ctl`.

@@ -12,6 +12,7 @@ pub mod cli;
 pub mod compat;
 pub mod config;
 pub mod ctl;
+pub mod demo;
 pub mod host;
 pub mod hot_add;
 pub mod hotplug;

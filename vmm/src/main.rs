@@ -8,7 +8,7 @@ use memtide::cli::{BenchCommand, Cli, Command};
 use memtide::compat::HostKvm;
 use memtide::config::VmConfig;
 use memtide::outcome::VmOutcome;
-use memtide::{bench, ctl, logger, vm};
+use memtide::{bench, ctl, demo, logger, vm};
 
 fn main() -> ExitCode {
     logger::init();
@@ -31,6 +31,10 @@ fn main() -> ExitCode {
             Err(e) => fail(&e),
         },
         Command::Bench(BenchCommand::Hotplug(args)) => match bench::hotplug::run(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(&e),
+        },
+        Command::Demo(args) => match demo::run(&args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(&e),
         },

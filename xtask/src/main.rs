@@ -1,7 +1,7 @@
 //! `cargo xtask`: memtide's build tasks.
 //!
 //! Everything a fresh Debian/Ubuntu x86_64 machine needs is done here, so
-//! that the README's two commands (`cargo xtask run`, `cargo xtask test`)
+//! that the README's two commands (`cargo xtask demo`, `cargo xtask test`)
 //! work without other set-up.
 
 mod cpio;
@@ -38,6 +38,14 @@ enum Task {
     Initramfs,
     /// deps + kernel + initramfs.
     Images,
+    /// Set everything up, then run `memtide demo`: one guest shrunk by
+    /// its balloon and grown by hot-add, narrated. Arguments after `--` go
+    /// to `memtide demo`.
+    Demo {
+        /// Extra arguments for `memtide demo`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Set everything up, then boot a guest with memtide's defaults.
     /// Arguments after `--` go to `memtide run`.
     Run {
@@ -57,7 +65,8 @@ fn main() -> ExitCode {
         Task::Kernel => deps::ensure().and_then(|()| kernel::build().map(|_| ())),
         Task::Initramfs => deps::ensure().and_then(|()| initramfs::build().map(|_| ())),
         Task::Images => images(),
-        Task::Run { args } => images().and_then(|()| run::run(&args)),
+        Task::Run { args } => images().and_then(|()| run::memtide("run", &args)),
+        Task::Demo { args } => images().and_then(|()| run::memtide("demo", &args)),
         Task::Test => images().and_then(|()| test::run_all()),
     };
     match result {

@@ -1,4 +1,4 @@
-//! `cargo xtask run`: build memtide and boot a guest with its defaults.
+//! `cargo xtask run` and `cargo xtask demo`: build memtide and run it.
 
 use std::process::Command;
 
@@ -18,9 +18,13 @@ pub fn build_memtide() -> Result<std::path::PathBuf, XtaskError> {
     Ok(root.join("target").join("release").join("memtide"))
 }
 
-/// Boots a guest with `memtide run` and the given extra arguments.
-pub fn run(args: &[String]) -> Result<(), XtaskError> {
+/// Runs `memtide <subcommand> <args>` from a fresh release build.
+pub fn memtide(subcommand: &str, args: &[String]) -> Result<(), XtaskError> {
     let bin = build_memtide()?;
-    println!("[xtask] booting: {} run {}", bin.display(), args.join(" "));
-    run_cmd(Command::new(bin).arg("run").args(args), "")
+    println!(
+        "[xtask] running: {} {subcommand} {}",
+        bin.display(),
+        args.join(" ")
+    );
+    run_cmd(Command::new(bin).arg(subcommand).args(args), "")
 }
