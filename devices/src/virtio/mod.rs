@@ -3,6 +3,7 @@
 pub mod balloon;
 pub mod interrupt;
 pub mod mmio;
+pub mod vsock;
 
 use std::sync::Arc;
 
