@@ -424,14 +424,7 @@ mod tests {
     use super::*;
 
     fn report(committed: u64, visible: u64, t: u64) -> Report {
-        Report {
-            committed_mib: committed,
-            visible_mib: visible,
-            available_mib: visible.saturating_sub(committed),
-            psi_some_avg10: None,
-            timestamp_ms: t,
-            received_ms: t,
-        }
+        Report::at(committed, visible, t)
     }
 
     fn one_vm() -> Balancer {

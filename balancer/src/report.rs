@@ -19,6 +19,21 @@ pub struct Report {
     pub received_ms: u64,
 }
 
+impl Report {
+    /// A report taken and received at `t_ms` with MemAvailable =
+    /// visible - committed and no PSI (what simple agents and tests send).
+    pub fn at(committed_mib: u64, visible_mib: u64, t_ms: u64) -> Self {
+        Self {
+            committed_mib,
+            visible_mib,
+            available_mib: visible_mib.saturating_sub(committed_mib),
+            psi_some_avg10: None,
+            timestamp_ms: t_ms,
+            received_ms: t_ms,
+        }
+    }
+}
+
 /// What the policy makes of the latest report.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReportVerdict {
@@ -72,14 +87,7 @@ mod tests {
     use super::*;
 
     fn report(committed: u64, visible: u64, ts: u64) -> Report {
-        Report {
-            committed_mib: committed,
-            visible_mib: visible,
-            available_mib: visible / 2,
-            psi_some_avg10: None,
-            timestamp_ms: ts,
-            received_ms: ts,
-        }
+        Report::at(committed, visible, ts)
     }
 
     #[test]

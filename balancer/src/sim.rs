@@ -121,17 +121,7 @@ pub fn simulate(
             }
             let visible = b.state(i).map_or(0, |s| s.assigned_mib());
             let committed = v.demand.at(t);
-            b.report(
-                i,
-                Report {
-                    committed_mib: committed,
-                    visible_mib: visible,
-                    available_mib: visible.saturating_sub(committed),
-                    psi_some_avg10: None,
-                    timestamp_ms: t,
-                    received_ms: t,
-                },
-            );
+            b.report(i, Report::at(committed, visible, t));
         }
         b.step(budget_mib, t);
         let states: Vec<_> = (0..vms.len()).filter_map(|i| b.state(i)).collect();
