@@ -185,23 +185,3 @@ mod tests {
         assert_eq!(&dsdt.1[..4], b"DSDT");
     }
 }
-
-#[cfg(test)]
-mod dump {
-    /// Writes the DSDT to $MEMTIDE_DUMP_DSDT for inspection with iasl.
-    #[test]
-    fn dump_dsdt_if_asked() {
-        let Some(path) = std::env::var_os("MEMTIDE_DUMP_DSDT") else {
-            return;
-        };
-        let h = super::HotplugAml {
-            controller_base: 0xc000_0000,
-            controller_size: 0x20,
-            slots: 2,
-            ged_irq: 5,
-        };
-        let t = super::build(1, Some(&h), &[]).expect("build");
-        let dsdt = t.iter().find(|(_, b)| &b[..4] == b"DSDT").expect("dsdt");
-        std::fs::write(path, &dsdt.1).expect("write");
-    }
-}
