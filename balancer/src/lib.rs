@@ -5,13 +5,18 @@
 //! balloon and hot-add steps to get there. Everything here is pure and
 //! deterministic; the thread that applies decisions lives in the VMM.
 //!
-//! See `docs/balancer.md` for the formulas.
+//! See `docs/balancer.md` for the formulas, the invariants and their slack.
 
+pub mod action;
+pub mod invariants;
 pub mod policy;
 pub mod report;
+pub mod resize;
 pub mod settings;
+pub mod share;
 pub mod sim;
 
-pub use policy::{Action, Balancer, Decision, PolicyConfig};
+pub use action::{Action, Decision};
+pub use policy::{Balancer, PolicyConfig};
 pub use report::{Report, ReportVerdict};
 pub use settings::{SettingsError, VmSettings, VmState};
