@@ -4,3 +4,4 @@
 
 pub mod cmdline;
 pub mod sys;
+pub mod uptime;

@@ -50,8 +50,10 @@ pub fn mount(fstype: &str, target: &str) -> Result<(), SysError> {
 }
 
 /// Flushes file systems and restarts the machine. memtide boots guests with
-/// `reboot=k`, so this reaches the VMM as an i8042 reset, which it treats
-/// as the guest powering off. Returns only on failure.
+/// `reboot=k`, so the kernel restarts through the keyboard controller: a
+/// write of 0xfe to i8042 port 0x64, which memtide treats as the guest
+/// powering off cleanly (a VM has nothing to restart into). Returns only on
+/// failure.
 pub fn reboot() -> SysError {
     // SAFETY: sync takes no arguments and cannot fail.
     unsafe { libc::sync() };
@@ -63,7 +65,8 @@ pub fn reboot() -> SysError {
     }
 }
 
-/// Reaps any exited children without blocking.
+/// Reaps any exited children without blocking. As PID 1 the init inherits
+/// every orphan, and nobody else collects their exit status.
 pub fn reap_zombies() {
     loop {
         let mut status = 0;

@@ -9,11 +9,34 @@ const S_IFCHR: u32 = 0o020_000;
 /// Name of the last entry.
 pub const TRAILER: &str = "TRAILER!!!";
 
+/// An entry whose name or data does not fit a newc header's 32-bit fields.
+#[derive(Debug, thiserror::Error)]
+#[error("cpio entry {name}: {len} bytes do not fit a newc header field")]
+pub struct TooLarge {
+    /// The entry's name.
+    pub name: String,
+    /// The length that overflowed.
+    pub len: usize,
+}
+
+/// Converts a length to a header field.
+fn field_len(name: &str, len: usize) -> Result<u32, TooLarge> {
+    u32::try_from(len).map_err(|_| TooLarge {
+        name: name.to_string(),
+        len,
+    })
+}
+
 /// An archive being built in memory.
-#[derive(Default)]
 pub struct CpioWriter {
     buf: Vec<u8>,
     next_ino: u32,
+}
+
+impl Default for CpioWriter {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 struct Header {
@@ -32,23 +55,17 @@ impl CpioWriter {
         }
     }
 
-    fn entry(&mut self, name: &str, h: Header, data: &[u8]) {
+    fn entry(&mut self, name: &str, h: Header, data: &[u8]) -> Result<(), TooLarge> {
+        let namesize = field_len(name, name.len() + 1)?;
         let ino = if name == TRAILER { 0 } else { self.next_ino };
-        self.next_ino += 1;
+        self.next_ino = self.next_ino.wrapping_add(1);
         let fields = [
-            ino,
-            h.mode,
-            0, // uid
+            ino, h.mode, 0, // uid
             0, // gid
-            h.nlink,
-            0, // mtime: fixed for reproducible archives
-            h.size,
-            0, // devmajor
+            h.nlink, 0, // mtime: fixed for reproducible archives
+            h.size, 0, // devmajor
             0, // devminor
-            h.rdev.0,
-            h.rdev.1,
-            (name.len() + 1) as u32,
-            0, // check
+            h.rdev.0, h.rdev.1, namesize, 0, // check
         ];
         self.buf.extend_from_slice(b"070701");
         for f in fields {
@@ -59,6 +76,7 @@ impl CpioWriter {
         self.pad();
         self.buf.extend_from_slice(data);
         self.pad();
+        Ok(())
     }
 
     fn pad(&mut self) {
@@ -68,59 +86,65 @@ impl CpioWriter {
     }
 
     /// Adds a directory (`name` without a leading slash).
-    pub fn dir(&mut self, name: &str) {
+    pub fn dir(&mut self, name: &str) -> Result<(), TooLarge> {
         let h = Header {
             mode: S_IFDIR | 0o755,
             nlink: 2,
             size: 0,
             rdev: (0, 0),
         };
-        self.entry(name, h, &[]);
+        self.entry(name, h, &[])
     }
 
     /// Adds a regular file with permission bits `perm`.
-    pub fn file(&mut self, name: &str, perm: u32, data: &[u8]) {
+    pub fn file(&mut self, name: &str, perm: u32, data: &[u8]) -> Result<(), TooLarge> {
         let h = Header {
             mode: S_IFREG | perm,
             nlink: 1,
-            size: data.len() as u32,
+            size: field_len(name, data.len())?,
             rdev: (0, 0),
         };
-        self.entry(name, h, data);
+        self.entry(name, h, data)
     }
 
     /// Adds a symbolic link to `target`.
-    pub fn symlink(&mut self, name: &str, target: &str) {
+    pub fn symlink(&mut self, name: &str, target: &str) -> Result<(), TooLarge> {
         let h = Header {
             mode: S_IFLNK | 0o777,
             nlink: 1,
-            size: target.len() as u32,
+            size: field_len(name, target.len())?,
             rdev: (0, 0),
         };
-        self.entry(name, h, target.as_bytes());
+        self.entry(name, h, target.as_bytes())
     }
 
     /// Adds a character device node.
-    pub fn char_dev(&mut self, name: &str, perm: u32, major: u32, minor: u32) {
+    pub fn char_dev(
+        &mut self,
+        name: &str,
+        perm: u32,
+        major: u32,
+        minor: u32,
+    ) -> Result<(), TooLarge> {
         let h = Header {
             mode: S_IFCHR | perm,
             nlink: 1,
             size: 0,
             rdev: (major, minor),
         };
-        self.entry(name, h, &[]);
+        self.entry(name, h, &[])
     }
 
     /// Appends the trailer and returns the archive bytes.
-    pub fn finish(mut self) -> Vec<u8> {
+    pub fn finish(mut self) -> Result<Vec<u8>, TooLarge> {
         let h = Header {
             mode: 0,
             nlink: 1,
             size: 0,
             rdev: (0, 0),
         };
-        self.entry(TRAILER, h, &[]);
-        self.buf
+        self.entry(TRAILER, h, &[])?;
+        Ok(self.buf)
     }
 }
 
@@ -139,8 +163,8 @@ mod tests {
     #[test]
     fn file_entry_layout_and_padding() {
         let mut w = CpioWriter::new();
-        w.file("init", 0o755, b"hello");
-        let a = w.finish();
+        w.file("init", 0o755, b"hello").expect("small file");
+        let a = w.finish().expect("trailer");
         assert_eq!(&a[..6], b"070701");
         assert_eq!(field(&a, 1), S_IFREG | 0o755);
         assert_eq!(field(&a, 6), 5, "file size");
@@ -157,14 +181,21 @@ mod tests {
     #[test]
     fn device_and_symlink_entries() {
         let mut w = CpioWriter::new();
-        w.char_dev("dev/console", 0o600, 5, 1);
-        w.symlink("bin/sh", "busybox");
-        let a = w.finish();
+        w.char_dev("dev/console", 0o600, 5, 1).expect("node");
+        w.symlink("bin/sh", "busybox").expect("link");
+        let a = w.finish().expect("trailer");
         assert_eq!(field(&a, 1), S_IFCHR | 0o600);
         assert_eq!((field(&a, 9), field(&a, 10)), (5, 1));
         // Second entry starts after 110 + "dev/console\0" (12) = 122 -> 124.
         let second = &a[124..];
         assert_eq!(field(second, 1), S_IFLNK | 0o777);
         assert_eq!(field(second, 6), 7);
+    }
+
+    #[test]
+    fn lengths_beyond_32_bits_are_refused() {
+        assert_eq!(field_len("x", 7).ok(), Some(7));
+        let too_big = usize::try_from(u64::from(u32::MAX) + 1).expect("64-bit host");
+        assert!(field_len("x", too_big).is_err());
     }
 }

@@ -1,8 +1,10 @@
 //! Debian packages the builds need, installed only when missing.
 
+use std::path::Path;
 use std::process::Command;
 
-use crate::error::XtaskError;
+use crate::elf;
+use crate::error::{io_at, XtaskError};
 use crate::process::run;
 
 /// Packages for the kernel build, the static init and the initramfs.
@@ -19,43 +21,88 @@ pub const PACKAGES: &[&str] = &[
     "busybox-static",
 ];
 
+/// The busybox that goes into the initramfs (from `busybox-static`).
+pub const BUSYBOX: &str = "/bin/busybox";
+
+/// Whether dpkg reports `pkg` as installed (`dpkg -s`).
 fn installed(pkg: &str) -> bool {
-    Command::new("dpkg-query")
-        .args(["-W", "-f=${Status}", pkg])
+    Command::new("dpkg")
+        .args(["-s", pkg])
         .output()
         .map(|o| {
             o.status.success()
-                && String::from_utf8_lossy(&o.stdout).contains("install ok installed")
+                && String::from_utf8_lossy(&o.stdout).contains("Status: install ok installed")
         })
         .unwrap_or(false)
 }
 
-/// Installs whatever in [`PACKAGES`] is missing (needs root, as on CI).
+/// Whether [`BUSYBOX`] exists and is statically linked.
+fn busybox_is_static() -> Result<bool, XtaskError> {
+    let path = Path::new(BUSYBOX);
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(elf::is_static_executable(&bytes)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(io_at(path)(e)),
+    }
+}
+
+/// Installs whatever in [`PACKAGES`] is missing (needs root, as on CI),
+/// and `busybox-static` again if [`BUSYBOX`] is not a static binary.
 pub fn ensure() -> Result<(), XtaskError> {
-    let missing: Vec<&str> = PACKAGES.iter().copied().filter(|p| !installed(p)).collect();
+    let mut missing: Vec<&str> = PACKAGES.iter().copied().filter(|p| !installed(p)).collect();
+    if !missing.contains(&"busybox-static") && !busybox_is_static()? {
+        println!("[xtask] deps: {BUSYBOX} is not a static binary; reinstalling busybox-static");
+        missing.push("busybox-static");
+    }
     if missing.is_empty() {
         return Ok(());
     }
-    println!("[xtask] installing Debian packages: {}", missing.join(" "));
-    let sudo = !is_root();
-    let apt = |args: &[&str]| {
-        let mut c = if sudo {
-            let mut c = Command::new("sudo");
-            c.arg("apt-get");
-            c
-        } else {
-            Command::new("apt-get")
-        };
-        c.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+    println!(
+        "[xtask] deps: installing Debian packages: {}",
+        missing.join(" ")
+    );
+    let hint =
+        " (memtide needs Debian's linux-source-6.12: Debian 12 with security updates, or newer)";
+    // --reinstall: busybox-static may be "installed" with its binary replaced.
+    let mut install = apt(&[
+        "install",
+        "-y",
+        "-q",
+        "--no-install-recommends",
+        "--reinstall",
+    ]);
+    install.args(&missing);
+    if run(&mut install, "").is_err() {
+        // The package lists may be stale or absent (fresh containers).
+        println!("[xtask] deps: install failed; refreshing the package lists and retrying");
+        run(&mut apt(&["update", "-q"]), "")?;
+        let mut retry = apt(&[
+            "install",
+            "-y",
+            "-q",
+            "--no-install-recommends",
+            "--reinstall",
+        ]);
+        retry.args(&missing);
+        run(&mut retry, hint)?;
+    }
+    if !busybox_is_static()? {
+        return Err(XtaskError::NotStatic(BUSYBOX.into()));
+    }
+    Ok(())
+}
+
+/// `apt-get <args>`, through sudo unless we are root.
+fn apt(args: &[&str]) -> Command {
+    let mut c = if is_root() {
+        Command::new("apt-get")
+    } else {
+        let mut c = Command::new("sudo");
+        c.arg("apt-get");
         c
     };
-    run(&mut apt(&["update", "-q"]), "")?;
-    let mut install = apt(&["install", "-y", "-q", "--no-install-recommends"]);
-    install.args(&missing);
-    run(
-        &mut install,
-        " (memtide needs Debian's linux-source-6.12: Debian 12 with security updates, or newer)",
-    )
+    c.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+    c
 }
 
 fn is_root() -> bool {

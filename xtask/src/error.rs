@@ -31,12 +31,16 @@ pub enum XtaskError {
         /// The OS error.
         source: std::io::Error,
     },
-    /// Config options the kernel build silently dropped.
-    #[error("kernel config options did not stick after olddefconfig: {0}")]
-    ConfigDropped(String),
     /// No place for the cache.
     #[error("neither $MEMTIDE_CACHE nor $HOME is set")]
     NoCacheDir,
+    /// A binary that must be static (the guest has no dynamic loader) is
+    /// dynamically linked, or not an ELF executable.
+    #[error("{} is not a statically linked ELF executable (install busybox-static)", .0.display())]
+    NotStatic(PathBuf),
+    /// An entry the cpio format cannot hold.
+    #[error(transparent)]
+    Cpio(#[from] crate::cpio::TooLarge),
     /// A required file is missing after a step that should have made it.
     #[error("{0} is missing")]
     Missing(PathBuf),

@@ -4,17 +4,34 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::busybox::{self, Applets};
 use crate::cpio::CpioWriter;
+use crate::elf;
 use crate::error::{io_at, XtaskError};
-use crate::paths::{cache_dir, workspace_root};
+use crate::paths::{cache_dir, workspace_root, INITRAMFS_FILE, INITRAMFS_IDLE_FILE};
 use crate::process::run;
 
-/// Target triple of the guest binaries (static glibc).
+/// Target triple of the guest binaries (static glibc). Explicit, so that
+/// `RUSTFLAGS` reaches only the guest code, not host build scripts.
 const GUEST_TARGET: &str = "x86_64-unknown-linux-gnu";
-/// Debian's busybox-static binary.
-const BUSYBOX: &str = "/bin/busybox";
-/// Guest programs built from `guest/`, installed as (archive path, binary name).
+/// Guest programs built from `guest/`, installed as (archive path, binary
+/// name). Add the guest agent here when it exists.
 const GUEST_PROGRAMS: &[(&str, &str)] = &[("init", "memtide-init")];
+/// Release-profile overrides for the guest build (its own target dir, so
+/// the host build is unaffected): the guest kernel copies every initramfs
+/// byte under emulation on a nested host (several seconds per MiB), so
+/// size matters more than speed here.
+const SIZE_PROFILE: &[(&str, &str)] = &[
+    ("CARGO_PROFILE_RELEASE_OPT_LEVEL", "s"),
+    ("CARGO_PROFILE_RELEASE_LTO", "fat"),
+    ("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "1"),
+    ("CARGO_PROFILE_RELEASE_PANIC", "abort"),
+    ("CARGO_PROFILE_RELEASE_DEBUG", "0"),
+];
+/// Directories of the archive (no leading slash).
+const DIRS: &[&str] = &[
+    "dev", "proc", "sys", "tmp", "bin", "sbin", "etc", "root", "usr", "usr/bin",
+];
 
 /// Builds the guest programs statically; returns their directory.
 fn build_guest_programs() -> Result<PathBuf, XtaskError> {
@@ -24,36 +41,33 @@ fn build_guest_programs() -> Result<PathBuf, XtaskError> {
     run(
         Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
             .current_dir(&root)
-            .args([
-                "build",
-                "--release",
-                "-p",
-                "memtide-guest",
-                "--target",
-                GUEST_TARGET,
-            ])
+            .args(["build", "--release", "-p", "memtide-guest", "--target"])
+            .arg(GUEST_TARGET)
             .arg("--target-dir")
             .arg(&target_dir)
             .env(
                 "RUSTFLAGS",
                 "-C target-feature=+crt-static -C strip=symbols",
-            ),
+            )
+            .envs(SIZE_PROFILE.iter().copied()),
         "",
     )?;
     Ok(target_dir.join(GUEST_TARGET).join("release"))
 }
 
-fn busybox_applets(busybox: &Path) -> Result<Vec<String>, XtaskError> {
-    let out = Command::new(busybox)
-        .arg("--list")
-        .output()
-        .map_err(io_at(busybox))?;
-    Ok(String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::trim)
-        .filter(|a| !a.is_empty() && *a != "busybox" && !a.contains('/'))
-        .map(str::to_string)
-        .collect())
+/// Adds the host binary `host_path` to the archive as `archive_path` (mode
+/// 0755), refusing one that needs a dynamic loader (the guest has none).
+pub fn add_binary(
+    w: &mut CpioWriter,
+    archive_path: &str,
+    host_path: &Path,
+) -> Result<(), XtaskError> {
+    let data = std::fs::read(host_path).map_err(io_at(host_path))?;
+    if !elf::is_static_executable(&data) {
+        return Err(XtaskError::NotStatic(host_path.to_path_buf()));
+    }
+    w.file(archive_path, 0o755, &data)?;
+    Ok(())
 }
 
 /// Assembles `guest/asm/memtide-idle.S` into a static binary.
@@ -83,13 +97,13 @@ fn write_archive(path: &Path, archive: &[u8]) -> Result<(), XtaskError> {
 
 /// The idle initramfs: only `/init` = memtide-idle, for guests that must
 /// stay up without user space (see `docs/nested-host.md`).
-fn build_idle_archive(idle: &[u8], cache: &Path) -> Result<PathBuf, XtaskError> {
+fn build_idle_archive(idle: &Path, cache: &Path) -> Result<PathBuf, XtaskError> {
     let mut w = CpioWriter::new();
-    w.dir("dev");
-    w.char_dev("dev/console", 0o600, 5, 1);
-    w.file("init", 0o755, idle);
-    let out = cache.join("initramfs-idle.cpio");
-    let archive = w.finish();
+    w.dir("dev")?;
+    w.char_dev("dev/console", 0o600, 5, 1)?;
+    add_binary(&mut w, "init", idle)?;
+    let out = cache.join(INITRAMFS_IDLE_FILE);
+    let archive = w.finish()?;
     write_archive(&out, &archive)?;
     println!(
         "[xtask] initramfs: {} ({} bytes, memtide-idle only)",
@@ -99,41 +113,30 @@ fn build_idle_archive(idle: &[u8], cache: &Path) -> Result<PathBuf, XtaskError> 
     Ok(out)
 }
 
-/// Builds the initramfs; returns its path.
-pub fn build() -> Result<PathBuf, XtaskError> {
+/// Builds the initramfs with busybox links for `applets`; returns its path.
+pub fn build(applets: Applets) -> Result<PathBuf, XtaskError> {
     let bin_dir = build_guest_programs()?;
-    let idle = std::fs::read(build_idle(&bin_dir)?).map_err(io_at(bin_dir.join("memtide-idle")))?;
+    let idle = build_idle(&bin_dir)?;
     let mut w = CpioWriter::new();
-    for d in [
-        "dev", "proc", "sys", "tmp", "bin", "sbin", "etc", "root", "usr", "usr/bin",
-    ] {
-        w.dir(d);
+    for d in DIRS {
+        w.dir(d)?;
     }
-    w.char_dev("dev/console", 0o600, 5, 1);
-    w.char_dev("dev/null", 0o666, 1, 3);
+    w.char_dev("dev/console", 0o600, 5, 1)?;
+    w.char_dev("dev/null", 0o666, 1, 3)?;
     for (path, name) in GUEST_PROGRAMS {
-        let src = bin_dir.join(name);
-        let data = std::fs::read(&src).map_err(io_at(&src))?;
-        w.file(path, 0o755, &data);
+        add_binary(&mut w, path, &bin_dir.join(name))?;
     }
-    w.file("sbin/memtide-idle", 0o755, &idle);
-    let busybox = Path::new(BUSYBOX);
-    let data = std::fs::read(busybox).map_err(io_at(busybox))?;
-    w.file("bin/busybox", 0o755, &data);
-    let applets = busybox_applets(busybox)?;
-    for applet in &applets {
-        w.symlink(&format!("bin/{applet}"), "busybox");
-    }
-    let archive = w.finish();
+    add_binary(&mut w, "sbin/memtide-idle", &idle)?;
+    let links = busybox::add(&mut w, applets)?;
+    let archive = w.finish()?;
     let cache = cache_dir()?;
     std::fs::create_dir_all(&cache).map_err(io_at(&cache))?;
-    let out = cache.join("initramfs.cpio");
+    let out = cache.join(INITRAMFS_FILE);
     write_archive(&out, &archive)?;
     println!(
-        "[xtask] initramfs: {} ({} KiB, init + busybox with {} applets)",
+        "[xtask] initramfs: {} ({} KiB: init, busybox, {links} applet links)",
         out.display(),
         archive.len() / 1024,
-        applets.len()
     );
     build_idle_archive(&idle, &cache)?;
     Ok(out)

@@ -2,52 +2,71 @@
 //!
 //! Mounts the pseudo file systems, prints `memtide-init: ready uptime=<s>s`,
 //! runs the command in `memtide.cmd=` (if any) with `/bin/sh -c`, prints
-//! its exit status, and powers the VM off.
+//! its exit status, and powers the VM off. Every failure is printed as a
+//! `memtide-init: error: ...` line; the VM is powered off in every case.
 
-use std::process::Command;
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Command, ExitStatus};
 
 use memtide_guest::cmdline::{param, CMD_PARAM};
-use memtide_guest::sys;
+use memtide_guest::{sys, uptime};
 
-fn uptime() -> String {
-    std::fs::read_to_string("/proc/uptime")
-        .ok()
-        .and_then(|s| s.split_whitespace().next().map(str::to_string))
-        .and_then(|s| s.parse::<f64>().ok())
-        .map_or_else(|| "?".into(), |u| format!("{u:.2}"))
+/// The pseudo file systems every guest gets, as (type, mount point).
+const MOUNTS: &[(&str, &str)] = &[
+    ("proc", "/proc"),
+    ("sysfs", "/sys"),
+    ("devtmpfs", "/dev"),
+    ("tmpfs", "/tmp"),
+];
+
+/// The shell's convention: the exit code, or 128 + the signal number.
+fn status_code(status: ExitStatus) -> i32 {
+    status
+        .code()
+        .or_else(|| status.signal().map(|s| 128 + s))
+        .unwrap_or(-1)
 }
 
 fn main() {
-    for (fstype, target) in [
-        ("proc", "/proc"),
-        ("sysfs", "/sys"),
-        ("devtmpfs", "/dev"),
-        ("tmpfs", "/tmp"),
-    ] {
+    for (fstype, target) in MOUNTS {
         if let Err(e) = sys::mount(fstype, target) {
             println!("memtide-init: error: {e}");
         }
     }
-    println!("memtide-init: ready uptime={}s", uptime());
+    let up = uptime::read().map_or_else(
+        |e| {
+            println!("memtide-init: error: {e}");
+            "?".to_string()
+        },
+        |u| format!("{u:.2}"),
+    );
+    println!("memtide-init: ready uptime={up}s");
 
-    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
-    if let Some(cmd) = param(&cmdline, CMD_PARAM) {
-        match Command::new("/bin/sh").arg("-c").arg(&cmd).status() {
-            Ok(status) => {
-                let code = status
-                    .code()
-                    .map_or_else(|| format!("{status}"), |c| c.to_string());
-                println!("memtide-init: command exited with status {code}");
+    match std::fs::read_to_string("/proc/cmdline") {
+        Ok(cmdline) => {
+            if let Some(cmd) = param(&cmdline, CMD_PARAM) {
+                run_command(&cmd);
             }
-            Err(e) => println!("memtide-init: error: cannot run /bin/sh -c {cmd:?}: {e}"),
         }
+        Err(e) => println!("memtide-init: error: /proc/cmdline: {e}"),
     }
     sys::reap_zombies();
     println!("memtide-init: powering off");
     let err = sys::reboot();
     println!("memtide-init: error: {err}");
-    // PID 1 must not exit; wait for the reset.
+    // PID 1 must not exit (the kernel would panic); wait for the reset.
     loop {
         std::thread::sleep(std::time::Duration::from_secs(3600));
+    }
+}
+
+/// Runs `cmd` with `/bin/sh -c` on the console and reports how it ended.
+fn run_command(cmd: &str) {
+    match Command::new("/bin/sh").arg("-c").arg(cmd).status() {
+        Ok(status) => {
+            let code = status_code(status);
+            println!("memtide-init: command exited with status {code}");
+        }
+        Err(e) => println!("memtide-init: error: cannot run /bin/sh -c {cmd:?}: {e}"),
     }
 }
