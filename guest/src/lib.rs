@@ -2,6 +2,10 @@
 //! (`-C target-feature=+crt-static`) and packed into the initramfs by
 //! `cargo xtask initramfs`.
 
+pub mod agent;
 pub mod cmdline;
+pub mod meminfo;
+pub mod psi;
 pub mod sys;
 pub mod uptime;
+pub mod vsock;

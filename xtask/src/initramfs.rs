@@ -1,5 +1,6 @@
-//! `cargo xtask initramfs`: the static guest init plus busybox, packed into
-//! an uncompressed cpio at `$MEMTIDE_CACHE/initramfs.cpio`.
+//! `cargo xtask initramfs`: the static guest programs (init, memory agent)
+//! plus busybox, packed into an uncompressed cpio at
+//! `$MEMTIDE_CACHE/initramfs.cpio`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -15,8 +16,13 @@ use crate::process::run;
 /// `RUSTFLAGS` reaches only the guest code, not host build scripts.
 const GUEST_TARGET: &str = "x86_64-unknown-linux-gnu";
 /// Guest programs built from `guest/`, installed as (archive path, binary
-/// name). Add the guest agent here when it exists.
-const GUEST_PROGRAMS: &[(&str, &str)] = &[("init", "memtide-init")];
+/// name): the init, and the memory agent the init starts
+/// (`docs/agent.md`).
+const GUEST_PROGRAMS: &[(&str, &str)] = &[
+    ("init", "memtide-init"),
+    ("bin/memtide-agent", "memtide-agent"),
+    ("bin/memtide-hog", "memtide-hog"),
+];
 /// Release-profile overrides for the guest build (its own target dir, so
 /// the host build is unaffected): the guest kernel copies every initramfs
 /// byte under emulation on a nested host (several seconds per MiB), so

@@ -1,13 +1,17 @@
 //! `memtide-init`: PID 1 of memtide guests.
 //!
 //! Mounts the pseudo file systems, prints `memtide-init: ready uptime=<s>s`,
-//! runs the command in `memtide.cmd=` (if any) with `/bin/sh -c`, prints
-//! its exit status, and powers the VM off. Every failure is printed as a
-//! `memtide-init: error: ...` line; the VM is powered off in every case.
+//! starts the memory agent (`/bin/memtide-agent`, unless `memtide.agent=0`)
+//! in the background, runs the command in `memtide.cmd=` (if any) with
+//! `/bin/sh -c`, prints its exit status, and powers the VM off. Every
+//! failure is printed as a `memtide-init: error: ...` line; the VM is
+//! powered off in every case.
 
 use std::os::unix::process::ExitStatusExt;
-use std::process::{Command, ExitStatus};
+use std::path::Path;
+use std::process::{Command, ExitStatus, Stdio};
 
+use memtide_guest::agent::launch::{agent_args, AGENT_PATH};
 use memtide_guest::cmdline::{param, CMD_PARAM};
 use memtide_guest::{sys, uptime};
 
@@ -42,13 +46,13 @@ fn main() {
     );
     println!("memtide-init: ready uptime={up}s");
 
-    match std::fs::read_to_string("/proc/cmdline") {
-        Ok(cmdline) => {
-            if let Some(cmd) = param(&cmdline, CMD_PARAM) {
-                run_command(&cmd);
-            }
-        }
-        Err(e) => println!("memtide-init: error: /proc/cmdline: {e}"),
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_else(|e| {
+        println!("memtide-init: error: /proc/cmdline: {e}");
+        String::new()
+    });
+    start_agent(&cmdline);
+    if let Some(cmd) = param(&cmdline, CMD_PARAM) {
+        run_command(&cmd);
     }
     sys::reap_zombies();
     println!("memtide-init: powering off");
@@ -68,5 +72,25 @@ fn run_command(cmd: &str) {
             println!("memtide-init: command exited with status {code}");
         }
         Err(e) => println!("memtide-init: error: cannot run /bin/sh -c {cmd:?}: {e}"),
+    }
+}
+
+/// Starts the memory agent in the background, if it is installed and the
+/// command line does not turn it off. The init does not wait for it; it
+/// inherits the console for its messages but not its input.
+fn start_agent(cmdline: &str) {
+    let Some(args) = agent_args(cmdline) else {
+        return;
+    };
+    if !Path::new(AGENT_PATH).exists() {
+        return;
+    }
+    match Command::new(AGENT_PATH)
+        .args(&args)
+        .stdin(Stdio::null())
+        .spawn()
+    {
+        Ok(child) => println!("memtide-init: started memtide-agent (pid {})", child.id()),
+        Err(e) => println!("memtide-init: error: cannot start {AGENT_PATH}: {e}"),
     }
 }
