@@ -3,13 +3,17 @@
 //! weight; the policy reads the guests' reports (committed memory) and the
 //! host budget and decides, per VM, how much memory it should have and the
 //! balloon and hot-add steps to get there. Everything here is pure and
-//! deterministic; the thread that applies decisions lives in the VMM.
+//! deterministic, but for [`reader`], which receives the guest agents'
+//! reports, and [`driver`], the thread that applies the decisions through
+//! each VM's [`driver::VmPort`].
 //!
 //! See `docs/balancer.md` for the formulas, the invariants and their slack.
 
 pub mod action;
+pub mod driver;
 pub mod invariants;
 pub mod policy;
+pub mod reader;
 pub mod report;
 pub mod resize;
 pub mod settings;
