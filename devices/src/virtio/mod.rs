@@ -20,6 +20,8 @@ pub type GuestMemory = GuestMemoryAtomic<GuestMemoryMmap<()>>;
 pub const VIRTIO_F_VERSION_1: u32 = 32;
 /// Device type of the memory balloon.
 pub const TYPE_BALLOON: u32 = 5;
+/// Device type of the socket device (virtio-vsock).
+pub const TYPE_VSOCK: u32 = 19;
 
 /// Errors a device reports when the driver activates it.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

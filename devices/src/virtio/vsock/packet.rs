@@ -71,6 +71,17 @@ pub enum PacketError {
         /// The guest's CID.
         expected: u64,
     },
+    /// A destination other than the host (guest-to-guest is not offered).
+    #[error("destination CID {0} is not the host")]
+    BadDstCid(u64),
+    /// The header claims more payload than the buffer holds.
+    #[error("header claims {len} payload bytes, the buffer holds {available}")]
+    Truncated {
+        /// The length claimed.
+        len: u32,
+        /// Payload bytes present after the header.
+        available: usize,
+    },
 }
 
 /// A parsed header.
@@ -94,6 +105,20 @@ pub struct Header {
     pub buf_alloc: u32,
     /// Bytes the sender has consumed so far.
     pub fwd_cnt: u32,
+}
+
+/// The ports and raw operation of a header too broken to parse, so that
+/// its connection can still be reset: `(src_port, dst_port, op)`, or
+/// `None` for fewer than [`HEADER_LEN`] bytes.
+pub fn raw_ports_and_op(b: &[u8]) -> Option<(u32, u32, u16)> {
+    if b.len() < HEADER_LEN {
+        return None;
+    }
+    Some((
+        u32_at(b, 16),
+        u32_at(b, 20),
+        u16::from_le_bytes([b[30], b[31]]),
+    ))
 }
 
 fn u32_at(b: &[u8], o: usize) -> u32 {
@@ -139,6 +164,26 @@ impl Header {
             return Err(PacketError::BadLen { op, len: h.len });
         }
         Ok(h)
+    }
+
+    /// Parses a whole packet from the guest (`b` is the header followed
+    /// by what the guest put after it): the header checks of
+    /// [`Self::parse_from_guest`], plus a host destination and a buffer
+    /// that holds the whole payload. Returns the header and its payload.
+    pub fn parse_packet(b: &[u8], guest_cid: u64) -> Result<(Self, &[u8]), PacketError> {
+        let h = Self::parse_from_guest(b, guest_cid)?;
+        if h.dst_cid != HOST_CID {
+            return Err(PacketError::BadDstCid(h.dst_cid));
+        }
+        let available = b.len() - HEADER_LEN;
+        let len = h.len as usize;
+        if len > available {
+            return Err(PacketError::Truncated {
+                len: h.len,
+                available,
+            });
+        }
+        Ok((h, &b[HEADER_LEN..HEADER_LEN + len]))
     }
 
     /// The header on the wire.
@@ -213,5 +258,37 @@ mod tests {
                 expected: 4
             })
         ));
+    }
+
+    #[test]
+    fn whole_packets_need_a_host_destination_and_their_payload() {
+        let h = header(Op::Rw, 5);
+        let mut b = h.to_bytes().to_vec();
+        b.extend_from_slice(b"hello, and more");
+        let (parsed, payload) = Header::parse_packet(&b, 3).expect("valid");
+        assert_eq!(parsed, h);
+        assert_eq!(payload, b"hello", "bytes past len are not payload");
+        assert_eq!(
+            Header::parse_packet(&b[..HEADER_LEN + 3], 3),
+            Err(PacketError::Truncated {
+                len: 5,
+                available: 3
+            })
+        );
+        let mut other = h;
+        other.dst_cid = 5;
+        assert_eq!(
+            Header::parse_packet(&other.to_bytes(), 3),
+            Err(PacketError::BadDstCid(5))
+        );
+        assert_eq!(Header::parse_packet(&b[..7], 3), Err(PacketError::Short(7)));
+    }
+
+    #[test]
+    fn raw_ports_survive_a_bad_header() {
+        let mut b = header(Op::Request, 0).to_bytes();
+        b[30] = 99;
+        assert_eq!(raw_ports_and_op(&b), Some((1234, 5100, 99)));
+        assert_eq!(raw_ports_and_op(&b[..43]), None);
     }
 }

@@ -1,0 +1,139 @@
+//! Host-side events: clients accepted on `<uds>` and their `CONNECT` line
+//! (host-initiated connections), and readiness of connected streams.
+
+use std::io::{self, Read};
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::Ordering;
+
+use vmm_sys_util::epoll::EventSet;
+
+use super::connection::Connection;
+use super::device::{PendingClient, Vsock};
+use super::packet::Op;
+use super::stream::{ConnKey, HostConn};
+use super::{uds, MAX_CONNECTIONS, MAX_CONNECT_LINE, MAX_PENDING_CLIENTS};
+
+/// What reading a client's line gave.
+enum Line {
+    /// Not complete yet.
+    Partial,
+    /// A whole line (ending in `\n`).
+    Complete,
+    /// EOF, error or too long: drop the client.
+    Dead,
+}
+
+impl Vsock {
+    /// Accepts every waiting host client.
+    pub(super) fn accept_clients(&mut self) {
+        loop {
+            let stream = match self.listener.accept() {
+                Ok((s, _)) => s,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    log::warn!("vsock: accept on {}: {e}", self.uds_path.display());
+                    return;
+                }
+            };
+            if self.clients.len() >= MAX_PENDING_CLIENTS {
+                log::warn!("vsock: {MAX_PENDING_CLIENTS} clients still connecting; dropping one");
+                continue;
+            }
+            if let Err(e) = stream.set_nonblocking(true) {
+                log::warn!("vsock: client socket: {e}");
+                continue;
+            }
+            self.clients.insert(
+                stream.as_raw_fd(),
+                PendingClient {
+                    stream,
+                    line: Vec::new(),
+                    registered: None,
+                },
+            );
+        }
+    }
+
+    /// Reads a client's `CONNECT` line byte by byte (so that data sent
+    /// right behind it stays in the socket for the guest).
+    fn read_line(cl: &mut PendingClient) -> Line {
+        let mut b = [0u8; 1];
+        loop {
+            match (&cl.stream).read(&mut b) {
+                Ok(0) => return Line::Dead,
+                Ok(_) => {
+                    cl.line.push(b[0]);
+                    if b[0] == b'\n' {
+                        return Line::Complete;
+                    }
+                    if cl.line.len() >= MAX_CONNECT_LINE {
+                        return Line::Dead;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Line::Partial,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return Line::Dead,
+            }
+        }
+    }
+
+    /// A pending client has input: its `CONNECT` line, or its end.
+    pub(super) fn client_readable(&mut self, fd: RawFd) {
+        let Some(cl) = self.clients.get_mut(&fd) else {
+            return;
+        };
+        match Self::read_line(cl) {
+            Line::Partial => return,
+            Line::Dead => {
+                log::debug!("vsock: client gone or line too long: {:?}", cl.line);
+                self.drop_client(fd);
+                return;
+            }
+            Line::Complete => {}
+        }
+        let Some(cl) = self.clients.remove(&fd) else {
+            return;
+        };
+        match uds::parse_connect_line(&cl.line) {
+            Some(port) => self.host_connect(cl, port),
+            None => {
+                log::debug!("vsock: bad CONNECT line {:?}", cl.line);
+                self.graveyard.push((cl.stream, cl.registered));
+            }
+        }
+    }
+
+    /// Sends the guest a REQUEST for `port` on behalf of `cl`; the client
+    /// hears `OK <local port>` once the guest answers RESPONSE.
+    fn host_connect(&mut self, cl: PendingClient, port: u32) {
+        let ready = self.shared.driver_ready.load(Ordering::SeqCst) && self.active.is_some();
+        let local = if ready && self.conns.len() < MAX_CONNECTIONS {
+            self.alloc_port(port)
+        } else {
+            None
+        };
+        let Some(local) = local else {
+            log::debug!("vsock: cannot connect a host client to guest port {port} now");
+            self.graveyard.push((cl.stream, cl.registered));
+            return;
+        };
+        let key: ConnKey = (local, port);
+        let conn = Connection::connecting(self.buf_alloc);
+        self.insert(key, HostConn::new(conn, cl.stream, cl.registered));
+        self.queue_control(Op::Request, key, 0);
+    }
+
+    /// Readiness of a connection's host stream.
+    pub(super) fn stream_event(&mut self, key: ConnKey, set: EventSet) {
+        let Some(c) = self.conns.get_mut(&key) else {
+            return;
+        };
+        if set.intersects(EventSet::IN | EventSet::HANG_UP | EventSet::ERROR) {
+            c.readable = true;
+        }
+        if set.intersects(EventSet::OUT | EventSet::HANG_UP | EventSet::ERROR) {
+            self.flush(key);
+        }
+    }
+}
