@@ -35,6 +35,10 @@ pub enum Command {
     Bench(BenchCommand),
     /// Control a running memtide through its API socket.
     Ctl(CtlArgs),
+    /// A live view of the balancer of a running memtide (or `memtide
+    /// balance`): budget, and per VM assigned, demand, pressure and the last
+    /// decision.
+    Top(TopArgs),
     /// Dynamic memory on one guest, narrated: boot with a balloon and
     /// hot-add slots, hot-add, inflate, deflate, and show what the guest
     /// and the host see after each step.
@@ -51,6 +55,20 @@ pub struct DemoArgs {
     /// least one hot-add slot are set by the demo).
     #[command(flatten)]
     pub vm: RunArgs,
+}
+
+/// Options of `memtide top`.
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    /// The API socket of the running memtide (its --api-sock).
+    #[arg(long, value_name = "PATH")]
+    pub api_sock: PathBuf,
+    /// Redraw interval, ms.
+    #[arg(long, default_value_t = 1000, value_name = "MS")]
+    pub interval_ms: u64,
+    /// Print one screen and exit.
+    #[arg(long)]
+    pub once: bool,
 }
 
 /// Options of `memtide ctl`.
@@ -70,9 +88,30 @@ pub enum CtlCommand {
     /// The virtio-balloon.
     #[command(subcommand)]
     Balloon(BalloonCommand),
-    /// Memory hot-add.
+    /// Memory hot-add, and what the guest agent reports.
     #[command(subcommand)]
     Memory(MemoryCommand),
+    /// The virtio-vsock device.
+    #[command(subcommand)]
+    Vsock(VsockCommand),
+    /// The balancer: budget, and per VM assigned, demand, pressure and the
+    /// last decision.
+    #[command(subcommand)]
+    Balancer(BalancerCommand),
+}
+
+/// `memtide ctl balancer` commands.
+#[derive(Debug, Subcommand)]
+pub enum BalancerCommand {
+    /// Show the balancer's status.
+    Get,
+}
+
+/// `memtide ctl vsock` commands.
+#[derive(Debug, Subcommand)]
+pub enum VsockCommand {
+    /// Show the driver state, the guest CID, open connections and counters.
+    Get,
 }
 
 /// `memtide ctl memory` commands.
@@ -85,6 +124,9 @@ pub enum MemoryCommand {
     },
     /// Show boot, plugged and maximum memory and every slot.
     Get,
+    /// Show the guest memory agent's latest report (MemTotal,
+    /// MemAvailable, Committed_AS, PSI) and its age.
+    Guest,
 }
 
 /// `memtide ctl balloon` commands.
@@ -194,6 +236,54 @@ pub struct RunArgs {
     /// memory plus all slots).
     #[arg(long, value_name = "MIB")]
     pub max_memory_mib: Option<u64>,
+
+    /// Add a virtio-vsock device whose host side is Unix sockets: a guest
+    /// connection to CID 2 port P goes to `PATH_P`; a host client connects to
+    /// PATH and writes `CONNECT <port>\n` to reach a guest listener. The
+    /// guest memory agent's reports (port 5100) are read from `PATH_5100`.
+    #[arg(long, value_name = "PATH")]
+    pub vsock_uds: Option<PathBuf>,
+
+    /// The guest's vsock context ID (3 or more).
+    #[arg(long, default_value_t = 3, value_name = "CID", requires = "vsock_uds")]
+    pub guest_cid: u64,
+
+    /// Host vsock port the guest memory agent reports to.
+    #[arg(
+        long,
+        default_value_t = 5100,
+        value_name = "PORT",
+        requires = "vsock_uds"
+    )]
+    pub agent_port: u32,
+
+    /// Least memory the balancer leaves the guest, in MiB (default: half
+    /// of --memory-mib).
+    #[arg(long, value_name = "MIB")]
+    pub min_memory_mib: Option<u64>,
+
+    /// Memory the balancer gives beyond the guest's committed memory, in
+    /// percent (Hyper-V's memory buffer).
+    #[arg(long, default_value_t = 20, value_name = "PCT")]
+    pub buffer_pct: u32,
+
+    /// The VM's priority when memory is short (1-10000).
+    #[arg(long, default_value_t = 5000, value_name = "N")]
+    pub weight: u32,
+
+    /// Host memory the balancer may assign to this VM, in MiB (default:
+    /// the VM's maximum).
+    #[arg(long, value_name = "MIB")]
+    pub host_budget_mib: Option<u64>,
+
+    /// How often the balancer decides, in ms.
+    #[arg(long, default_value_t = 500, value_name = "MS")]
+    pub balancer_interval_ms: u64,
+
+    /// Do not start the balancer (it starts by default when the VM has a
+    /// guest agent channel, --vsock-uds).
+    #[arg(long)]
+    pub no_balancer: bool,
 }
 
 /// Benchmarks.

@@ -10,6 +10,8 @@ use crate::cli::{DiscardArg, RunArgs};
 use crate::compat::HostKvm;
 use crate::kernel_cmdline::{CmdlineError, KernelCmdline, BASE_CMDLINE};
 
+/// The host port the guest agent reports to unless told otherwise.
+pub const DEFAULT_AGENT_PORT: u32 = 5100;
 /// Smallest guest RAM accepted, in MiB.
 pub const MIN_MEMORY_MIB: u64 = 16;
 /// Largest guest RAM accepted, in MiB (1 TiB).
@@ -30,6 +32,18 @@ pub enum ConfigError {
     /// Bad hot-add settings.
     #[error(transparent)]
     Hotplug(#[from] crate::hotplug::HotplugError),
+    /// A guest CID below 3 (0-2 are reserved).
+    #[error("--guest-cid {0}: must be between 3 and 4294967294 (0-2 and 2^32-1 are reserved)")]
+    GuestCid(u64),
+    /// Balancer settings out of order or range.
+    #[error("balancer settings: {0}")]
+    Balancer(#[from] memtide_balancer::SettingsError),
+    /// A balancer interval of 0.
+    #[error("--balancer-interval-ms 0: must be 1 or more")]
+    BalancerInterval,
+    /// A vsock port of 0.
+    #[error("--agent-port 0: must be 1 or more")]
+    AgentPort,
     /// Hot-add without ACPI.
     #[error("--hotplug-slots needs ACPI; drop --no-acpi")]
     HotplugNeedsAcpi,
@@ -70,6 +84,40 @@ pub struct VmConfig {
     /// Describe the machine with ACPI tables (else an MP table and the
     /// command line).
     pub acpi: bool,
+    /// The virtio-vsock device, if any.
+    pub vsock: Option<VsockConfig>,
+    /// The balancer thread, if it runs.
+    pub balancer: Option<BalancerConfig>,
+}
+
+/// The balancer of a single VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BalancerConfig {
+    /// Boot memory, MiB.
+    pub startup_mib: u64,
+    /// Least memory, MiB.
+    pub minimum_mib: u64,
+    /// Most memory (boot plus hot-add), MiB.
+    pub maximum_mib: u64,
+    /// Buffer over committed memory, percent.
+    pub buffer_pct: u32,
+    /// Weight, 1..=10000.
+    pub weight: u32,
+    /// Host budget for the VM, MiB.
+    pub budget_mib: u64,
+    /// Decision interval, ms.
+    pub interval_ms: u64,
+}
+
+/// virtio-vsock settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VsockConfig {
+    /// The guest's context ID.
+    pub guest_cid: u64,
+    /// Base path of the host-side Unix sockets.
+    pub uds_path: PathBuf,
+    /// Host port the guest memory agent reports to.
+    pub agent_port: u32,
 }
 
 /// Memory hot-add settings.
@@ -103,6 +151,32 @@ pub fn cache_dir() -> Result<PathBuf, ConfigError> {
         .filter(|v| !v.is_empty())
         .map(|home| PathBuf::from(home).join(".cache").join("memtide"))
         .ok_or(ConfigError::NoCacheDir)
+}
+
+/// Checks the balancer flags against the VM's memory.
+fn balancer_config(
+    args: &RunArgs,
+    hotplug: Option<&HotplugConfig>,
+) -> Result<BalancerConfig, ConfigError> {
+    let startup = args.memory_mib;
+    let maximum = hotplug.map_or(startup, |h| h.max_mib);
+    let minimum = args.min_memory_mib.unwrap_or(startup / 2);
+    let mut settings = memtide_balancer::VmSettings::new("vm", startup, minimum, maximum);
+    settings.buffer_pct = args.buffer_pct;
+    settings.weight = args.weight;
+    settings.validate()?;
+    if args.balancer_interval_ms == 0 {
+        return Err(ConfigError::BalancerInterval);
+    }
+    Ok(BalancerConfig {
+        startup_mib: startup,
+        minimum_mib: minimum,
+        maximum_mib: maximum,
+        buffer_pct: args.buffer_pct,
+        weight: args.weight,
+        budget_mib: args.host_budget_mib.unwrap_or(maximum),
+        interval_ms: args.balancer_interval_ms,
+    })
 }
 
 impl VmConfig {
@@ -171,8 +245,33 @@ impl VmConfig {
         } else {
             None
         };
+        let vsock = match &args.vsock_uds {
+            Some(path) => {
+                if args.guest_cid < 3 || args.guest_cid >= u64::from(u32::MAX) {
+                    return Err(ConfigError::GuestCid(args.guest_cid));
+                }
+                if args.agent_port == 0 {
+                    return Err(ConfigError::AgentPort);
+                }
+                if args.agent_port != DEFAULT_AGENT_PORT {
+                    cmdline.push(&format!("memtide.agent_port={}", args.agent_port))?;
+                }
+                Some(VsockConfig {
+                    guest_cid: args.guest_cid,
+                    uds_path: path.clone(),
+                    agent_port: args.agent_port,
+                })
+            }
+            None => None,
+        };
+        let balancer = match (&vsock, args.no_balancer) {
+            (Some(_), false) => Some(balancer_config(args, hotplug.as_ref())?),
+            _ => None,
+        };
         Ok(Self {
             kernel,
+            vsock,
+            balancer,
             initramfs,
             vcpus: args.vcpus,
             memory_mib: args.memory_mib,
@@ -229,6 +328,62 @@ mod tests {
             VmConfig::from_args(&args(&["--memory-mib", "8"]), HostKvm::Hardware),
             Err(ConfigError::MemorySize(8))
         ));
+    }
+
+    #[test]
+    fn vsock_settings_are_checked() {
+        let c =
+            VmConfig::from_args(&args(&["--vsock-uds", "/tmp/v"]), HostKvm::Hardware).expect("ok");
+        let v = c.vsock.expect("vsock");
+        assert_eq!((v.guest_cid, v.agent_port), (3, DEFAULT_AGENT_PORT));
+        assert!(!c.cmdline.as_str().contains("memtide.agent_port"));
+        assert!(matches!(
+            VmConfig::from_args(
+                &args(&["--vsock-uds", "/tmp/v", "--guest-cid", "2"]),
+                HostKvm::Hardware
+            ),
+            Err(ConfigError::GuestCid(2))
+        ));
+        let c = VmConfig::from_args(
+            &args(&["--vsock-uds", "/tmp/v", "--agent-port", "6000"]),
+            HostKvm::Hardware,
+        )
+        .expect("ok");
+        assert!(c.cmdline.as_str().contains("memtide.agent_port=6000"));
+        assert!(crate::cli::Cli::try_parse_from(["memtide", "run", "--guest-cid", "5"]).is_err());
+    }
+
+    #[test]
+    fn the_balancer_runs_with_an_agent_channel_and_checks_its_settings() {
+        let c = VmConfig::from_args(&args(&[]), HostKvm::Hardware).expect("ok");
+        assert!(c.balancer.is_none(), "no agent channel, no balancer");
+        let c = VmConfig::from_args(
+            &args(&["--vsock-uds", "/tmp/v", "--hotplug-slots", "2"]),
+            HostKvm::Hardware,
+        )
+        .expect("ok");
+        let b = c.balancer.expect("balancer");
+        assert_eq!(
+            (b.startup_mib, b.minimum_mib, b.maximum_mib),
+            (256, 128, 512)
+        );
+        assert_eq!(b.budget_mib, 512);
+        let c = VmConfig::from_args(
+            &args(&["--vsock-uds", "/tmp/v", "--no-balancer"]),
+            HostKvm::Hardware,
+        )
+        .expect("ok");
+        assert!(c.balancer.is_none());
+        for bad in [
+            &["--vsock-uds", "/tmp/v", "--min-memory-mib", "300"][..],
+            &["--vsock-uds", "/tmp/v", "--weight", "0"],
+            &["--vsock-uds", "/tmp/v", "--balancer-interval-ms", "0"],
+        ] {
+            assert!(
+                VmConfig::from_args(&args(bad), HostKvm::Hardware).is_err(),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

@@ -4,7 +4,7 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 
 use crate::api::http::{read_response, write_request, HttpError};
-use crate::cli::{BalloonCommand, CtlCommand, MemoryCommand};
+use crate::cli::{BalancerCommand, BalloonCommand, CtlCommand, MemoryCommand, VsockCommand};
 
 /// Errors from talking to a running memtide.
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +66,9 @@ pub fn run(sock: &Path, command: &CtlCommand) -> Result<(), CtlError> {
             &format!("{{\"size_mib\":{size_mib}}}"),
         )?,
         CtlCommand::Memory(MemoryCommand::Get) => call(sock, "GET", "/memory", "")?,
+        CtlCommand::Memory(MemoryCommand::Guest) => call(sock, "GET", "/memory/guest", "")?,
+        CtlCommand::Vsock(VsockCommand::Get) => call(sock, "GET", "/vsock", "")?,
+        CtlCommand::Balancer(BalancerCommand::Get) => call(sock, "GET", "/balancer", "")?,
     };
     if !out.is_empty() {
         println!("{out}");

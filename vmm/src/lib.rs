@@ -6,6 +6,7 @@
 
 pub mod acpi;
 pub mod api;
+pub mod balance;
 pub mod bench;
 pub mod boot;
 pub mod cli;
@@ -13,6 +14,7 @@ pub mod compat;
 pub mod config;
 pub mod ctl;
 pub mod demo;
+pub mod guest_channel;
 pub mod host;
 pub mod hot_add;
 pub mod hotplug;
@@ -23,5 +25,6 @@ pub mod memory;
 pub mod mmio_devices;
 pub mod outcome;
 pub mod platform_acpi;
+pub mod top;
 pub mod vcpu;
 pub mod vm;

@@ -8,7 +8,7 @@ use memtide::cli::{BenchCommand, Cli, Command};
 use memtide::compat::HostKvm;
 use memtide::config::VmConfig;
 use memtide::outcome::VmOutcome;
-use memtide::{bench, ctl, demo, logger, vm};
+use memtide::{bench, ctl, demo, logger, top, vm};
 
 fn main() -> ExitCode {
     logger::init();
@@ -37,6 +37,17 @@ fn main() -> ExitCode {
         Command::Demo(args) => match demo::run(&args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(&e),
+        },
+        Command::Top(args) => match top::run(
+            &args.api_sock,
+            std::time::Duration::from_millis(args.interval_ms.max(100)),
+            args.once,
+        ) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("memtide top: {e}");
+                ExitCode::from(1)
+            }
         },
         Command::Ctl(args) => match ctl::run(&args.api_sock, &args.command) {
             Ok(()) => ExitCode::SUCCESS,

@@ -18,8 +18,10 @@ use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::api::{self, ApiState};
+use crate::balance;
 use crate::boot::{self, mptable, params};
 use crate::config::VmConfig;
+use crate::guest_channel;
 use crate::kernel_cmdline::KernelCmdline;
 use crate::layout;
 use crate::memory::{self, GuestMemoryMmap};
@@ -95,6 +97,15 @@ pub enum VmError {
     /// Memory hot-add or ACPI set-up.
     #[error("memory hot-add set-up: {0}")]
     Hotplug(String),
+    /// The virtio-vsock device.
+    #[error("virtio-vsock: {0}")]
+    Vsock(#[from] memtide_devices::virtio::vsock::VsockError),
+    /// The guest agent's report reader.
+    #[error(transparent)]
+    AgentReader(#[from] memtide_balancer::reader::ReaderError),
+    /// Balancer settings.
+    #[error("balancer: {0}")]
+    Balancer(#[from] memtide_balancer::SettingsError),
     /// The event loop failed.
     #[error("event loop: {0}")]
     EventLoop(event_manager::Error),
@@ -196,6 +207,15 @@ pub fn run(config: &VmConfig) -> Result<RunReport, VmError> {
         balloon_handler = Some(BalloonHandler::new(balloon));
         balloon_shared = Some(shared);
     }
+    let channel = match &config.vsock {
+        Some(vc) => Some(guest_channel::wire(
+            vc,
+            &vm,
+            &mut mmio_devices,
+            guest_mem.clone(),
+        )?),
+        None => None,
+    };
     let platform = if config.acpi {
         Some(platform_acpi::wire(
             config.hotplug.as_ref(),
@@ -224,15 +244,33 @@ pub fn run(config: &VmConfig) -> Result<RunReport, VmError> {
     }
     let mmio = Arc::new(mmio_devices.into_bus());
     let entry = load_guest(config, &cmdline, &mem, platform.as_ref().map(|p| p.rsdp))?;
+    let hotplug = platform.as_ref().and_then(|p| p.hotplug.clone());
+    let balancer_stop = Arc::new(AtomicBool::new(false));
+    let balancer = match (&config.balancer, &channel) {
+        (Some(bc), Some(ch)) => Some(balance::start(
+            bc,
+            balance::LocalVm {
+                reports: ch.reports.clone(),
+                balloon: balloon_shared.clone(),
+                hotplug: hotplug.clone(),
+            },
+            config.hotplug.map_or(128, |h| h.slot_mib),
+            balancer_stop.clone(),
+        )?),
+        _ => None,
+    };
     if let Some(sock) = &config.api_sock {
         let ram = guest_mem.clone();
         api::start(
             sock,
             ApiState {
                 balloon: balloon_shared,
-                hotplug: platform.as_ref().and_then(|p| p.hotplug.clone()),
+                hotplug,
                 ram_mib: config.memory_mib,
                 resident_mib: Box::new(move || memory::resident_bytes(&ram.memory()) >> 20),
+                agent: channel.as_ref().map(|c| c.reports.clone()),
+                vsock: channel.as_ref().map(|c| c.vsock.clone()),
+                balancer,
             },
         )?;
     }
@@ -274,6 +312,9 @@ pub fn run(config: &VmConfig) -> Result<RunReport, VmError> {
     if let Some(handler) = balloon_handler {
         event_mgr.add_subscriber(Arc::new(Mutex::new(handler)));
     }
+    if let Some(channel) = channel {
+        event_mgr.add_subscriber(Arc::new(Mutex::new(channel.handler)));
+    }
 
     let profile_path = profile::requested();
     let guest_profile = Arc::new(profile::GuestProfile::default());
@@ -301,6 +342,7 @@ pub fn run(config: &VmConfig) -> Result<RunReport, VmError> {
             log::error!("cannot write the guest profile to {}: {e}", path.display());
         }
     }
+    balancer_stop.store(true, Ordering::SeqCst);
     let outcome = exit.take().unwrap_or(VmOutcome::Reset);
     Ok(RunReport {
         outcome,

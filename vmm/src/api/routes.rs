@@ -7,11 +7,17 @@
 //! | GET | `/balloon/statistics` | the guest's latest balloon statistics and the host-side counters |
 //! | GET | `/memory` | boot, plugged and maximum MiB, and every hot-add slot |
 //! | PUT | `/memory` | `{"size_mib": N}`: hot-add N MiB (whole slots, up to the maximum) |
+//! | GET | `/memory/guest` | the guest memory agent's latest report, its age and the reader's counters |
+//! | GET | `/vsock` | the vsock driver state, guest CID, connections and packet counters |
+//! | GET | `/balancer` | budget and, per VM, assigned, demand, pressure, the last decision and its reason |
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use memtide_balancer::driver::SharedStatus;
+use memtide_balancer::reader::AgentReports;
 use memtide_devices::virtio::balloon::BalloonShared;
+use memtide_devices::virtio::vsock::VsockShared;
 use serde::Deserialize;
 
 use super::http::{Request, Response};
@@ -27,6 +33,12 @@ pub struct ApiState {
     pub ram_mib: u64,
     /// Measures host-resident guest RAM in MiB.
     pub resident_mib: Box<dyn Fn() -> u64 + Send + Sync>,
+    /// The guest memory agent's reports, if the VM has a vsock device.
+    pub agent: Option<Arc<AgentReports>>,
+    /// The vsock device, if any.
+    pub vsock: Option<Arc<VsockShared>>,
+    /// The balancer's status, if it runs.
+    pub balancer: Option<SharedStatus>,
 }
 
 #[derive(Deserialize)]
@@ -180,8 +192,125 @@ pub fn handle(state: &ApiState, req: &Request) -> Response {
         }),
         (_, "/balloon" | "/balloon/statistics") => Response::error(405, "method not allowed"),
         (_, "/memory") => memory_route(state, req),
+        ("GET", "/memory/guest") => guest_memory(state),
+        ("GET", "/vsock") => vsock_route(state),
+        ("GET", "/balancer") => balancer_route(state),
+        (_, "/vsock" | "/balancer") => Response::error(405, "method not allowed"),
+        (_, "/memory/guest") => Response::error(405, "method not allowed"),
         _ => Response::error(404, &format!("no route for {} {}", req.method, req.path)),
     }
+}
+
+/// `GET /memory/guest`: what the guest agent last said, in KiB as the
+/// guest's `/proc/meminfo` does, with its age on the host clock.
+fn guest_memory(state: &ApiState) -> Response {
+    let Some(agent) = &state.agent else {
+        return Response::error(
+            400,
+            "this VM has no guest agent channel (start it with --vsock-uds PATH)",
+        );
+    };
+    let s = agent.snapshot();
+    let latest = s.latest.map(|r| {
+        let g = r.report;
+        serde_json::json!({
+            "seq": g.seq,
+            "uptime_ms": g.uptime_ms,
+            "age_ms": s.now_ms.saturating_sub(r.received_ms),
+            "mem_total_kib": g.mem_total_kib,
+            "mem_free_kib": g.mem_free_kib,
+            "mem_available_kib": g.mem_available_kib,
+            "committed_as_kib": g.committed_as_kib,
+            "commit_limit_kib": g.commit_limit_kib,
+            "swap_total_kib": g.swap_total_kib,
+            "swap_free_kib": g.swap_free_kib,
+            "pressure_pct": (g.mem_total_kib > 0)
+                .then(|| g.committed_as_kib * 100 / g.mem_total_kib),
+            "psi": g.psi.map(|p| serde_json::json!({
+                "some_avg10": f64::from(p.some_avg10_centi) / 100.0,
+                "full_avg10": f64::from(p.full_avg10_centi) / 100.0,
+                "some_total_us": p.some_total_us,
+                "full_total_us": p.full_total_us,
+            })),
+        })
+    });
+    Response::json(
+        200,
+        serde_json::json!({
+            "latest": latest,
+            "reports": s.reports,
+            "rejected": s.rejected,
+            "connections": s.connections,
+            "last_error": s.last_error,
+        })
+        .to_string(),
+    )
+}
+
+/// `GET /vsock`: the device's state and counters.
+fn vsock_route(state: &ApiState) -> Response {
+    let Some(v) = &state.vsock else {
+        return Response::error(
+            400,
+            "this VM has no vsock device (start it with --vsock-uds PATH)",
+        );
+    };
+    let s = v.status();
+    Response::json(
+        200,
+        serde_json::json!({
+            "driver_ready": s.driver_ready,
+            "guest_cid": s.guest_cid,
+            "connections": s.connections,
+            "connections_opened": s.connections_opened,
+            "connections_reset": s.connections_reset,
+            "tx_packets": s.tx_packets,
+            "rx_packets": s.rx_packets,
+            "tx_bytes": s.tx_bytes,
+            "rx_bytes": s.rx_bytes,
+            "malformed_packets": s.malformed_packets,
+        })
+        .to_string(),
+    )
+}
+
+/// `GET /balancer`: the budget and one line per VM.
+fn balancer_route(state: &ApiState) -> Response {
+    let Some(b) = &state.balancer else {
+        return Response::error(
+            400,
+            "no balancer runs for this VM (it needs --vsock-uds and no --no-balancer)",
+        );
+    };
+    let s = memtide_balancer::driver::lock(b).clone();
+    let vms: Vec<_> = s
+        .vms
+        .iter()
+        .map(|v| {
+            serde_json::json!({
+                "name": v.name,
+                "assigned_mib": v.assigned_mib,
+                "plugged_mib": v.plugged_mib,
+                "balloon_mib": v.balloon_mib,
+                "demand_mib": v.demand_mib,
+                "committed_mib": v.committed_mib,
+                "pressure_pct": v.pressure_pct,
+                "reason": v.reason,
+                "last_action": v.last_action.as_ref().map(|(t, r)| serde_json::json!({"t_ms": t, "reason": r})),
+                "last_error": v.last_error,
+            })
+        })
+        .collect();
+    Response::json(
+        200,
+        serde_json::json!({
+            "budget_mib": s.budget_mib,
+            "ticks": s.ticks,
+            "assigned_total_mib": s.vms.iter().map(|v| v.assigned_mib).sum::<u64>(),
+            "vms": vms,
+        })
+        .to_string(),
+    )
 }
 
 fn with_balloon(state: &ApiState, f: impl FnOnce(&BalloonShared) -> Response) -> Response {
@@ -201,6 +330,9 @@ mod tests {
             hotplug: None,
             ram_mib: 256,
             resident_mib: Box::new(|| 42),
+            agent: Some(Arc::new(AgentReports::new())),
+            vsock: None,
+            balancer: None,
         }
     }
 
@@ -246,6 +378,39 @@ mod tests {
             handle(&state(false), &req("GET", "/balloon", "")).status,
             400
         );
+    }
+
+    #[test]
+    fn guest_memory_shows_the_latest_agent_report() {
+        let s = state(false);
+        let r = handle(&s, &req("GET", "/memory/guest", ""));
+        let v: serde_json::Value = serde_json::from_str(&r.body).expect("json");
+        assert!(v["latest"].is_null());
+        let report = memtide_agent_proto::GuestReport {
+            seq: 9,
+            uptime_ms: 5000,
+            mem_total_kib: 200_000,
+            mem_free_kib: 50_000,
+            mem_available_kib: 120_000,
+            committed_as_kib: 150_000,
+            commit_limit_kib: 100_000,
+            swap_total_kib: 0,
+            swap_free_kib: 0,
+            psi: None,
+        };
+        if let Some(a) = &s.agent {
+            a.accept(Ok(report));
+        }
+        let r = handle(&s, &req("GET", "/memory/guest", ""));
+        assert_eq!(r.status, 200);
+        let v: serde_json::Value = serde_json::from_str(&r.body).expect("json");
+        assert_eq!(v["latest"]["seq"], 9);
+        assert_eq!(v["latest"]["pressure_pct"], 75);
+        assert_eq!(v["reports"], 1);
+        assert_eq!(handle(&s, &req("PUT", "/memory/guest", "")).status, 405);
+        let mut none = state(false);
+        none.agent = None;
+        assert_eq!(handle(&none, &req("GET", "/memory/guest", "")).status, 400);
     }
 
     #[test]

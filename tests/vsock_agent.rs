@@ -1,0 +1,252 @@
+//! virtio-vsock and the guest memory agent on a real guest.
+//!
+//! - Everywhere with KVM: the guest kernel's vsock driver brings the device
+//!   up with memtide's CID, and a host client's `CONNECT` to a port nobody
+//!   listens on is answered by the guest kernel with a reset (the whole
+//!   host -> device -> guest kernel -> device -> host path, no user space).
+//! - Where guest user space runs: the agent's reports arrive, MemTotal
+//!   matches the guest, Committed_AS rises while a guest process commits
+//!   memory, and a host client reaches the agent's listener (host -> guest).
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use memtide_tests::{
+    boot_lock, guest_images, guest_user_space_works, kvm_available, memtide_bin, Guest,
+    BOOT_DEADLINE,
+};
+
+/// A fresh directory for one test's sockets.
+fn socket_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("memtide-vsock-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("socket dir");
+    dir
+}
+
+/// `GET <path>` on the API socket, through `memtide ctl`.
+fn ctl_json(sock: &Path, args: &[&str]) -> Option<serde_json::Value> {
+    let out = Command::new(memtide_bin())
+        .arg("ctl")
+        .arg("--api-sock")
+        .arg(sock)
+        .args(args)
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+/// Polls `memtide ctl <args>` until `done` holds or `deadline` passes.
+fn poll(
+    sock: &Path,
+    args: &[&str],
+    what: &str,
+    deadline: Duration,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = ctl_json(sock, args) {
+            if done(&v) {
+                return v;
+            }
+            assert!(
+                start.elapsed() < deadline,
+                "timed out waiting for {what}; last answer: {v}"
+            );
+        } else {
+            assert!(start.elapsed() < deadline, "timed out waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn the_guest_driver_brings_vsock_up_and_resets_a_connect_to_a_closed_port() {
+    if !kvm_available() {
+        return;
+    }
+    let _guard = boot_lock();
+    let dir = socket_dir("driver");
+    let uds = dir.join("v.sock");
+    let uds_arg = uds.to_str().expect("utf-8 path");
+    let g = Guest::boot(
+        "vsock-driver",
+        &["--vsock-uds", uds_arg, "--guest-cid", "7"],
+    );
+    let v = poll(
+        &g.sock,
+        &["vsock", "get"],
+        "the vsock driver",
+        BOOT_DEADLINE,
+        |v| v["driver_ready"] == true,
+    );
+    assert_eq!(v["guest_cid"], 7, "{v}");
+
+    // Nothing listens on guest port 4321: the guest kernel answers the
+    // device's REQUEST with RST, and the device closes our client.
+    let mut client = UnixStream::connect(&uds).expect("connect to the vsock socket");
+    client
+        .set_read_timeout(Some(Duration::from_secs(120)))
+        .expect("timeout");
+    client.write_all(b"CONNECT 4321\n").expect("CONNECT");
+    let mut answer = Vec::new();
+    let n = client
+        .read_to_end(&mut answer)
+        .expect("the device closes the client");
+    assert_eq!(
+        n,
+        0,
+        "unexpected answer {:?}",
+        String::from_utf8_lossy(&answer)
+    );
+    let v = poll(
+        &g.sock,
+        &["vsock", "get"],
+        "the reset to be counted",
+        Duration::from_secs(30),
+        |v| v["connections_reset"].as_u64().unwrap_or(0) >= 1,
+    );
+    assert!(v["tx_packets"].as_u64().unwrap_or(0) >= 1, "{v}");
+    assert!(v["rx_packets"].as_u64().unwrap_or(0) >= 1, "{v}");
+    assert_eq!(v["connections"], 0, "{v}");
+    drop(g);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A guest booted with the full initramfs (init + agent + busybox) running
+/// `cmd`; killed when dropped.
+struct AgentGuest {
+    child: Child,
+    sock: PathBuf,
+    dir: PathBuf,
+}
+
+impl Drop for AgentGuest {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl AgentGuest {
+    fn boot(name: &str, memory_mib: u64, cmd: &str) -> AgentGuest {
+        let (kernel, initramfs) = guest_images();
+        let dir = socket_dir(name);
+        let sock = dir.join("api.sock");
+        let child = Command::new(memtide_bin())
+            .arg("run")
+            .arg("--kernel")
+            .arg(&kernel)
+            .arg("--initramfs")
+            .arg(&initramfs)
+            .arg("--memory-mib")
+            .arg(memory_mib.to_string())
+            .arg("--api-sock")
+            .arg(&sock)
+            .arg("--vsock-uds")
+            .arg(dir.join("v.sock"))
+            .arg("--cmd")
+            .arg(cmd)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn memtide");
+        AgentGuest { child, sock, dir }
+    }
+
+    fn uds(&self) -> PathBuf {
+        self.dir.join("v.sock")
+    }
+}
+
+#[test]
+fn agent_reports_arrive_match_the_guest_and_follow_committed_memory() {
+    if !kvm_available() || !guest_user_space_works() {
+        return;
+    }
+    let _guard = boot_lock();
+    // Idle for 20 s, then commit and touch 96 MiB for 30 s.
+    let g = AgentGuest::boot("reports", 384, "memtide-hog 0:20 96:30");
+    let first = poll(
+        &g.sock,
+        &["memory", "guest"],
+        "3 agent reports",
+        BOOT_DEADLINE,
+        |v| v["reports"].as_u64().unwrap_or(0) >= 3,
+    );
+    let start = Instant::now();
+    let latest = &first["latest"];
+    let total_mib = latest["mem_total_kib"].as_u64().expect("MemTotal") >> 10;
+    assert!(
+        (300..=384).contains(&total_mib),
+        "MemTotal {total_mib} MiB for a 384 MiB guest: {first}"
+    );
+    let idle_committed = latest["committed_as_kib"].as_u64().expect("Committed_AS");
+    // Reports keep coming at the agent's interval (250 ms): ten more within
+    // a few seconds, not one per boot.
+    let seq0 = latest["seq"].as_u64().expect("seq");
+    let v = poll(
+        &g.sock,
+        &["memory", "guest"],
+        "ten more reports",
+        Duration::from_secs(30),
+        |v| v["latest"]["seq"].as_u64().unwrap_or(0) >= seq0 + 10,
+    );
+    assert_eq!(v["rejected"], 0, "{v}");
+    let v = poll(
+        &g.sock,
+        &["memory", "guest"],
+        "Committed_AS to rise by 80 MiB",
+        Duration::from_secs(120),
+        |v| v["latest"]["committed_as_kib"].as_u64().unwrap_or(0) >= idle_committed + (80 << 10),
+    );
+    eprintln!(
+        "Committed_AS {} -> {} KiB after {:?}",
+        idle_committed,
+        v["latest"]["committed_as_kib"],
+        start.elapsed()
+    );
+}
+
+#[test]
+fn a_host_client_reaches_the_agent_listener_in_the_guest() {
+    if !kvm_available() || !guest_user_space_works() {
+        return;
+    }
+    let _guard = boot_lock();
+    let g = AgentGuest::boot("host-to-guest", 256, "sleep 60");
+    poll(
+        &g.sock,
+        &["memory", "guest"],
+        "the first agent report",
+        BOOT_DEADLINE,
+        |v| v["reports"].as_u64().unwrap_or(0) >= 1,
+    );
+    // The agent answers every connection on its query port (agent port + 1)
+    // with one report frame, then closes.
+    let mut client = UnixStream::connect(g.uds()).expect("connect");
+    client
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .expect("timeout");
+    client.write_all(b"CONNECT 5101\n").expect("CONNECT");
+    let mut bytes = Vec::new();
+    client.read_to_end(&mut bytes).expect("read");
+    let text_end = bytes.iter().position(|&b| b == b'\n').expect("OK line");
+    let ok = String::from_utf8_lossy(&bytes[..text_end]).into_owned();
+    assert!(ok.starts_with("OK "), "handshake answer {ok:?}");
+    let frame = &bytes[text_end + 1..];
+    assert!(frame.len() >= 4, "no report frame after {ok:?}");
+    let len = u32::from_le_bytes([frame[0], frame[1], frame[2], frame[3]]) as usize;
+    assert_eq!(frame.len(), 4 + len, "one whole frame");
+    let report = memtide_agent_proto::decode_payload(&frame[4..]).expect("a valid report");
+    assert!(report.mem_total_kib > 100 << 10, "{report:?}");
+}

@@ -1,0 +1,104 @@
+//! The balancer of `memtide run`: one VM, driven in-process. Its port reads
+//! the agent reports the vsock reader keeps and resizes through the same
+//! calls as the control API (`PUT /balloon`, `PUT /memory`).
+
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use memtide_balancer::driver::{ApplyError, Driver, SharedStatus, VmPort};
+use memtide_balancer::reader::{to_policy_report, AgentReports};
+use memtide_balancer::{Action, PolicyConfig, Report, VmSettings};
+use memtide_devices::virtio::balloon::BalloonShared;
+
+use crate::config::BalancerConfig;
+use crate::hot_add::MemoryHotplug;
+use crate::vm::VmError;
+
+/// A VM in this process.
+pub struct LocalVm {
+    /// The agent's reports.
+    pub reports: Arc<AgentReports>,
+    /// The balloon, if any.
+    pub balloon: Option<Arc<BalloonShared>>,
+    /// Hot-add, if any.
+    pub hotplug: Option<Arc<Mutex<MemoryHotplug>>>,
+}
+
+impl VmPort for LocalVm {
+    fn latest(&mut self) -> Option<(Report, u64)> {
+        let snap = self.reports.snapshot();
+        let received = snap.latest?;
+        let age = snap.now_ms.saturating_sub(received.received_ms);
+        Some((to_policy_report(&received), age))
+    }
+
+    fn apply(&mut self, action: &Action) -> Result<(), ApplyError> {
+        match *action {
+            Action::Inflate { to_balloon_mib } | Action::Deflate { to_balloon_mib } => {
+                let balloon = self
+                    .balloon
+                    .as_ref()
+                    .ok_or(ApplyError::Unsupported("this VM has no balloon"))?;
+                balloon
+                    .set_target_mib(to_balloon_mib)
+                    .map_err(|e| ApplyError::Failed {
+                        what: "set the balloon target",
+                        detail: e.to_string(),
+                    })
+            }
+            Action::HotAdd { slots, slot_mib } => {
+                let hotplug = self
+                    .hotplug
+                    .as_ref()
+                    .ok_or(ApplyError::Unsupported("this VM has no hot-add slots"))?;
+                crate::api::lock(hotplug)
+                    .add(u64::from(slots) * slot_mib)
+                    .map(|_| ())
+                    .map_err(|e| ApplyError::Failed {
+                        what: "hot-add memory",
+                        detail: e.to_string(),
+                    })
+            }
+        }
+    }
+}
+
+/// The VM's settings as the policy sees them: what it cannot do (shrink
+/// without a balloon, grow without slots) is taken out of its range.
+pub fn settings(cfg: &BalancerConfig, vm: &LocalVm) -> VmSettings {
+    let startup = cfg.startup_mib;
+    let mut s = VmSettings::new("vm", startup, cfg.minimum_mib, cfg.maximum_mib);
+    if vm.balloon.is_none() {
+        s.minimum_mib = startup;
+    }
+    if vm.hotplug.is_none() {
+        s.maximum_mib = startup;
+    }
+    s.buffer_pct = cfg.buffer_pct;
+    s.weight = cfg.weight;
+    s
+}
+
+/// Starts the balancer thread for `vm`; returns its status for the API.
+pub fn start(
+    cfg: &BalancerConfig,
+    vm: LocalVm,
+    slot_mib: u64,
+    stop: Arc<AtomicBool>,
+) -> Result<SharedStatus, VmError> {
+    let policy = PolicyConfig {
+        slot_mib,
+        ..PolicyConfig::default()
+    };
+    let settings = settings(cfg, &vm);
+    let driver = Driver::new(policy, vec![(settings, Box::new(vm))], cfg.budget_mib)?;
+    let status = driver.status();
+    driver
+        .spawn(Duration::from_millis(cfg.interval_ms), stop)
+        .map_err(|source| VmError::Io {
+            what: "start the balancer thread",
+            source,
+        })?;
+    Ok(status)
+}
