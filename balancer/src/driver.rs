@@ -17,6 +17,7 @@ use crate::action::{Action, Decision};
 use crate::policy::{Balancer, PolicyConfig};
 use crate::report::Report;
 use crate::settings::{SettingsError, VmSettings};
+use crate::sim::Tick;
 
 /// Timeline points kept for `GET /balancer` (at one tick per 500 ms, about
 /// ten minutes).
@@ -71,28 +72,6 @@ pub struct VmView {
     pub last_error: Option<String>,
 }
 
-/// One VM at one tick, for the timeline.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct VmPoint {
-    /// Assigned memory, MiB.
-    pub assigned_mib: u64,
-    /// Demand (target), MiB.
-    pub demand_mib: u64,
-    /// Committed memory, MiB, if reported.
-    pub committed_mib: Option<u64>,
-    /// Whether actions were applied at this tick.
-    pub acted: bool,
-}
-
-/// One tick of the timeline.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TimelinePoint {
-    /// Host time, ms since the driver started.
-    pub t_ms: u64,
-    /// One entry per VM, in VM order.
-    pub vms: Vec<VmPoint>,
-}
-
 /// What the balancer shows: budget, per-VM views and a bounded timeline.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BalancerStatus {
@@ -102,8 +81,9 @@ pub struct BalancerStatus {
     pub ticks: u64,
     /// Per-VM lines, in VM order.
     pub vms: Vec<VmView>,
-    /// The latest ticks, oldest first.
-    pub timeline: VecDeque<TimelinePoint>,
+    /// The latest ticks, oldest first, in the simulator's terms so that
+    /// the same invariant checks run on a real timeline.
+    pub timeline: VecDeque<Tick>,
 }
 
 /// The balancer status shared between the driver and its readers.
@@ -213,9 +193,17 @@ impl Driver {
     ) {
         let mut status = lock(&self.status);
         status.ticks += 1;
-        let mut point = TimelinePoint {
+        let n = decisions.len();
+        let mut point = Tick {
             t_ms: now_ms,
-            vms: Vec::with_capacity(decisions.len()),
+            assigned: Vec::with_capacity(n),
+            plugged: Vec::with_capacity(n),
+            balloon: Vec::with_capacity(n),
+            committed: Vec::with_capacity(n),
+            target: Vec::with_capacity(n),
+            honest: Vec::with_capacity(n),
+            over_budget_mib: decisions.first().map_or(0, |d| d.over_budget_mib),
+            reasons: Vec::with_capacity(n),
         };
         for d in decisions {
             let Some(state) = self.balancer.state(d.vm) else {
@@ -240,11 +228,16 @@ impl Driver {
             if let Some(e) = errors.get(d.vm).cloned().flatten() {
                 view.last_error = Some(e);
             }
-            point.vms.push(VmPoint {
-                assigned_mib: view.assigned_mib,
-                demand_mib: view.demand_mib,
-                committed_mib: committed,
-                acted: !d.is_noop(),
+            point.assigned.push(view.assigned_mib);
+            point.plugged.push(view.plugged_mib);
+            point.balloon.push(view.balloon_mib);
+            point.committed.push(committed.unwrap_or(0));
+            point.target.push(view.demand_mib);
+            point.honest.push(committed.is_some());
+            point.reasons.push(if d.is_noop() {
+                String::new()
+            } else {
+                d.reason.clone()
             });
         }
         if status.timeline.len() == TIMELINE_LEN {
@@ -366,7 +359,10 @@ mod tests {
         assert_eq!(s.vms[0].committed_mib, Some(600));
         assert!(s.vms[0].last_action.is_some());
         assert_eq!(s.timeline.len(), 1);
-        assert!(s.timeline[0].vms[0].acted);
+        assert!(
+            !s.timeline[0].reasons[0].is_empty(),
+            "the action is on the timeline"
+        );
     }
 
     #[test]
@@ -406,6 +402,13 @@ mod tests {
         let s = lock(&d.status()).clone();
         let total: u64 = s.vms.iter().map(|v| v.assigned_mib).sum();
         assert!(total <= 1024, "over budget: {s:?}");
+        let ticks: Vec<Tick> = s.timeline.iter().cloned().collect();
+        let settings = [
+            VmSettings::new("a", 512, 256, 1024),
+            VmSettings::new("b", 512, 256, 1024),
+        ];
+        crate::invariants::check_safety(&settings, 1024, &ticks).expect("safety");
+        crate::invariants::check_no_hot_remove(&ticks).expect("no hot-remove");
         assert!(
             s.vms[0].assigned_mib > s.vms[1].assigned_mib,
             "busy a should hold more than idle b: {:?}",

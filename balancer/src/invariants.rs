@@ -3,6 +3,7 @@
 
 use crate::policy::PolicyConfig;
 use crate::resize::hysteresis_mib;
+use crate::settings::VmSettings;
 use crate::sim::{SimVm, Tick};
 
 /// Safety, every tick: each VM within [minimum, maximum], plugged within
@@ -10,8 +11,8 @@ use crate::sim::{SimVm, Tick};
 /// slack: once the VMs fit the budget they stay within it, and while they
 /// are above it (startup sizes, or floors, above the budget) their sum
 /// never grows and every decision reports the excess.
-pub fn check_safety(vms: &[SimVm], budget_mib: u64, ticks: &[Tick]) -> Result<(), String> {
-    let mut prev: u64 = vms.iter().map(|v| v.settings.startup_mib).sum();
+pub fn check_safety(vms: &[VmSettings], budget_mib: u64, ticks: &[Tick]) -> Result<(), String> {
+    let mut prev: u64 = vms.iter().map(|v| v.startup_mib).sum();
     for t in ticks {
         let total: u64 = t.assigned.iter().sum();
         if total > budget_mib && total > prev.max(budget_mib) {
@@ -29,8 +30,7 @@ pub fn check_safety(vms: &[SimVm], budget_mib: u64, ticks: &[Tick]) -> Result<()
             ));
         }
         prev = total;
-        for (i, v) in vms.iter().enumerate() {
-            let s = &v.settings;
+        for (i, s) in vms.iter().enumerate() {
             let a = t.assigned[i];
             if a < s.minimum_mib || a > s.maximum_mib {
                 return Err(format!(
@@ -174,7 +174,7 @@ pub fn check_weight_order(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sim::Curve;
+    use crate::sim::{settings_of, Curve};
 
     fn tick(t_ms: u64, assigned: Vec<u64>) -> Tick {
         let n = assigned.len();
@@ -207,14 +207,14 @@ mod tests {
     fn safety_catches_growth_over_budget_and_bounds() {
         let vms = [SimVm::new("a", 512, 256, 1024, Curve::Idle)];
         let ok = [tick(0, vec![512])];
-        assert!(check_safety(&vms, 1024, &ok).is_ok());
+        assert!(check_safety(&settings_of(&vms), 1024, &ok).is_ok());
         let mut over = tick(0, vec![600]);
         over.over_budget_mib = 100;
         assert!(
-            check_safety(&vms, 500, &[over]).is_err(),
+            check_safety(&settings_of(&vms), 500, &[over]).is_err(),
             "grew over budget"
         );
-        assert!(check_safety(&vms, 4096, &[tick(0, vec![2000])]).is_err());
+        assert!(check_safety(&settings_of(&vms), 4096, &[tick(0, vec![2000])]).is_err());
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub mod resize;
 pub mod settings;
 pub mod share;
 pub mod sim;
+pub mod trace;
 
 pub use action::{Action, Decision};
 pub use policy::{Balancer, PolicyConfig};

@@ -36,7 +36,7 @@ pub enum SettingsError {
 }
 
 /// What the operator sets for a VM.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct VmSettings {
     /// Name used in decisions' reasons.
     pub name: String,

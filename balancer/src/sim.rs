@@ -153,8 +153,13 @@ impl SimVm {
     }
 }
 
+/// The settings of `vms`, in order (what the invariant checks need).
+pub fn settings_of(vms: &[SimVm]) -> Vec<VmSettings> {
+    vms.iter().map(|v| v.settings.clone()).collect()
+}
+
 /// The state of every VM after one tick.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Tick {
     /// Time, ms.
     pub t_ms: u64,

@@ -4,7 +4,7 @@
 use memtide_balancer::invariants::{
     check_demand_met, check_no_hot_remove, check_no_oscillation, check_safety, check_weight_order,
 };
-use memtide_balancer::sim::{simulate, Agent, Curve, SimVm, Tick};
+use memtide_balancer::sim::{settings_of, simulate, Agent, Curve, SimVm, Tick};
 use memtide_balancer::PolicyConfig;
 
 const TICK: u64 = 250;
@@ -14,7 +14,7 @@ const SETTLE: usize = 120;
 fn run(vms: &[SimVm], budget: u64, ticks: u64) -> Vec<Tick> {
     let cfg = PolicyConfig::default();
     let t = simulate(cfg, vms, budget, TICK, ticks).expect("sim");
-    check_safety(vms, budget, &t).expect("safety");
+    check_safety(&settings_of(vms), budget, &t).expect("safety");
     check_no_hot_remove(&t).expect("no hot-remove");
     check_demand_met(&cfg, budget, &t, SETTLE).expect("demand met");
     t
