@@ -343,8 +343,10 @@ impl Balancer {
             v.state.balloon_mib = g.new_balloon_mib;
             v.state.last_grow_ms = Some(ctx.now_ms);
             d.reason = format!(
-                "vm {name}: pressure {pressure} > {} (100+buffer), grow {gained} MiB ({} from the balloon, {} slot(s) hot-added)",
-                100 + v.settings.buffer_pct,
+                "vm {name}: pressure {pressure} > {} (target {} MiB = committed + {} % buffer), grow {gained} MiB ({} from the balloon, {} slot(s) hot-added)",
+                10_000 / (100 + u64::from(v.settings.buffer_pct)),
+                need.target,
+                v.settings.buffer_pct,
                 g.from_balloon_mib,
                 g.slots
             );
@@ -413,7 +415,8 @@ mod tests {
         let s = b.state(0).expect("vm");
         assert_eq!((s.plugged_mib, s.balloon_mib), (768, 48));
         assert!(
-            a.reason.contains("pressure 192 > 120") && a.reason.contains("200 from the balloon"),
+            a.reason.contains("pressure 192 > 83 (target 720 MiB")
+                && a.reason.contains("200 from the balloon"),
             "{}",
             a.reason
         );
