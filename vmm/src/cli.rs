@@ -35,6 +35,11 @@ pub enum Command {
     Bench(BenchCommand),
     /// Control a running memtide through its API socket.
     Ctl(CtlArgs),
+    /// One balancer over several running memtide VMs (started with
+    /// --vsock-uds, --balloon, hot-add slots and --no-balancer), through
+    /// their control sockets: reports from GET /memory/guest, resizes with
+    /// PUT /balloon and PUT /memory.
+    Balance(BalanceArgs),
     /// A live view of the balancer of a running memtide (or `memtide
     /// balance`): budget, and per VM assigned, demand, pressure and the last
     /// decision.
@@ -55,6 +60,33 @@ pub struct DemoArgs {
     /// least one hot-add slot are set by the demo).
     #[command(flatten)]
     pub vm: RunArgs,
+}
+
+/// Options of `memtide balance`.
+#[derive(Debug, Args)]
+pub struct BalanceArgs {
+    /// Host memory for all VMs together, in MiB.
+    #[arg(long, value_name = "MIB")]
+    pub budget_mib: u64,
+    /// A VM: its API socket, optionally with settings:
+    /// SOCKET[,name=N][,weight=1-10000][,min=MIB][,buffer=PCT]. Repeat for
+    /// each VM.
+    #[arg(long = "vm", value_name = "SOCKET[,KEY=VALUE...]", required = true)]
+    pub vms: Vec<crate::balance_remote::VmArg>,
+    /// How often the balancer decides, in ms.
+    #[arg(long, default_value_t = 500, value_name = "MS")]
+    pub interval_ms: u64,
+    /// Stop after this many seconds (default: when every VM's socket is
+    /// gone).
+    #[arg(long, value_name = "S")]
+    pub duration_s: Option<u64>,
+    /// Write the JSON trace (settings, budget, every tick) here; rewritten
+    /// every 5 s and at the end.
+    #[arg(long, value_name = "PATH")]
+    pub trace: Option<PathBuf>,
+    /// Serve GET /balancer on this Unix socket (for `memtide top`).
+    #[arg(long, value_name = "PATH")]
+    pub api_sock: Option<PathBuf>,
 }
 
 /// Options of `memtide top`.

@@ -7,6 +7,7 @@
 pub mod acpi;
 pub mod api;
 pub mod balance;
+pub mod balance_remote;
 pub mod bench;
 pub mod boot;
 pub mod cli;

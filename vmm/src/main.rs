@@ -8,7 +8,7 @@ use memtide::cli::{BenchCommand, Cli, Command};
 use memtide::compat::HostKvm;
 use memtide::config::VmConfig;
 use memtide::outcome::VmOutcome;
-use memtide::{bench, ctl, demo, logger, top, vm};
+use memtide::{balance_remote, bench, ctl, demo, logger, top, vm};
 
 fn main() -> ExitCode {
     logger::init();
@@ -38,6 +38,20 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(&e),
         },
+        Command::Balance(args) => {
+            let opts = balance_remote::BalanceOptions {
+                budget_mib: args.budget_mib,
+                vms: args.vms,
+                interval: std::time::Duration::from_millis(args.interval_ms.max(10)),
+                duration: args.duration_s.map(std::time::Duration::from_secs),
+                trace: args.trace,
+                api_sock: args.api_sock,
+            };
+            match balance_remote::run(&opts) {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(e) => fail(&e),
+            }
+        }
         Command::Top(args) => match top::run(
             &args.api_sock,
             std::time::Duration::from_millis(args.interval_ms.max(100)),

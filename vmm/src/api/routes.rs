@@ -41,6 +41,22 @@ pub struct ApiState {
     pub balancer: Option<SharedStatus>,
 }
 
+impl ApiState {
+    /// The state of `memtide balance`: a balancer and no VM of its own
+    /// (every VM route answers 400).
+    pub fn balancer_only(status: SharedStatus) -> Self {
+        Self {
+            balloon: None,
+            hotplug: None,
+            ram_mib: 0,
+            resident_mib: Box::new(|| 0),
+            agent: None,
+            vsock: None,
+            balancer: Some(status),
+        }
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct BalloonTarget {
