@@ -255,5 +255,27 @@ fn memory_flows_to_the_busy_guest_and_back_under_one_budget() {
     check_safety(&trace.vms, trace.budget_mib, &trace.ticks).expect("safety invariants");
     check_no_hot_remove(&trace.ticks).expect("no hot-remove");
     check_no_oscillation(&trace.ticks, 0, 4).expect("no oscillation");
+
+    // The recorded run draws as an SVG timeline.
+    let svg_path = dir.join("trace.svg");
+    let out = Command::new(memtide_bin())
+        .arg("plot")
+        .arg("--trace")
+        .arg(&trace_path)
+        .arg("--out")
+        .arg(&svg_path)
+        .output()
+        .expect("memtide plot");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let svg = std::fs::read_to_string(&svg_path).expect("SVG written");
+    assert!(
+        svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"),
+        "{svg:.200}"
+    );
+    assert_eq!(svg.matches("<svg").count(), 1);
     let _ = std::fs::remove_dir_all(&dir);
 }

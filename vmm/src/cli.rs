@@ -40,6 +40,10 @@ pub enum Command {
     /// their control sockets: reports from GET /memory/guest, resizes with
     /// PUT /balloon and PUT /memory.
     Balance(BalanceArgs),
+    /// Draw a balancer trace (from `memtide balance --trace` or the demo)
+    /// as an SVG timeline: one panel per VM with assigned, demand,
+    /// committed, plugged and balloon, and the decisions marked.
+    Plot(PlotArgs),
     /// A live view of the balancer of a running memtide (or `memtide
     /// balance`): budget, and per VM assigned, demand, pressure and the last
     /// decision.
@@ -87,6 +91,20 @@ pub struct BalanceArgs {
     /// Serve GET /balancer on this Unix socket (for `memtide top`).
     #[arg(long, value_name = "PATH")]
     pub api_sock: Option<PathBuf>,
+    /// Draw the trace as an SVG timeline here when the run ends.
+    #[arg(long, value_name = "PATH")]
+    pub plot: Option<PathBuf>,
+}
+
+/// Options of `memtide plot`.
+#[derive(Debug, Args)]
+pub struct PlotArgs {
+    /// The JSON trace to draw.
+    #[arg(long, value_name = "PATH")]
+    pub trace: PathBuf,
+    /// Where to write the SVG.
+    #[arg(long, value_name = "PATH")]
+    pub out: PathBuf,
 }
 
 /// Options of `memtide top`.

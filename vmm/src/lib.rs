@@ -26,6 +26,7 @@ pub mod memory;
 pub mod mmio_devices;
 pub mod outcome;
 pub mod platform_acpi;
+pub mod plot;
 pub mod top;
 pub mod vcpu;
 pub mod vm;

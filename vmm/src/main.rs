@@ -8,7 +8,7 @@ use memtide::cli::{BenchCommand, Cli, Command};
 use memtide::compat::HostKvm;
 use memtide::config::VmConfig;
 use memtide::outcome::VmOutcome;
-use memtide::{balance_remote, bench, ctl, demo, logger, top, vm};
+use memtide::{balance_remote, bench, ctl, demo, logger, plot, top, vm};
 
 fn main() -> ExitCode {
     logger::init();
@@ -48,10 +48,20 @@ fn main() -> ExitCode {
                 api_sock: args.api_sock,
             };
             match balance_remote::run(&opts) {
-                Ok(_) => ExitCode::SUCCESS,
+                Ok(trace) => match args.plot {
+                    Some(out) => match plot::write(&trace, &out) {
+                        Ok(()) => ExitCode::SUCCESS,
+                        Err(e) => fail(&e),
+                    },
+                    None => ExitCode::SUCCESS,
+                },
                 Err(e) => fail(&e),
             }
         }
+        Command::Plot(args) => match plot::plot_file(&args.trace, &args.out) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(&e),
+        },
         Command::Top(args) => match top::run(
             &args.api_sock,
             std::time::Duration::from_millis(args.interval_ms.max(100)),
