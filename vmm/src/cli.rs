@@ -349,6 +349,31 @@ pub enum BenchCommand {
     /// Hot-add latency: from `PUT /memory` to the guest reporting the
     /// memory online (`_OST`), one slot at a time.
     Hotplug(HotplugBenchArgs),
+    /// Balancer reaction time: from the first report of a committed-memory
+    /// step to the first memory added and to the demand met, over rounds
+    /// (a fresh guest each round; reports from a scripted source).
+    Balancer(BalancerBenchArgs),
+}
+
+/// Options of `memtide bench balancer`.
+#[derive(Debug, Args)]
+pub struct BalancerBenchArgs {
+    /// Rounds (one guest boot each).
+    #[arg(long, default_value_t = 3)]
+    pub rounds: u32,
+    /// Committed memory before the step, MiB.
+    #[arg(long, default_value_t = 100)]
+    pub low_mib: u64,
+    /// Committed memory after the step, MiB.
+    #[arg(long, default_value_t = 300)]
+    pub high_mib: u64,
+    /// Balancer decision interval, ms.
+    #[arg(long, default_value_t = 250)]
+    pub interval_ms: u64,
+    /// How the guest is booted (--balloon, --api-sock, --vsock-uds and at
+    /// least one hot-add slot are set by the benchmark).
+    #[command(flatten)]
+    pub vm: RunArgs,
 }
 
 /// Options of `memtide bench hotplug`.

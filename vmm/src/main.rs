@@ -30,6 +30,10 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(&e),
         },
+        Command::Bench(BenchCommand::Balancer(args)) => match bench::balancer::run(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(&e),
+        },
         Command::Bench(BenchCommand::Hotplug(args)) => match bench::hotplug::run(&args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(&e),

@@ -80,6 +80,29 @@ pub fn run_argv(args: &RunArgs) -> Vec<String> {
             "--max-memory-mib",
             args.max_memory_mib.map(|m| m.to_string()),
         ),
+        ("--vsock-uds", path(&args.vsock_uds)),
+        (
+            "--guest-cid",
+            args.vsock_uds.as_ref().map(|_| args.guest_cid.to_string()),
+        ),
+        (
+            "--agent-port",
+            args.vsock_uds.as_ref().map(|_| args.agent_port.to_string()),
+        ),
+        (
+            "--min-memory-mib",
+            args.min_memory_mib.map(|m| m.to_string()),
+        ),
+        ("--buffer-pct", Some(args.buffer_pct.to_string())),
+        ("--weight", Some(args.weight.to_string())),
+        (
+            "--host-budget-mib",
+            args.host_budget_mib.map(|m| m.to_string()),
+        ),
+        (
+            "--balancer-interval-ms",
+            Some(args.balancer_interval_ms.to_string()),
+        ),
     ];
     let flags = [
         ("--no-initramfs", args.no_initramfs),
@@ -88,6 +111,7 @@ pub fn run_argv(args: &RunArgs) -> Vec<String> {
         ("--balloon-reporting", args.balloon_reporting),
         ("--prefault", args.prefault),
         ("--no-acpi", args.no_acpi),
+        ("--no-balancer", args.no_balancer),
     ];
     let mut v = vec!["run".to_string()];
     for (flag, value) in valued {
@@ -255,6 +279,13 @@ mod tests {
             "--cmd",
             "uname -a",
             "--no-compat",
+            "--vsock-uds",
+            "/tmp/v.sock",
+            "--guest-cid",
+            "9",
+            "--weight",
+            "700",
+            "--no-balancer",
         ])
         .expect("parse");
         let crate::cli::Command::Run(args) = cli.command else {
@@ -269,5 +300,11 @@ mod tests {
         assert_eq!((back.vcpus, back.memory_mib), (2, 128));
         assert_eq!(back.cmd.as_deref(), Some("uname -a"));
         assert!(back.no_compat);
+        assert_eq!(
+            back.vsock_uds.as_deref(),
+            Some(std::path::Path::new("/tmp/v.sock"))
+        );
+        assert_eq!((back.guest_cid, back.weight), (9, 700));
+        assert!(back.no_balancer);
     }
 }
