@@ -2,8 +2,9 @@
 //! a guest with a balloon, hot-add slots, the agent channel and its own
 //! balancer, lets it report a low committed memory, then steps committed
 //! memory up and measures, from the first report that shows the step, the
-//! time until the guest has more memory (a slot online or the balloon
-//! smaller) and until it has its whole demand (committed + buffer).
+//! time until the guest has more memory (a hot-added slot onlined by the
+//! guest, as its `_OST` says, or the balloon smaller) and until it has its
+//! whole demand (committed + buffer).
 //!
 //! The step comes from a scripted report source on the host that writes
 //! the agent's wire format into the VM's report socket, at the agent's
@@ -30,13 +31,23 @@ const ROUND_DEADLINE: Duration = Duration::from_secs(300);
 /// Interval of the scripted report source (the agent's default).
 const REPORT_INTERVAL: Duration = Duration::from_millis(250);
 
-/// What the guest has now: (plugged MiB, balloon actual MiB).
+/// What the guest has now: (online MiB, balloon actual MiB). Online is the
+/// boot memory plus the slots the guest has acknowledged with `_OST`
+/// (added and onlined), not merely the slots memtide has mapped.
 fn guest_memory(sock: &Path) -> Result<(u64, u64), GuestError> {
-    let plugged = get_json(sock, "/memory")?["plugged_mib"].as_u64();
+    let memory = get_json(sock, "/memory")?;
+    let boot = memory["boot_mib"].as_u64();
+    let online: u64 = memory["slots"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|s| s["ost_status"].is_number())
+        .filter_map(|s| s["size_mib"].as_u64())
+        .sum();
     let balloon = get_json(sock, "/balloon")?["actual_mib"].as_u64();
-    match (plugged, balloon) {
-        (Some(p), Some(b)) => Ok((p, b)),
-        _ => Err(GuestError::BadAnswer("no plugged_mib or actual_mib".into())),
+    match (boot, balloon) {
+        (Some(b), Some(balloon)) => Ok((b + online, balloon)),
+        _ => Err(GuestError::BadAnswer("no boot_mib or actual_mib".into())),
     }
 }
 
