@@ -6,90 +6,28 @@
 //! of the policy's simulator are asserted on the recorded trace, and the
 //! guests' own devices are checked to have followed the decisions.
 //!
-//! The demand comes from a scripted agent on the host that writes the
-//! guest agent's wire format into each VM's report socket (`<uds>_5100`),
-//! with MemTotal taken from what the VM's API says the guest has. On this
+//! The demand comes from memtide's scripted report source on the host
+//! (`memtide::scripted_agent`), which writes the guest agent's wire format
+//! into each VM's report socket (`<uds>_5100`), with MemTotal taken from
+//! what the VM's API says the guest has. On this
 //! project's nested CI host guest user space cannot run (docs/nested-host.md),
 //! so the real agent cannot report there; everything after the report
 //! socket (reader, policy, driver, control API, balloon and hot-add in the
 //! guest kernel) is the real path. `tests/vsock_agent.rs` covers the agent.
 
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use memtide_agent_proto::{encode, GuestReport};
+use memtide::bench::guest::get_json;
+use memtide::scripted_agent::ScriptedAgent;
 use memtide_balancer::invariants::{check_no_hot_remove, check_no_oscillation, check_safety};
 use memtide_balancer::trace::Trace;
 use memtide_tests::{boot_lock, kvm_available, memtide_bin, Guest};
 
-/// One request on a memtide API socket; the body as JSON.
+/// `GET path` on a memtide API socket, as JSON.
 fn api_get(sock: &Path, path: &str) -> Option<serde_json::Value> {
-    let mut s = UnixStream::connect(sock).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: memtide\r\nContent-Length: 0\r\n\r\n"
-    )
-    .ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    let body = text.split_once("\r\n\r\n")?.1;
-    serde_json::from_str(body).ok()
-}
-
-/// Memory the guest can see: plugged minus the balloon's actual size.
-fn visible_mib(api: &Path) -> Option<u64> {
-    let plugged = api_get(api, "/memory")?["plugged_mib"].as_u64()?;
-    let balloon = api_get(api, "/balloon")?["actual_mib"].as_u64()?;
-    Some(plugged.saturating_sub(balloon))
-}
-
-/// Plays a guest agent: every 250 ms, a report with Committed_AS =
-/// `committed` MiB and MemTotal from the VM's API.
-fn scripted_agent(
-    api: PathBuf,
-    report_sock: PathBuf,
-    committed: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
-) -> std::thread::JoinHandle<()> {
-    std::thread::spawn(move || {
-        let start = Instant::now();
-        let mut seq = 0;
-        let mut conn: Option<UnixStream> = None;
-        let mut visible = 256;
-        while !stop.load(Ordering::SeqCst) {
-            if seq % 4 == 0 {
-                visible = visible_mib(&api).unwrap_or(visible);
-            }
-            let c = committed.load(Ordering::SeqCst);
-            let report = GuestReport {
-                seq,
-                uptime_ms: u64::try_from(start.elapsed().as_millis()).unwrap_or(0),
-                mem_total_kib: visible << 10,
-                mem_free_kib: visible.saturating_sub(c) << 10,
-                mem_available_kib: visible.saturating_sub(c) << 10,
-                committed_as_kib: c << 10,
-                commit_limit_kib: visible << 10,
-                swap_total_kib: 0,
-                swap_free_kib: 0,
-                psi: None,
-            };
-            seq += 1;
-            if conn.is_none() {
-                conn = UnixStream::connect(&report_sock).ok();
-            }
-            if let Some(s) = &mut conn {
-                if s.write_all(&encode(&report)).is_err() {
-                    conn = None;
-                }
-            }
-            std::thread::sleep(Duration::from_millis(250));
-        }
-    })
+    get_json(sock, path).ok()
 }
 
 /// Waits until `done` holds for the balancer's status, or panics.
@@ -167,13 +105,8 @@ fn memory_flows_to_the_busy_guest_and_back_under_one_budget() {
     let (a, a_reports) = boot("a");
     let (b, b_reports) = boot("b");
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let a_committed = Arc::new(AtomicU64::new(100));
-    let b_committed = Arc::new(AtomicU64::new(100));
-    let agents = [
-        scripted_agent(a.sock.clone(), a_reports, a_committed.clone(), stop.clone()),
-        scripted_agent(b.sock.clone(), b_reports, b_committed.clone(), stop.clone()),
-    ];
+    let a_agent = ScriptedAgent::spawn(a.sock.clone(), a_reports, 100);
+    let b_agent = ScriptedAgent::spawn(b.sock.clone(), b_reports, 100);
 
     // Budget 576 MiB for two 256 MiB guests that may each grow to 384.
     let trace_path = dir.join("trace.json");
@@ -201,7 +134,7 @@ fn memory_flows_to_the_busy_guest_and_back_under_one_budget() {
     });
     // A commits 300 MiB: target 360, more than the 64 MiB of headroom, so
     // B is ballooned and A hot-adds a slot.
-    a_committed.store(300, Ordering::SeqCst);
+    a_agent.set(300);
     wait_status(
         &balance_api,
         "A grown to its demand",
@@ -220,8 +153,8 @@ fn memory_flows_to_the_busy_guest_and_back_under_one_budget() {
     );
 
     // A's workload ends and B's demand rises: memory flows back to B.
-    a_committed.store(100, Ordering::SeqCst);
-    b_committed.store(230, Ordering::SeqCst);
+    a_agent.set(100);
+    b_agent.set(230);
     wait_status(
         &balance_api,
         "B back to its demand",
@@ -231,10 +164,7 @@ fn memory_flows_to_the_busy_guest_and_back_under_one_budget() {
     wait_balloon(&a.sock, Duration::from_secs(300));
     wait_balloon(&b.sock, Duration::from_secs(300));
 
-    stop.store(true, Ordering::SeqCst);
-    for agent in agents {
-        let _ = agent.join();
-    }
+    drop((a_agent, b_agent));
     // With both VMs gone, `memtide balance` writes the whole trace and ends.
     drop((a, b));
     let end = Instant::now();

@@ -48,22 +48,56 @@ pub enum Command {
     /// balance`): budget, and per VM assigned, demand, pressure and the last
     /// decision.
     Top(TopArgs),
-    /// Dynamic memory on one guest, narrated: boot with a balloon and
-    /// hot-add slots, hot-add, inflate, deflate, and show what the guest
-    /// and the host see after each step.
+    /// Dynamic memory, shown: two or three guests under one host budget
+    /// run a phased memory workload while the balancer moves memory
+    /// between them (live table); writes a JSON trace and an SVG timeline.
+    /// `--one-guest` narrates balloon and hot-add on a single guest.
     Demo(DemoArgs),
 }
 
 /// Options of `memtide demo`.
 #[derive(Debug, Args)]
 pub struct DemoArgs {
-    /// How far to inflate the balloon, MiB.
+    /// Guests under the shared budget (2 or 3).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(2..=3))]
+    pub guests: u8,
+    /// Seconds per phase of the scripted workload (5 phases).
+    #[arg(long, default_value_t = 20, value_name = "S")]
+    pub phase_s: u64,
+    /// Host memory for all guests, MiB (default: the guests' boot memory
+    /// plus one slot, so the budget is short in the busy phases).
+    #[arg(long, value_name = "MIB")]
+    pub budget_mib: Option<u64>,
+    /// Where to write the trace (trace.json) and the plot (timeline.svg).
+    #[arg(long, default_value = "memtide-demo", value_name = "DIR")]
+    pub out_dir: PathBuf,
+    /// Where the guests' demand comes from: the guest agent with a
+    /// memtide-hog workload in each guest, or a scripted report source on
+    /// the host (needed where guest user space cannot run). Default: the
+    /// agent on hardware KVM, scripted on the nested kvm_pvm host.
+    #[arg(long, value_enum)]
+    pub workload: Option<WorkloadSource>,
+    /// Instead: one guest, narrated step by step (inflate, hot-add,
+    /// deflate) with what the guest and the host see.
+    #[arg(long)]
+    pub one_guest: bool,
+    /// With --one-guest: how far to inflate the balloon, MiB.
     #[arg(long, default_value_t = 64)]
     pub balloon_mib: u64,
-    /// How the guest is booted (--balloon, --api-sock, --prefault and at
-    /// least one hot-add slot are set by the demo).
+    /// How each guest is booted (--balloon, --api-sock, hot-add slots and,
+    /// for the balancer demo, --vsock-uds and --no-balancer are set by the
+    /// demo).
     #[command(flatten)]
     pub vm: RunArgs,
+}
+
+/// Where the demo's memory demand comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum WorkloadSource {
+    /// memtide-agent in each guest, memtide-hog committing memory.
+    Agent,
+    /// A report source on the host writing the agent's wire format.
+    Scripted,
 }
 
 /// Options of `memtide balance`.

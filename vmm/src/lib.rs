@@ -27,6 +27,7 @@ pub mod mmio_devices;
 pub mod outcome;
 pub mod platform_acpi;
 pub mod plot;
+pub mod scripted_agent;
 pub mod top;
 pub mod vcpu;
 pub mod vm;

@@ -16,56 +16,19 @@
 
 use std::io::Write;
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use memtide_agent_proto::{encode, GuestReport};
+use memtide_balancer::reader::port_socket_path;
 
 use super::guest::{get_json, BenchGuest, GuestError};
 use super::stats::{median, min_max};
 use crate::cli::BalancerBenchArgs;
 use crate::host::HostInfo;
+use crate::scripted_agent::{frame, guest_memory, REPORT_INTERVAL};
 
 /// How long a round may wait for the memory to arrive.
 const ROUND_DEADLINE: Duration = Duration::from_secs(300);
-/// Interval of the scripted report source (the agent's default).
-const REPORT_INTERVAL: Duration = Duration::from_millis(250);
-
-/// What the guest has now: (online MiB, balloon actual MiB). Online is the
-/// boot memory plus the slots the guest has acknowledged with `_OST`
-/// (added and onlined), not merely the slots memtide has mapped.
-fn guest_memory(sock: &Path) -> Result<(u64, u64), GuestError> {
-    let memory = get_json(sock, "/memory")?;
-    let boot = memory["boot_mib"].as_u64();
-    let online: u64 = memory["slots"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|s| s["ost_status"].is_number())
-        .filter_map(|s| s["size_mib"].as_u64())
-        .sum();
-    let balloon = get_json(sock, "/balloon")?["actual_mib"].as_u64();
-    match (boot, balloon) {
-        (Some(b), Some(balloon)) => Ok((b + online, balloon)),
-        _ => Err(GuestError::BadAnswer("no boot_mib or actual_mib".into())),
-    }
-}
-
-/// A report with `committed` MiB committed out of `visible` MiB.
-fn report(seq: u64, start: Instant, visible: u64, committed: u64) -> GuestReport {
-    GuestReport {
-        seq,
-        uptime_ms: u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX),
-        mem_total_kib: visible << 10,
-        mem_free_kib: visible.saturating_sub(committed) << 10,
-        mem_available_kib: visible.saturating_sub(committed) << 10,
-        committed_as_kib: committed << 10,
-        commit_limit_kib: visible << 10,
-        swap_total_kib: 0,
-        swap_free_kib: 0,
-        psi: None,
-    }
-}
 
 /// The scripted report source of one round.
 struct Scripted {
@@ -93,7 +56,8 @@ impl Scripted {
     }
 
     fn send(&mut self, visible: u64, committed: u64) -> Result<(), GuestError> {
-        let frame = encode(&report(self.seq, self.start, visible, committed));
+        let uptime = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let frame = frame(self.seq, uptime, visible, committed);
         self.seq += 1;
         self.conn
             .write_all(&frame)
@@ -118,11 +82,7 @@ fn round(args: &BalancerBenchArgs, i: u32) -> Result<Round, GuestError> {
     vm.hotplug_slots = vm.hotplug_slots.max(1);
     vm.balancer_interval_ms = args.interval_ms;
     let mut guest = BenchGuest::boot(&vm, &format!("balancer-{i}"))?;
-    let mut reports = PathBuf::from(uds.as_os_str());
-    reports
-        .as_mut_os_string()
-        .push(format!("_{}", vm.agent_port));
-    let mut src = Scripted::connect(&reports)?;
+    let mut src = Scripted::connect(&port_socket_path(&uds, vm.agent_port))?;
     let (plugged0, balloon0) = guest_memory(&guest.sock)?;
     let visible0 = plugged0 - balloon0;
     let low = args.low_mib.min(visible0);

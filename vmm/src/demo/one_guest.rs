@@ -1,8 +1,7 @@
-//! `memtide demo`: dynamic memory on one guest, narrated. Boots a guest
-//! with a balloon and hot-add slots, shrinks it with the balloon (the host
-//! gets the memory back), grows it by hot-add, deflates the balloon, and
-//! prints what the guest and the host saw at each step. (The multi-VM demo with the balancer comes with
-//! the balancer thread.)
+//! `memtide demo --one-guest`: dynamic memory on one guest, narrated.
+//! Boots a guest with a balloon and hot-add slots, shrinks it with the
+//! balloon (the host gets the memory back), grows it by hot-add, deflates
+//! the balloon, and prints what the guest and the host saw at each step.
 
 use std::time::{Duration, Instant};
 

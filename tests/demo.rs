@@ -1,0 +1,108 @@
+//! `memtide demo` end to end, short: two real guests under one budget, the
+//! phased workload, the balancer; the demo must end cleanly and leave a
+//! valid JSON trace whose invariants hold and a well-formed SVG timeline.
+//! (On the nested CI host the demand comes from the demo's scripted report
+//! source, since guest user space cannot run there.)
+
+use std::process::Command;
+use std::time::Duration;
+
+use memtide_balancer::invariants::{check_no_hot_remove, check_safety};
+use memtide_balancer::trace::Trace;
+use memtide_tests::{boot_lock, guest_images, kvm_available, memtide_bin};
+
+/// Tags of `svg` must nest: every opened element is closed in order.
+fn well_formed(svg: &str) -> Result<(), String> {
+    let mut stack: Vec<String> = Vec::new();
+    let mut rest = svg;
+    while let Some(open) = rest.find('<') {
+        let close = rest[open..].find('>').ok_or("unterminated tag")? + open;
+        let tag = &rest[open + 1..close];
+        rest = &rest[close + 1..];
+        if tag.starts_with('?') || tag.starts_with('!') {
+            continue;
+        }
+        let name: String = tag
+            .trim_start_matches('/')
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '-' || *c == ':')
+            .collect();
+        if tag.starts_with('/') {
+            match stack.pop() {
+                Some(top) if top == name => {}
+                other => return Err(format!("</{name}> closes {other:?}")),
+            }
+        } else if !tag.ends_with('/') {
+            stack.push(name);
+        }
+    }
+    if stack.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("unclosed: {stack:?}"))
+    }
+}
+
+#[test]
+fn a_short_demo_writes_a_valid_trace_and_timeline() {
+    if !kvm_available() {
+        return;
+    }
+    let _guard = boot_lock();
+    let (kernel, _) = guest_images();
+    let out = std::env::temp_dir().join(format!("memtide-demo-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let run = Command::new(memtide_bin())
+        .arg("demo")
+        .args(["--phase-s", "6"])
+        .arg("--out-dir")
+        .arg(&out)
+        .arg("--kernel")
+        .arg(&kernel)
+        .output()
+        .expect("memtide demo");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "demo failed: {}\n{stdout}\n{}",
+        run.status,
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(stdout.contains("[demo] booting guest web"), "{stdout}");
+    assert!(stdout.contains("invariants hold"), "{stdout}");
+
+    let text = std::fs::read_to_string(out.join("trace.json")).expect("trace.json");
+    let trace = Trace::from_json(&text).expect("a valid trace");
+    assert_eq!(trace.vms.len(), 2);
+    // 5 phases of 6 s at 4 ticks a second, give or take the start.
+    assert!(trace.ticks.len() > 60, "{} ticks", trace.ticks.len());
+    let last = trace.ticks.last().map_or(0, |t| t.t_ms);
+    assert!(
+        Duration::from_millis(last) >= Duration::from_secs(25),
+        "trace ends at {last} ms"
+    );
+    check_safety(&trace.vms, trace.budget_mib, &trace.ticks).expect("safety");
+    check_no_hot_remove(&trace.ticks).expect("no hot-remove");
+    let decisions = trace
+        .ticks
+        .iter()
+        .flat_map(|t| t.reasons.iter())
+        .filter(|r| !r.is_empty())
+        .count();
+    assert!(decisions >= 2, "the busy phases should move memory");
+
+    let svg = std::fs::read_to_string(out.join("timeline.svg")).expect("timeline.svg");
+    assert!(svg.starts_with("<svg"), "{svg:.100}");
+    well_formed(&svg).expect("well-formed SVG");
+    for name in ["web", "batch"] {
+        assert!(svg.contains(name), "no panel for {name}");
+    }
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+#[test]
+fn the_checker_rejects_broken_markup() {
+    assert!(well_formed("<svg><g></g></svg>").is_ok());
+    assert!(well_formed("<svg><g></svg>").is_err());
+    assert!(well_formed("<svg><line/></svg>").is_ok());
+}

@@ -1,0 +1,247 @@
+//! The balancer demo: two or three guests under one host budget run a
+//! phased memory workload; one balancer (`memtide balance`'s, in-process)
+//! moves memory between them, shown live; at the end the JSON trace and an
+//! SVG timeline are written and the trace's invariants are checked.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use memtide_balancer::invariants::{check_no_hot_remove, check_safety};
+use memtide_balancer::reader::port_socket_path;
+use memtide_balancer::trace::Trace;
+
+use crate::balance_remote::{self, BalanceError, BalanceOptions, VmArg};
+use crate::bench::guest::{BenchGuest, GuestError};
+use crate::cli::{DemoArgs, WorkloadSource};
+use crate::compat::HostKvm;
+use crate::config::{cache_dir, DEFAULT_AGENT_PORT};
+use crate::ctl::call;
+use crate::host::HostInfo;
+use crate::scripted_agent::ScriptedAgent;
+
+/// The guests' names and their committed memory (MiB) in each phase.
+pub const WORKLOAD: [(&str, [u64; 5]); 3] = [
+    ("web", [100, 300, 300, 100, 100]),
+    ("batch", [100, 100, 240, 300, 100]),
+    ("cache", [100, 100, 100, 220, 100]),
+];
+/// What an idle guest commits before the workload adds to it, MiB (the
+/// `memtide-hog` share is the phase's figure minus this).
+const IDLE_COMMITTED_MIB: u64 = 100;
+/// Hot-add slots per guest.
+const SLOTS: u32 = 2;
+
+/// Errors of the demo.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    /// A guest could not be booted or driven.
+    #[error(transparent)]
+    Guest(#[from] GuestError),
+    /// The balancer failed.
+    #[error(transparent)]
+    Balance(#[from] BalanceError),
+    /// The output directory.
+    #[error("cannot use {path}: {source}")]
+    Output {
+        /// The path.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The plot.
+    #[error(transparent)]
+    Plot(#[from] crate::plot::PlotError),
+    /// The recorded run broke an invariant.
+    #[error("invariant violated: {0}")]
+    Invariant(String),
+    /// The balancer thread panicked.
+    #[error("the balancer thread stopped unexpectedly")]
+    BalancerThread,
+}
+
+/// The `memtide-hog` command that makes `phases` in a guest.
+fn hog_command(phases: &[u64; 5], phase_s: u64) -> String {
+    let args: Vec<String> = phases
+        .iter()
+        .map(|c| format!("{}:{phase_s}", c.saturating_sub(IDLE_COMMITTED_MIB)))
+        .collect();
+    format!("memtide-hog {}", args.join(" "))
+}
+
+/// Prints one screen of the live view.
+fn show(balance_sock: &Path, phase: usize, elapsed: Duration, tty: bool) {
+    let Ok(body) = call(balance_sock, "GET", "/balancer", "") else {
+        return;
+    };
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(&body) else {
+        return;
+    };
+    let screen = crate::top::render(&v);
+    let head = format!(
+        "[demo] phase {}/5, {:.0} s in",
+        phase + 1,
+        elapsed.as_secs_f64()
+    );
+    if tty {
+        print!("\x1b[2J\x1b[H{head}\n{screen}");
+    } else {
+        println!("{head}\n{screen}");
+    }
+}
+
+/// Runs the demo.
+pub fn run(args: &DemoArgs) -> Result<(), DemoError> {
+    let host = HostKvm::detect();
+    let source = args.workload.unwrap_or(match host {
+        HostKvm::NestedPvm => WorkloadSource::Scripted,
+        HostKvm::Hardware => WorkloadSource::Agent,
+    });
+    let out = &args.out_dir;
+    std::fs::create_dir_all(out).map_err(|source| DemoError::Output {
+        path: out.clone(),
+        source,
+    })?;
+    let work = std::env::temp_dir().join(format!("memtide-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&work).map_err(|source| DemoError::Output {
+        path: work.clone(),
+        source,
+    })?;
+    let n = usize::from(args.guests);
+    let vm_mib = args.vm.memory_mib;
+    let slot_mib = args.vm.slot_mib;
+    let budget = args.budget_mib.unwrap_or(vm_mib * n as u64 + slot_mib);
+    println!("memtide demo on {}", HostInfo::detect());
+    println!(
+        "[demo] {n} guests of {vm_mib} MiB (up to {} MiB each by hot-add) under a {budget} MiB budget; 5 phases of {} s; demand from {}",
+        vm_mib + u64::from(SLOTS) * slot_mib,
+        args.phase_s,
+        match source {
+            WorkloadSource::Agent => "memtide-agent + memtide-hog in each guest",
+            WorkloadSource::Scripted =>
+                "a scripted report source on the host (guest user space cannot run on this nested host)",
+        }
+    );
+    let mut guests = Vec::with_capacity(n);
+    let mut agents = Vec::with_capacity(n);
+    for (name, phases) in WORKLOAD.iter().take(n) {
+        let mut vm = args.vm.clone();
+        let uds = work.join(format!("{name}.vsock"));
+        vm.vsock_uds = Some(uds.clone());
+        vm.no_balancer = true;
+        vm.hotplug_slots = SLOTS;
+        if source == WorkloadSource::Agent {
+            vm.initramfs = Some(
+                cache_dir()
+                    .map_err(GuestError::from)?
+                    .join("initramfs.cpio"),
+            );
+            vm.cmd = Some(hog_command(phases, args.phase_s));
+        }
+        println!("[demo] booting guest {name} ...");
+        let start = Instant::now();
+        let g = BenchGuest::boot(&vm, &format!("demo-{name}"))?;
+        println!(
+            "[demo] guest {name} up after {:.1} s",
+            start.elapsed().as_secs_f64()
+        );
+        if source == WorkloadSource::Scripted {
+            agents.push(ScriptedAgent::spawn(
+                g.sock.clone(),
+                port_socket_path(&uds, DEFAULT_AGENT_PORT),
+                phases[0],
+            ));
+        }
+        guests.push(g);
+    }
+
+    let balance_sock = work.join("balance.sock");
+    let trace_path = out.join("trace.json");
+    let total = Duration::from_secs(args.phase_s * 5);
+    let opts = BalanceOptions {
+        budget_mib: budget,
+        vms: guests
+            .iter()
+            .zip(WORKLOAD.iter())
+            .map(|(g, (name, _))| VmArg {
+                sock: g.sock.clone(),
+                name: Some((*name).to_string()),
+                weight: None,
+                minimum_mib: None,
+                buffer_pct: None,
+            })
+            .collect(),
+        interval: Duration::from_millis(250),
+        duration: Some(total),
+        trace: Some(trace_path.clone()),
+        api_sock: Some(balance_sock.clone()),
+    };
+    println!(
+        "[demo] starting the balancer; `memtide top --api-sock {}` shows it from another terminal",
+        balance_sock.display()
+    );
+    let balancer = std::thread::spawn(move || balance_remote::run(&opts));
+    let tty = std::io::stdout().is_terminal();
+    let start = Instant::now();
+    for phase in 0..5 {
+        for (agent, (_, phases)) in agents.iter().zip(WORKLOAD.iter()) {
+            agent.set(phases[phase]);
+        }
+        let phase_end = Duration::from_secs(args.phase_s * (phase as u64 + 1));
+        let mut last_show: Option<Instant> = None;
+        while start.elapsed() < phase_end {
+            let every = if tty { 1 } else { 5 };
+            if last_show.is_none_or(|t| t.elapsed() >= Duration::from_secs(every)) {
+                show(&balance_sock, phase, start.elapsed(), tty);
+                last_show = Some(Instant::now());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    let trace = balancer.join().map_err(|_| DemoError::BalancerThread)??;
+    drop(agents);
+    drop(guests);
+    finish(&trace, out)?;
+    let _ = std::fs::remove_dir_all(&work);
+    Ok(())
+}
+
+/// Writes the plot, checks the invariants and says where everything is.
+fn finish(trace: &Trace, out: &Path) -> Result<(), DemoError> {
+    let svg = out.join("timeline.svg");
+    crate::plot::write(trace, &svg)?;
+    let decisions: usize = trace
+        .ticks
+        .iter()
+        .map(|t| t.reasons.iter().filter(|r| !r.is_empty()).count())
+        .sum();
+    println!(
+        "[demo] done: {} ticks, {decisions} resize decisions",
+        trace.ticks.len()
+    );
+    println!(
+        "[demo] trace: {}\n[demo] timeline: {}",
+        out.join("trace.json").display(),
+        svg.display()
+    );
+    check_safety(&trace.vms, trace.budget_mib, &trace.ticks)
+        .and_then(|()| check_no_hot_remove(&trace.ticks))
+        .map_err(DemoError::Invariant)?;
+    println!(
+        "[demo] invariants hold on the whole run: every guest within [minimum, maximum], the budget kept, no memory hot-removed"
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_hog_command_adds_to_the_idle_baseline() {
+        assert_eq!(
+            hog_command(&WORKLOAD[0].1, 20),
+            "memtide-hog 0:20 200:20 200:20 0:20 0:20"
+        );
+    }
+}
