@@ -387,6 +387,29 @@ pub enum BenchCommand {
     /// step to the first memory added and to the demand met, over rounds
     /// (a fresh guest each round; reports from a scripted source).
     Balancer(BalancerBenchArgs),
+    /// Every benchmark above in one run, then one Markdown table of
+    /// medians and ratios with the host.
+    All(AllBenchArgs),
+}
+
+/// Options of `memtide bench all`.
+#[derive(Debug, Args)]
+pub struct AllBenchArgs {
+    /// Runs or rounds of each benchmark.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: u32,
+    /// Balloon size per round, MiB.
+    #[arg(long, default_value_t = 32)]
+    pub balloon_mib: u64,
+    /// Hot-add slots to add, one at a time.
+    #[arg(long, default_value_t = 2)]
+    pub slots: u32,
+    /// Also write the table to this file.
+    #[arg(long, value_name = "PATH")]
+    pub markdown: Option<PathBuf>,
+    /// How the guests are booted (each benchmark sets what it needs).
+    #[command(flatten)]
+    pub vm: RunArgs,
 }
 
 /// Options of `memtide bench balancer`.

@@ -23,19 +23,23 @@ fn main() -> ExitCode {
             run(&config)
         }
         Command::Bench(BenchCommand::Boot(args)) => match bench::boot::run(&args) {
-            Ok(()) => ExitCode::SUCCESS,
+            Ok(_) => ExitCode::SUCCESS,
             Err(e) => fail(&e),
         },
         Command::Bench(BenchCommand::Balloon(args)) => match bench::balloon::run(&args) {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => fail(&e),
+        },
+        Command::Bench(BenchCommand::All(args)) => match bench::all::run(&args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(&e),
         },
         Command::Bench(BenchCommand::Balancer(args)) => match bench::balancer::run(&args) {
-            Ok(()) => ExitCode::SUCCESS,
+            Ok(_) => ExitCode::SUCCESS,
             Err(e) => fail(&e),
         },
         Command::Bench(BenchCommand::Hotplug(args)) => match bench::hotplug::run(&args) {
-            Ok(()) => ExitCode::SUCCESS,
+            Ok(_) => ExitCode::SUCCESS,
             Err(e) => fail(&e),
         },
         Command::Demo(args) => match demo::run(&args) {

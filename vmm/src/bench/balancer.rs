@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use memtide_balancer::reader::port_socket_path;
 
+use super::figure::Figure;
 use super::guest::{get_json, BenchGuest, GuestError};
 use super::stats::{median, min_max};
 use crate::cli::BalancerBenchArgs;
@@ -132,8 +133,8 @@ fn round(args: &BalancerBenchArgs, i: u32) -> Result<Round, GuestError> {
     })
 }
 
-/// Runs the benchmark and prints its report.
-pub fn run(args: &BalancerBenchArgs) -> Result<(), GuestError> {
+/// Runs the benchmark, prints its report and returns its figures.
+pub fn run(args: &BalancerBenchArgs) -> Result<Vec<Figure>, GuestError> {
     println!(
         "memtide bench balancer: {} round(s), guest {} MiB + {} x {} MiB slots, committed step {} -> {} MiB, balancer every {} ms, reports every {} ms from a scripted source on the host",
         args.rounds,
@@ -153,6 +154,7 @@ pub fn run(args: &BalancerBenchArgs) -> Result<(), GuestError> {
         first.push(r.first_ms);
         met.push(r.met_ms);
     }
+    let mut figures = Vec::new();
     for (what, v) in [
         ("step report to first memory added", &first),
         ("step report to demand met", &met),
@@ -163,6 +165,16 @@ pub fn run(args: &BalancerBenchArgs) -> Result<(), GuestError> {
                 v.len()
             );
         }
+        figures.extend(Figure::of(
+            "balancer",
+            &format!(
+                "{what} (committed {} -> {} MiB)",
+                args.low_mib, args.high_mib
+            ),
+            v,
+            "ms",
+            0,
+        ));
     }
-    Ok(())
+    Ok(figures)
 }

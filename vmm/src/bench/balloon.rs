@@ -9,6 +9,7 @@
 
 use std::time::{Duration, Instant};
 
+use super::figure::Figure;
 use super::guest::{field, get_json, BenchGuest, GuestError};
 use super::stats::median;
 use crate::cli::{BalloonBenchArgs, DiscardArg};
@@ -95,8 +96,8 @@ pub fn measure(args: &BalloonBenchArgs, mode: DiscardArg) -> Result<(Vec<Round>,
     Ok((rounds, total_ns / f64::from(args.rounds.max(1))))
 }
 
-/// Runs the benchmark and prints its report.
-pub fn run(args: &BalloonBenchArgs) -> Result<(), GuestError> {
+/// Runs the benchmark, prints its report and returns its figures.
+pub fn run(args: &BalloonBenchArgs) -> Result<Vec<Figure>, GuestError> {
     println!(
         "memtide bench balloon: {} MiB x {} rounds per mode, guest {} MiB, {} vCPU",
         args.mib, args.rounds, args.vm.memory_mib, args.vm.vcpus
@@ -134,5 +135,32 @@ pub fn run(args: &BalloonBenchArgs) -> Result<(), GuestError> {
         b / a,
         pages_ns / ranges_ns
     );
-    Ok(())
+    let mut figures = Vec::new();
+    for (what, rounds, pick) in [
+        (
+            "inflate (merged ranges)",
+            &ranges,
+            (|r: &Round| r.inflate_s) as fn(&Round) -> f64,
+        ),
+        ("deflate (merged ranges)", &ranges, |r: &Round| r.deflate_s),
+    ] {
+        let ms: Vec<f64> = rounds.iter().map(|r| pick(r) * 1e3).collect();
+        if let Some(mut f) = Figure::of("balloon", &format!("{what}, {mib} MiB"), &ms, "ms", 0) {
+            if let Some(m) = median(&ms) {
+                f.median = format!("{} ({:.1} MiB/s)", f.median, mib / (m / 1e3));
+            }
+            figures.push(f);
+        }
+    }
+    figures.push(Figure::text(
+        "balloon",
+        &format!("host madvise time per {mib} MiB inflate, ranges vs per page"),
+        format!("{:.2} ms vs {:.2} ms", ranges_ns / 1e6, pages_ns / 1e6),
+        format!(
+            "per-page / ranges {:.1}x (inflate wall time {:.2}x)",
+            pages_ns / ranges_ns,
+            b / a
+        ),
+    ));
+    Ok(figures)
 }

@@ -5,6 +5,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::figure::Figure;
 use super::stats::{median, min_max};
 use crate::cli::{BootBenchArgs, RunArgs};
 use crate::host::HostInfo;
@@ -197,8 +198,8 @@ pub fn time_one_boot(args: &RunArgs, run: u32) -> Result<BootSample, BootBenchEr
     })
 }
 
-/// Runs the benchmark and prints its report.
-pub fn run(args: &BootBenchArgs) -> Result<(), BootBenchError> {
+/// Runs the benchmark, prints its report and returns its figures.
+pub fn run(args: &BootBenchArgs) -> Result<Vec<Figure>, BootBenchError> {
     if args.runs == 0 {
         return Err(BootBenchError::NoRuns);
     }
@@ -220,10 +221,17 @@ pub fn run(args: &BootBenchArgs) -> Result<(), BootBenchError> {
         );
         samples.push(s);
     }
-    report(
-        "start to kernel running /init",
-        &samples.iter().map(|s| s.to_init_s).collect::<Vec<_>>(),
-    );
+    let to_init: Vec<f64> = samples.iter().map(|s| s.to_init_s).collect();
+    report("start to kernel running /init", &to_init);
+    let mut figures: Vec<Figure> = Figure::of(
+        "boot",
+        "process start to kernel running /init",
+        &to_init,
+        "s",
+        2,
+    )
+    .into_iter()
+    .collect();
     let ready: Vec<f64> = samples.iter().filter_map(|s| s.to_ready_s).collect();
     if ready.is_empty() {
         println!(
@@ -234,14 +242,27 @@ pub fn run(args: &BootBenchArgs) -> Result<(), BootBenchError> {
                 ""
             }
         );
+        figures.push(Figure::text(
+            "boot",
+            "process start to init ready line",
+            "not reached".into(),
+            "guest user space could not run".into(),
+        ));
     } else {
         report("start to init ready line", &ready);
+        figures.extend(Figure::of(
+            "boot",
+            "process start to init ready line",
+            &ready,
+            "s",
+            2,
+        ));
     }
     let uptimes: Vec<f64> = samples.iter().filter_map(|s| s.guest_uptime_s).collect();
     if let Some(med) = median(&uptimes) {
         println!("guest uptime at ready line: median {med:.3} s");
     }
-    Ok(())
+    Ok(figures)
 }
 
 fn report(what: &str, values: &[f64]) {

@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use super::figure::Figure;
 use super::guest::{get_json, BenchGuest, GuestError};
 use super::stats::{median, min_max};
 use crate::cli::HotplugBenchArgs;
@@ -12,8 +13,8 @@ use crate::host::HostInfo;
 /// How long one slot may take to come online.
 const ONLINE_DEADLINE: Duration = Duration::from_secs(300);
 
-/// Runs the benchmark and prints its report.
-pub fn run(args: &HotplugBenchArgs) -> Result<(), GuestError> {
+/// Runs the benchmark, prints its report and returns its figures.
+pub fn run(args: &HotplugBenchArgs) -> Result<Vec<Figure>, GuestError> {
     let mut vm = args.vm.clone();
     vm.hotplug_slots = args.slots;
     vm.balloon_stats_ms = 500;
@@ -75,5 +76,16 @@ pub fn run(args: &HotplugBenchArgs) -> Result<(), GuestError> {
     if let Some(t) = total_mib {
         println!("guest MemTotal afterwards (balloon statistics): {t:.0} MiB");
     }
-    Ok(())
+    Ok(Figure::of(
+        "hotplug",
+        &format!(
+            "hot-add of one {} MiB slot, request to guest _OST",
+            vm.slot_mib
+        ),
+        &api_to_ost,
+        "ms",
+        0,
+    )
+    .into_iter()
+    .collect())
 }
