@@ -82,6 +82,9 @@ pub enum VsockError {
     /// Something other than a socket sits at the listener path.
     #[error("{0:?} exists and is not a socket; not removing it")]
     NotASocket(std::path::PathBuf),
+    /// Another process (another VM) listens on the socket path.
+    #[error("{0:?} is in use by another process (another memtide?); choose another --vsock-uds")]
+    InUse(std::path::PathBuf),
     /// The host-side listener could not be set up.
     #[error("cannot listen on {path:?}: {source}")]
     Listen {

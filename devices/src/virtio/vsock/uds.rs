@@ -34,14 +34,20 @@ pub(super) fn check_path(uds: &Path) -> Result<(), VsockError> {
 }
 
 /// Binds a non-blocking listener at `path`, first removing a stale socket
-/// file left by an earlier run (but nothing that is not a socket).
+/// file left by an earlier run (but nothing that is not a socket, and no
+/// socket another process still listens on).
 pub(super) fn listen(path: &Path) -> Result<UnixListener, VsockError> {
     let err = |source| VsockError::Listen {
         path: path.to_path_buf(),
         source,
     };
     match std::fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_socket() => std::fs::remove_file(path).map_err(err)?,
+        Ok(m) if m.file_type().is_socket() => {
+            if UnixStream::connect(path).is_ok() {
+                return Err(VsockError::InUse(path.to_path_buf()));
+            }
+            std::fs::remove_file(path).map_err(err)?
+        }
         Ok(_) => return Err(VsockError::NotASocket(path.to_path_buf())),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(err(e)),
@@ -190,6 +196,12 @@ mod tests {
         drop(listen(&sock).expect("first bind"));
         assert!(sock.exists(), "the stale socket stays behind");
         let l = listen(&sock).expect("rebind over the stale socket");
+        assert!(
+            matches!(listen(&sock), Err(VsockError::InUse(_))),
+            "a live listener is not taken over"
+        );
+        // That check connected once: take its (closed) connection first.
+        drop(l.accept().expect("the probe connection"));
         let c = connect(&sock).expect("connect");
         let (peer, _) = l.accept().expect("accept");
         assert_eq!(send(&c, b"x").expect("send"), 1);
