@@ -84,6 +84,9 @@ pub struct VmConfig {
     /// Describe the machine with ACPI tables (else an MP table and the
     /// command line).
     pub acpi: bool,
+    /// Complete guest system calls in the VMM (a nested `kvm_pvm` host
+    /// whose `syscall` does not switch to kernel mode).
+    pub complete_syscalls: bool,
     /// The virtio-vsock device, if any.
     pub vsock: Option<VsockConfig>,
     /// The balancer thread, if it runs.
@@ -270,6 +273,7 @@ impl VmConfig {
         };
         Ok(Self {
             kernel,
+            complete_syscalls: host == HostKvm::NestedPvm && !args.no_compat,
             vsock,
             balancer,
             initramfs,

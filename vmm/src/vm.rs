@@ -289,14 +289,11 @@ pub fn run(config: &VmConfig) -> Result<RunReport, VmError> {
         if id == 0 {
             setup::configure_boot_registers(&fd, entry)?;
         }
-        vcpus.push(Vcpu::new(
-            id,
-            fd,
-            mem.clone(),
-            pio.clone(),
-            mmio.clone(),
-            exit.clone(),
-        ));
+        let mut vcpu = Vcpu::new(id, fd, mem.clone(), pio.clone(), mmio.clone(), exit.clone());
+        if config.complete_syscalls {
+            vcpu.complete_syscalls();
+        }
+        vcpus.push(vcpu);
     }
 
     let mut event_mgr: EventManager<Arc<Mutex<dyn MutEventSubscriber + Send>>> =

@@ -48,6 +48,28 @@ fn virtio_device(i: usize, d: &VirtioMmioAml) -> Vec<u8> {
     out
 }
 
+/// COM1 as an ACPI device (PNP0501, ports 0x3f8-0x3ff, IRQ 4). With the
+/// hardware-reduced ACPI platform Linux has no legacy PIC and so no ISA
+/// IRQ numbers: the UART's interrupt exists only as a GSI described here,
+/// which the kernel's PNP layer maps for the 8250 driver. Without it the
+/// console still prints (the kernel polls it), but a process writing to
+/// `/dev/console` gets EIO because the port's IRQ cannot be requested.
+fn com1() -> Vec<u8> {
+    let mut out = Vec::new();
+    let hid = Name::new("_HID".into(), &aml::EISAName::new("PNP0501"));
+    let uid = Name::new("_UID".into(), &aml::ZERO);
+    let io = aml::IO::new(COM1_BASE, COM1_BASE, 1, 8);
+    let irq = aml::Interrupt::new(true, true, false, false, COM1_GSI);
+    let crs = Name::new("_CRS".into(), &ResourceTemplate::new(vec![&io, &irq]));
+    Device::new(Path::new("COM1"), vec![&hid, &uid, &crs]).to_aml_bytes(&mut out);
+    out
+}
+
+/// First I/O port of COM1.
+const COM1_BASE: u16 = 0x3f8;
+/// COM1's interrupt line.
+const COM1_GSI: u32 = 4;
+
 /// `\_S5` sleep type value written to the sleep control register.
 pub const S5_SLEEP_TYPE: u8 = 5;
 
@@ -248,7 +270,7 @@ impl Aml for RawAml {
 
 /// The DSDT body (AML without the table header).
 pub fn dsdt_body(hotplug: Option<&HotplugAml>, virtio: &[VirtioMmioAml]) -> Vec<u8> {
-    let mut sb = Vec::new();
+    let mut sb = com1();
     for (i, d) in virtio.iter().enumerate() {
         sb.extend(virtio_device(i, d));
     }
@@ -275,11 +297,23 @@ mod tests {
     }
 
     #[test]
-    fn dsdt_without_hotplug_has_only_s5_and_an_empty_sb() {
+    fn dsdt_without_hotplug_has_s5_and_com1_only() {
         let b = dsdt_body(None, &[]);
         assert!(contains(&b, b"_S5_"));
         assert!(contains(&b, b"_SB_"));
         assert!(!contains(&b, b"MHPC"));
+        // COM1 with its EISA ID (PNP0501 compressed), the I/O port
+        // descriptor for 0x3f8 (8 ports) and IRQ 4.
+        assert!(contains(&b, b"COM1"));
+        assert!(contains(&b, &[0x0c, 0x41, 0xd0, 0x05, 0x01]));
+        assert!(contains(
+            &b,
+            &[0x47, 0x01, 0xf8, 0x03, 0xf8, 0x03, 0x01, 0x08]
+        ));
+        assert!(contains(
+            &b,
+            &[0x89, 0x06, 0x00, 0x03, 0x01, 0x04, 0x00, 0x00, 0x00]
+        ));
     }
 
     #[test]

@@ -4,11 +4,13 @@ pub mod emulate;
 pub mod gdt;
 pub mod profile;
 pub mod setup;
+pub mod syscall_gate;
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
-use kvm_bindings::kvm_vcpu_events;
+use kvm_bindings::{kvm_guest_debug, kvm_msr_entry, kvm_vcpu_events, Msrs};
 use kvm_ioctls::{VcpuExit, VcpuFd};
 use memtide_devices::bus::Bus;
 use vm_memory::{Bytes, GuestAddress};
@@ -20,6 +22,18 @@ use crate::outcome::{ExitSignal, VmOutcome};
 const INTERNAL_ERROR_EMULATION: u32 = 1;
 /// The zero flag in RFLAGS.
 const RFLAGS_ZF: u64 = 1 << 6;
+/// `MSR_LSTAR`: the 64-bit `syscall` entry point.
+const MSR_LSTAR: u32 = 0xc000_0082;
+/// `MSR_SYSCALL_MASK`: RFLAGS bits `syscall` clears.
+const MSR_SYSCALL_MASK: u32 = 0xc000_0084;
+/// `EFER.LMA`: long mode active.
+const EFER_LMA: u64 = 1 << 10;
+/// DR7: enable breakpoint 0 (local), execution, 1 byte; bit 10 reads as 1.
+const DR7_BP0_EXEC: u64 = (1 << 0) | (1 << 10);
+/// How often an unarmed syscall gate looks for the guest's entry points.
+const GATE_PROBE_UNARMED: Duration = Duration::from_millis(20);
+/// How often an armed gate checks that they have not moved.
+const GATE_PROBE_ARMED: Duration = Duration::from_secs(1);
 /// KVM system event types.
 const SYSTEM_EVENT_SHUTDOWN: u32 = 1;
 const SYSTEM_EVENT_RESET: u32 = 2;
@@ -77,6 +91,15 @@ pub struct Vcpu {
     mmio: Arc<Bus>,
     exit: Arc<ExitSignal>,
     profile: Option<Arc<profile::GuestProfile>>,
+    gate: Option<GateState>,
+}
+
+/// The syscall gate of one vCPU (see [`syscall_gate`]).
+#[derive(Debug, Default)]
+struct GateState {
+    armed: Option<syscall_gate::Gate>,
+    last_probe: Option<Instant>,
+    refused: bool,
 }
 
 impl Vcpu {
@@ -97,7 +120,15 @@ impl Vcpu {
             mmio,
             exit,
             profile: None,
+            gate: None,
         }
+    }
+
+    /// Completes the guest's system calls on a host whose `syscall` does not
+    /// switch to kernel mode (the nested `kvm_pvm` host; see
+    /// [`syscall_gate`]).
+    pub fn complete_syscalls(&mut self) {
+        self.gate = Some(GateState::default());
     }
 
     /// Records the guest RIP whenever the profiler interrupts this vCPU.
@@ -139,7 +170,9 @@ impl Vcpu {
             }
             Err(e) => return Err(VcpuError::Run(e)),
         };
+        let exit_is_debug = matches!(exit, VcpuExit::Debug(_));
         match exit {
+            VcpuExit::Debug(_) => {}
             VcpuExit::IoOut(port, data) => {
                 self.pio.write(port.into(), data);
             }
@@ -174,7 +207,156 @@ impl Vcpu {
             }
             other => return Err(VcpuError::UnexpectedExit(format!("{other:?}"))),
         }
+        if exit_is_debug {
+            self.at_breakpoint()?;
+        } else {
+            self.probe_gate()?;
+        }
         Ok(None)
+    }
+
+    /// Arms (or re-arms) the syscall gate once the guest kernel has set up
+    /// its page fault entry and `MSR_LSTAR`; rate-limited.
+    fn probe_gate(&mut self) -> Result<(), VcpuError> {
+        let Some(state) = &self.gate else {
+            return Ok(());
+        };
+        let every = if state.armed.is_some() {
+            GATE_PROBE_ARMED
+        } else {
+            GATE_PROBE_UNARMED
+        };
+        if state.refused || state.last_probe.is_some_and(|t| t.elapsed() < every) {
+            return Ok(());
+        }
+        let found = self.find_gate();
+        let Some(state) = &mut self.gate else {
+            return Ok(());
+        };
+        state.last_probe = Some(Instant::now());
+        let gate = match found {
+            Ok(Some(g)) => g,
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                log::warn!(
+                    "vcpu{}: cannot complete guest system calls on this host: {e}",
+                    self.id
+                );
+                state.refused = true;
+                return Ok(());
+            }
+        };
+        if state.armed == Some(gate) {
+            return Ok(());
+        }
+        let mut dbg = kvm_guest_debug {
+            control: kvm_bindings::KVM_GUESTDBG_ENABLE | kvm_bindings::KVM_GUESTDBG_USE_HW_BP,
+            ..Default::default()
+        };
+        dbg.arch.debugreg[0] = gate.pf_entry;
+        dbg.arch.debugreg[7] = DR7_BP0_EXEC;
+        self.fd
+            .set_guest_debug(&dbg)
+            .map_err(kvm("set the syscall gate breakpoint"))?;
+        log::info!(
+            "vcpu{}: syscall gate armed: page fault entry {:#x}, LSTAR {:#x}",
+            self.id,
+            gate.pf_entry,
+            gate.lstar
+        );
+        state.armed = Some(gate);
+        Ok(())
+    }
+
+    /// The guest's page fault entry and syscall MSRs, once it is in long
+    /// mode with both set up.
+    fn find_gate(&self) -> Result<Option<syscall_gate::Gate>, syscall_gate::GateError> {
+        let Ok(sregs) = self.fd.get_sregs() else {
+            return Ok(None);
+        };
+        if sregs.efer & EFER_LMA == 0 || u32::from(sregs.idt.limit) < 15 * 16 - 1 {
+            return Ok(None);
+        }
+        let mut desc = [0u8; 16];
+        let Ok(bytes) = self.read_virt(sregs.idt.base.wrapping_add(14 * 16), 16) else {
+            return Ok(None);
+        };
+        if bytes.len() < 16 {
+            return Ok(None);
+        }
+        desc.copy_from_slice(&bytes[..16]);
+        let pf_entry = syscall_gate::gate_target(&desc);
+        // Only a kernel-half address is the real handler.
+        if pf_entry < 0xffff_8000_0000_0000 {
+            return Ok(None);
+        }
+        let Ok(mut msrs) = Msrs::from_entries(&[
+            kvm_msr_entry {
+                index: MSR_LSTAR,
+                ..Default::default()
+            },
+            kvm_msr_entry {
+                index: MSR_SYSCALL_MASK,
+                ..Default::default()
+            },
+        ]) else {
+            return Ok(None);
+        };
+        if self.fd.get_msrs(&mut msrs).ok() != Some(2) {
+            return Ok(None);
+        }
+        let (lstar, sfmask) = (msrs.as_slice()[0].data, msrs.as_slice()[1].data);
+        if lstar == 0 {
+            return Ok(None);
+        }
+        let Ok(code) = self.read_virt(pf_entry, emulate::MAX_INSN_LEN) else {
+            return Ok(None);
+        };
+        let step = syscall_gate::step_for(&code, pf_entry)?;
+        Ok(Some(syscall_gate::Gate {
+            pf_entry,
+            lstar,
+            sfmask,
+            step,
+        }))
+    }
+
+    /// The vCPU stopped at the gate's breakpoint: finish a broken
+    /// `syscall`, or let an ordinary page fault go on.
+    fn at_breakpoint(&mut self) -> Result<(), VcpuError> {
+        let Some(gate) = self.gate.as_ref().and_then(|g| g.armed) else {
+            log::warn!("vcpu{}: debug exit without an armed gate", self.id);
+            return Ok(());
+        };
+        let mut regs = self.fd.get_regs().map_err(kvm("get registers"))?;
+        if regs.rip != gate.pf_entry {
+            log::warn!(
+                "vcpu{}: debug exit at {:#x}, not the gate",
+                self.id,
+                regs.rip
+            );
+            return Ok(());
+        }
+        let bytes = self.read_virt(regs.rsp, 48)?;
+        let mut words = [0u64; 6];
+        for (w, chunk) in words.iter_mut().zip(bytes.chunks_exact(8)) {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(chunk);
+            *w = u64::from_le_bytes(b);
+        }
+        let frame = syscall_gate::FaultFrame::from_words(&words);
+        match syscall_gate::resume(&gate, &frame, regs.rflags) {
+            syscall_gate::Resume::Syscall { rip, rsp, rflags } => {
+                regs.rip = rip;
+                regs.rsp = rsp;
+                regs.rflags = rflags;
+            }
+            syscall_gate::Resume::Fault { rip, rflags } => {
+                regs.rip = rip;
+                regs.rflags = rflags;
+            }
+        }
+        self.fd.set_regs(&regs).map_err(kvm("set registers"))
     }
 
     /// Handles an instruction the host's KVM could not emulate.
@@ -188,7 +370,7 @@ impl Vcpu {
         } else {
             sregs.cs.base.wrapping_add(regs.rip)
         };
-        let bytes = self.read_code(linear)?;
+        let bytes = self.read_virt(linear, emulate::MAX_INSN_LEN)?;
         let ctx = emulate::CpuContext {
             rip: regs.rip,
             bitness,
@@ -228,18 +410,18 @@ impl Vcpu {
             .map_err(kvm("inject an exception"))
     }
 
-    /// Reads up to [`emulate::MAX_INSN_LEN`] bytes at guest-virtual `linear`,
-    /// following the guest's page tables page by page.
-    fn read_code(&self, linear: u64) -> Result<Vec<u8>, VcpuError> {
-        let mut out = Vec::with_capacity(emulate::MAX_INSN_LEN);
+    /// Reads up to `len` bytes at guest-virtual `linear`, following the
+    /// guest's page tables page by page (fewer if a page is not mapped).
+    fn read_virt(&self, linear: u64, len: usize) -> Result<Vec<u8>, VcpuError> {
+        let mut out = Vec::with_capacity(len);
         let mut va = linear;
-        while out.len() < emulate::MAX_INSN_LEN {
+        while out.len() < len {
             let tr = match self.fd.translate_gva(va) {
                 Ok(tr) if tr.valid != 0 => tr,
                 _ => break,
             };
             let in_page = 0x1000 - (va & 0xfff) as usize;
-            let want = in_page.min(emulate::MAX_INSN_LEN - out.len());
+            let want = in_page.min(len - out.len());
             let mut buf = vec![0u8; want];
             if self
                 .mem
