@@ -24,22 +24,6 @@ pub fn kvm_available() -> bool {
     false
 }
 
-/// Whether guest user space can run on this host. On the nested `kvm_pvm`
-/// host, a guest process's `syscall` reaches the kernel's entry point
-/// without a privilege switch (and `int $0x80` raises #UD), so the first
-/// system call of /init faults; see docs/nested-host.md. There the boot tests
-/// check everything up to the kernel starting /init.
-pub fn guest_user_space_works() -> bool {
-    let nested = std::path::Path::new("/sys/module/kvm_pvm").exists();
-    if nested {
-        eprintln!(
-            "\n!!! nested kvm_pvm host: guest user space cannot make system calls here; \
-             checking the boot up to the start of /init only !!!\n"
-        );
-    }
-    !nested
-}
-
 /// The kernel's line when it hands over to the initramfs' /init.
 pub const KERNEL_RUNS_INIT: &str = "Run /init as init process";
 
