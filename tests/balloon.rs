@@ -151,23 +151,49 @@ fn deflate_on_oom_gives_pages_back_instead_of_an_oom_kill() {
     // The balloon takes 96 MiB before the command runs; the command then
     // fills 150 MiB of tmpfs in a 192 MiB guest, which only fits if the
     // driver deflates on OOM.
+    // The watcher sets the target, then follows the balloon's actual size
+    // for as long as the VM answers: it must reach 96 MiB (before the
+    // command's 20 s sleep ends) and later shrink (the driver deflating on
+    // OOM), which is the only way 150 MiB fit.
     let setter = std::thread::spawn({
         let sock = sock.clone();
         move || {
-            let start = Instant::now();
-            while start.elapsed() < BOOT_DEADLINE {
-                let ok = Command::new(memtide_bin())
+            let ctl = |args: &[&str]| {
+                Command::new(memtide_bin())
                     .args(["ctl", "--api-sock"])
                     .arg(&sock)
-                    .args(["balloon", "set", "96"])
+                    .args(args)
                     .output()
-                    .is_ok_and(|o| o.status.success());
-                if ok {
-                    return true;
+                    .ok()
+                    .filter(|o| o.status.success())
+                    .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok())
+            };
+            let start = Instant::now();
+            let mut set = false;
+            let mut peak = 0;
+            let mut after_peak_min = u64::MAX;
+            while start.elapsed() < BOOT_DEADLINE * 2 {
+                if !set {
+                    set = Command::new(memtide_bin())
+                        .args(["ctl", "--api-sock"])
+                        .arg(&sock)
+                        .args(["balloon", "set", "96"])
+                        .output()
+                        .is_ok_and(|o| o.status.success());
+                } else if let Some(v) = ctl(&["balloon", "get"]) {
+                    let actual = v["actual_mib"].as_u64().unwrap_or(0);
+                    if actual >= peak {
+                        peak = actual;
+                        after_peak_min = u64::MAX;
+                    } else {
+                        after_peak_min = after_peak_min.min(actual);
+                    }
+                } else if peak > 0 {
+                    break; // the VM has gone
                 }
                 std::thread::sleep(Duration::from_millis(100));
             }
-            false
+            (set, peak, after_peak_min)
         }
     });
     let r = run_memtide(
@@ -187,9 +213,12 @@ fn deflate_on_oom_gives_pages_back_instead_of_an_oom_kill() {
         ],
         BOOT_DEADLINE * 2,
     );
+    let (set, peak, after) = setter.join().expect("setter");
+    assert!(set, "could not set the balloon target");
+    assert_eq!(peak, 96, "the balloon never reached its target");
     assert!(
-        setter.join().expect("setter"),
-        "could not set the balloon target"
+        after < 96,
+        "the balloon did not deflate under memory pressure (stayed at {peak} MiB)"
     );
     assert!(
         r.stdout.contains("FILLED"),
