@@ -71,12 +71,12 @@ pub struct DemoArgs {
     /// Where to write the trace (trace.json) and the plot (timeline.svg).
     #[arg(long, default_value = "memtide-demo", value_name = "DIR")]
     pub out_dir: PathBuf,
-    /// Where the guests' demand comes from: the guest agent with a
-    /// memtide-hog workload in each guest, or a scripted report source on
-    /// the host (needed where guest user space cannot run). Default: the
-    /// agent on hardware KVM, scripted on the nested kvm_pvm host.
-    #[arg(long, value_enum)]
-    pub workload: Option<WorkloadSource>,
+    /// Where the guests' demand comes from: memtide-agent with a
+    /// memtide-hog workload in each guest (default), or a scripted report
+    /// source on the host that writes the agent's wire format (exact,
+    /// repeatable demand).
+    #[arg(long, value_enum, default_value_t = WorkloadSource::Agent)]
+    pub workload: WorkloadSource,
     /// Instead: one guest, narrated step by step (inflate, hot-add,
     /// deflate) with what the guest and the host see.
     #[arg(long)]

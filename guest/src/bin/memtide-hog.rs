@@ -5,13 +5,14 @@
 //! memtide-hog MIB:SECONDS [MIB:SECONDS ...]
 //! ```
 //!
-//! Each phase resizes the process's committed, touched memory to MIB MiB
-//! and holds it for SECONDS; after the last phase the process exits (and
-//! the kernel frees everything). One line per phase goes to stdout:
+//! Each phase resizes the process's committed memory to MIB MiB at once,
+//! then touches the new pages, and holds it until SECONDS after the phase
+//! began; after the last phase the process exits (and the kernel frees
+//! everything). One line per phase goes to stdout:
 //! `memtide-hog: phase N: holding M MiB for S s`.
 
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Bytes per MiB.
 const MIB: usize = 1 << 20;
@@ -39,16 +40,28 @@ fn parse_phase(arg: &str) -> Option<Phase> {
 struct Held(Vec<Vec<u8>>);
 
 impl Held {
-    fn resize(&mut self, mib: usize) {
+    /// Commits `mib` MiB at once (fresh zeroed allocations are mapped, not
+    /// yet touched: Committed_AS rises now), then writes the new pages so
+    /// the memory becomes resident too, until `deadline` (faulting pages in
+    /// can be slow: on a nested host about 2 MiB/s). Returns the MiB
+    /// touched.
+    fn resize(&mut self, mib: usize, deadline: Instant) -> usize {
         self.0.truncate(mib);
+        let old = self.0.len();
         while self.0.len() < mib {
-            let mut chunk = vec![0u8; MIB];
-            // Write every page so the memory is resident, not only committed.
+            self.0.push(vec![0u8; MIB]);
+        }
+        let mut touched = 0;
+        for chunk in &mut self.0[old..] {
+            if Instant::now() >= deadline {
+                break;
+            }
             for page in chunk.chunks_mut(PAGE) {
                 page[0] = 1;
             }
-            self.0.push(chunk);
+            touched += 1;
         }
+        touched
     }
 }
 
@@ -63,14 +76,22 @@ fn main() -> ExitCode {
     };
     let mut held = Held(Vec::new());
     for (i, phase) in phases.iter().enumerate() {
-        held.resize(phase.mib);
+        // Phases keep their length whatever the touching takes.
+        let end = Instant::now() + Duration::from_secs(phase.seconds);
         println!(
             "memtide-hog: phase {}: holding {} MiB for {} s",
             i + 1,
             phase.mib,
             phase.seconds
         );
-        std::thread::sleep(Duration::from_secs(phase.seconds));
+        let touched = held.resize(phase.mib, end);
+        if touched + held.0.len().min(phase.mib) < phase.mib {
+            println!(
+                "memtide-hog: phase {}: touched {touched} MiB of the new memory in time",
+                i + 1
+            );
+        }
+        std::thread::sleep(end.saturating_duration_since(Instant::now()));
     }
     ExitCode::SUCCESS
 }
@@ -96,10 +117,15 @@ mod tests {
     #[test]
     fn resizing_holds_whole_mebibytes() {
         let mut h = Held(Vec::new());
-        h.resize(3);
+        let later = Instant::now() + Duration::from_secs(60);
+        assert_eq!(h.resize(3, later), 3);
         assert_eq!(h.0.len(), 3);
         assert!(h.0.iter().all(|c| c.len() == MIB && c[0] == 1));
-        h.resize(1);
+        assert_eq!(h.resize(1, later), 0);
         assert_eq!(h.0.len(), 1);
+        // Past the deadline: committed, not touched.
+        assert_eq!(h.resize(2, Instant::now()), 0);
+        assert_eq!(h.0.len(), 2);
+        assert_eq!(h.0[1][0], 0);
     }
 }
