@@ -9,11 +9,12 @@
 //! The demand comes from memtide's scripted report source on the host
 //! (`memtide::scripted_agent`), which writes the guest agent's wire format
 //! into each VM's report socket (`<uds>_5100`), with MemTotal taken from
-//! what the VM's API says the guest has. On this
-//! project's nested CI host guest user space cannot run (docs/nested-host.md),
-//! so the real agent cannot report there; everything after the report
-//! socket (reader, policy, driver, control API, balloon and hot-add in the
-//! guest kernel) is the real path. `tests/vsock_agent.rs` covers the agent.
+//! what the VM's API says the guest has: exact demand makes every step of
+//! the scenario certain. Everything after the report socket (reader,
+//! policy, driver, control API, balloon and hot-add in the guest kernel) is
+//! the real path; `tests/demo.rs` runs the same loop with the real agent
+//! and a workload in each guest, and `tests/vsock_agent.rs` covers the
+//! agent itself.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

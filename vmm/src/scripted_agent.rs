@@ -1,10 +1,10 @@
 //! A stand-in for the guest memory agent, on the host: it writes the
 //! agent's wire format into a VM's report socket (`<uds>_<port>`) with a
 //! committed memory the caller scripts and a MemTotal read from the VM's
-//! API (what the guest can use now). The demo and `memtide bench balancer`
-//! use it where guest user space cannot run (the nested CI host, see
-//! docs/nested-host.md); everything after the report socket is the real
-//! path.
+//! API (what the guest can use now). `memtide demo --workload scripted`,
+//! `memtide bench balancer` and the balancer's integration test use it for
+//! exact, repeatable demand; everything after the report socket is the
+//! real path.
 
 use std::io::Write;
 use std::os::unix::net::UnixStream;

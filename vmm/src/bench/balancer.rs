@@ -10,9 +10,9 @@
 //! the agent's wire format into the VM's report socket, at the agent's
 //! 250 ms interval. It measures the host side of the loop (report reader,
 //! policy, hot-add or balloon, the guest kernel onlining the memory); the
-//! agent's own sampling adds up to one interval on top. (A round driven
-//! by the real agent and a workload in the guest needs guest user space,
-//! which the nested CI host lacks: docs/nested-host.md.)
+//! agent's own sampling adds up to one interval on top. A scripted step
+//! keeps rounds exact and repeatable; the demo shows the same loop driven
+//! by the real agent and a workload in the guest.
 
 use std::io::Write;
 use std::os::unix::net::UnixStream;

@@ -235,18 +235,13 @@ pub fn run(args: &BootBenchArgs) -> Result<Vec<Figure>, BootBenchError> {
     let ready: Vec<f64> = samples.iter().filter_map(|s| s.to_ready_s).collect();
     if ready.is_empty() {
         println!(
-            "start to init ready line: not reached{}",
-            if host.kvm == crate::compat::HostKvm::NestedPvm {
-                " (guest user space cannot make system calls on a nested kvm_pvm host; see docs/nested-host.md)"
-            } else {
-                ""
-            }
+            "start to init ready line: not reached (the init printed no ready line; see its console)"
         );
         figures.push(Figure::text(
             "boot",
             "process start to init ready line",
             "not reached".into(),
-            "guest user space could not run".into(),
+            "the init printed no ready line".into(),
         ));
     } else {
         report("start to init ready line", &ready);
