@@ -3,7 +3,7 @@
 //! (the CI host has two cores; one guest at a time keeps timings sane).
 
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -157,23 +157,18 @@ impl Drop for Guest {
 }
 
 impl Guest {
-    /// Boots with `extra` options and waits for the balloon driver.
-    pub fn boot(name: &str, extra: &[&str]) -> Guest {
+    /// Starts `memtide run` with `initramfs`, an API socket and `extra`
+    /// options, without waiting for anything.
+    pub fn start(name: &str, initramfs: &Path, extra: &[&str]) -> Guest {
         let (kernel, _) = guest_images();
-        let idle = cache_dir().join("initramfs-idle.cpio");
-        assert!(
-            idle.exists(),
-            "{} missing: run `cargo xtask images`",
-            idle.display()
-        );
         let sock =
             std::env::temp_dir().join(format!("memtide-test-{}-{name}.sock", std::process::id()));
         let child = Command::new(memtide_bin())
-            .args(["run", "--balloon"])
+            .arg("run")
             .arg("--kernel")
             .arg(&kernel)
             .arg("--initramfs")
-            .arg(&idle)
+            .arg(initramfs)
             .arg("--api-sock")
             .arg(&sock)
             .args(extra)
@@ -182,7 +177,21 @@ impl Guest {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn memtide");
-        let mut g = Guest { child, sock };
+        Guest { child, sock }
+    }
+
+    /// Boots the idle init with a balloon and `extra` options, and waits
+    /// for the balloon driver.
+    pub fn boot(name: &str, extra: &[&str]) -> Guest {
+        let idle = cache_dir().join("initramfs-idle.cpio");
+        assert!(
+            idle.exists(),
+            "{} missing: run `cargo xtask images`",
+            idle.display()
+        );
+        let mut args = vec!["--balloon"];
+        args.extend_from_slice(extra);
+        let mut g = Guest::start(name, &idle, &args);
         g.wait_for("the balloon driver", BOOT_DEADLINE, |v| {
             v["driver_ready"] == true
         });

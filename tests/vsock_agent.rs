@@ -11,7 +11,7 @@
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use memtide_tests::{boot_lock, guest_images, kvm_available, memtide_bin, Guest, BOOT_DEADLINE};
@@ -117,52 +117,23 @@ fn the_guest_driver_brings_vsock_up_and_resets_a_connect_to_a_closed_port() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// A guest booted with the full initramfs (init + agent + busybox) running
-/// `cmd`; killed when dropped.
-struct AgentGuest {
-    child: Child,
-    sock: PathBuf,
-    dir: PathBuf,
-}
-
-impl Drop for AgentGuest {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-impl AgentGuest {
-    fn boot(name: &str, memory_mib: u64, cmd: &str) -> AgentGuest {
-        let (kernel, initramfs) = guest_images();
-        let dir = socket_dir(name);
-        let sock = dir.join("api.sock");
-        let child = Command::new(memtide_bin())
-            .arg("run")
-            .arg("--kernel")
-            .arg(&kernel)
-            .arg("--initramfs")
-            .arg(&initramfs)
-            .arg("--memory-mib")
-            .arg(memory_mib.to_string())
-            .arg("--api-sock")
-            .arg(&sock)
-            .arg("--vsock-uds")
-            .arg(dir.join("v.sock"))
-            .arg("--cmd")
-            .arg(cmd)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn memtide");
-        AgentGuest { child, sock, dir }
-    }
-
-    fn uds(&self) -> PathBuf {
-        self.dir.join("v.sock")
-    }
+/// A guest with the full initramfs (init, agent, busybox) running `cmd`,
+/// its vsock sockets in `dir`.
+fn agent_guest(name: &str, dir: &Path, memory_mib: &str, cmd: &str) -> Guest {
+    let (_, initramfs) = guest_images();
+    let uds = dir.join("v.sock");
+    Guest::start(
+        name,
+        &initramfs,
+        &[
+            "--memory-mib",
+            memory_mib,
+            "--vsock-uds",
+            uds.to_str().expect("utf-8 path"),
+            "--cmd",
+            cmd,
+        ],
+    )
 }
 
 #[test]
@@ -172,7 +143,8 @@ fn agent_reports_arrive_match_the_guest_and_follow_committed_memory() {
     }
     let _guard = boot_lock();
     // Idle for 20 s, then commit and touch 96 MiB for 30 s.
-    let g = AgentGuest::boot("reports", 384, "memtide-hog 0:20 96:30");
+    let dir = socket_dir("reports");
+    let g = agent_guest("reports", &dir, "384", "memtide-hog 0:20 96:30");
     let first = poll(
         &g.sock,
         &["memory", "guest"],
@@ -212,6 +184,8 @@ fn agent_reports_arrive_match_the_guest_and_follow_committed_memory() {
         v["latest"]["committed_as_kib"],
         start.elapsed()
     );
+    drop(g);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -220,7 +194,8 @@ fn a_host_client_reaches_the_agent_listener_in_the_guest() {
         return;
     }
     let _guard = boot_lock();
-    let g = AgentGuest::boot("host-to-guest", 256, "sleep 60");
+    let dir = socket_dir("host-to-guest");
+    let g = agent_guest("host-to-guest", &dir, "256", "sleep 60");
     poll(
         &g.sock,
         &["memory", "guest"],
@@ -230,7 +205,7 @@ fn a_host_client_reaches_the_agent_listener_in_the_guest() {
     );
     // The agent answers every connection on its query port (agent port + 1)
     // with one report frame, then closes.
-    let mut client = UnixStream::connect(g.uds()).expect("connect");
+    let mut client = UnixStream::connect(dir.join("v.sock")).expect("connect");
     client
         .set_read_timeout(Some(Duration::from_secs(60)))
         .expect("timeout");
@@ -246,4 +221,6 @@ fn a_host_client_reaches_the_agent_listener_in_the_guest() {
     assert_eq!(frame.len(), 4 + len, "one whole frame");
     let report = memtide_agent_proto::decode_payload(&frame[4..]).expect("a valid report");
     assert!(report.mem_total_kib > 100 << 10, "{report:?}");
+    drop(g);
+    let _ = std::fs::remove_dir_all(&dir);
 }
