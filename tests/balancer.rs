@@ -6,25 +6,22 @@
 //! of the policy's simulator are asserted on the recorded trace, and the
 //! guests' own devices are checked to have followed the decisions.
 //!
-//! The demand comes from memtide's scripted report source on the host
-//! (`memtide::scripted_agent`), which writes the guest agent's wire format
-//! into each VM's report socket (`<uds>_5100`), with MemTotal taken from
-//! what the VM's API says the guest has: exact demand makes every step of
-//! the scenario certain. Everything after the report socket (reader,
-//! policy, driver, control API, balloon and hot-add in the guest kernel) is
-//! the real path; `tests/demo.rs` runs the same loop with the real agent
-//! and a workload in each guest, and `tests/vsock_agent.rs` covers the
-//! agent itself.
+//! Two scenarios: one with the real agent in each guest and a
+//! `memtide-hog` workload committing memory in steps, and one whose demand
+//! comes from memtide's scripted report source on the host
+//! (`memtide::scripted_agent`, the agent's wire format written into each
+//! VM's report socket), where exact demand makes every step certain.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use memtide::bench::guest::get_json;
 use memtide::scripted_agent::ScriptedAgent;
 use memtide_balancer::invariants::{check_no_hot_remove, check_no_oscillation, check_safety};
+use memtide_balancer::reader::port_socket_path;
 use memtide_balancer::trace::Trace;
-use memtide_tests::{boot_lock, kvm_available, memtide_bin, Guest};
+use memtide_tests::{boot_lock, guest_images, kvm_available, memtide_bin, Guest, BOOT_DEADLINE};
 
 /// `GET path` on a memtide API socket, as JSON.
 fn api_get(sock: &Path, path: &str) -> Option<serde_json::Value> {
@@ -76,57 +73,133 @@ fn assigned(v: &serde_json::Value, vm: usize) -> u64 {
     v["vms"][vm]["assigned_mib"].as_u64().unwrap_or(0)
 }
 
+/// Budget for two 256 MiB guests that may each grow to 384 MiB.
+const BUDGET: &str = "576";
+
+/// Where one test keeps its sockets and the trace.
+fn test_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("memtide-balance-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    dir
+}
+
+/// The options of a balanced guest: 256 MiB, one 128 MiB slot, a balloon,
+/// the agent channel at `uds`, no balancer of its own.
+fn guest_args(uds: &Path) -> Vec<String> {
+    [
+        "--memory-mib",
+        "256",
+        "--hotplug-slots",
+        "1",
+        "--vsock-uds",
+        uds.to_str().expect("utf-8"),
+        "--no-balancer",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// Starts `memtide balance` over guests `a` and `b`, with a trace and an
+/// API socket in `dir`.
+fn start_balance(dir: &Path, a: &Guest, b: &Guest) -> Child {
+    Command::new(memtide_bin())
+        .arg("balance")
+        .args(["--budget-mib", BUDGET, "--interval-ms", "250"])
+        .arg("--vm")
+        .arg(format!("{},name=a", a.sock.display()))
+        .arg("--vm")
+        .arg(format!("{},name=b", b.sock.display()))
+        .arg("--trace")
+        .arg(dir.join("trace.json"))
+        .arg("--api-sock")
+        .arg(dir.join("balance.sock"))
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("memtide balance")
+}
+
+/// Stops the guests, lets `memtide balance` write its trace and end, and
+/// checks the simulator's invariants on the trace and that it plots.
+fn finish(dir: &Path, guests: (Guest, Guest), mut balancer: Child) {
+    // With both VMs gone, `memtide balance` writes the whole trace and ends.
+    drop(guests);
+    let end = Instant::now();
+    let status = loop {
+        if let Some(status) = balancer.try_wait().expect("wait") {
+            break status;
+        }
+        if end.elapsed() > Duration::from_secs(30) {
+            let _ = balancer.kill();
+            panic!("memtide balance did not end when its VMs did");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "memtide balance: {status}");
+    let trace_path = dir.join("trace.json");
+    let text = std::fs::read_to_string(&trace_path).expect("trace written");
+    let trace = Trace::from_json(&text).expect("a valid trace");
+    assert!(trace.ticks.len() > 20, "{} ticks", trace.ticks.len());
+    check_safety(&trace.vms, trace.budget_mib, &trace.ticks).expect("safety invariants");
+    check_no_hot_remove(&trace.ticks).expect("no hot-remove");
+    check_no_oscillation(&trace.ticks, 0, 4).expect("no oscillation");
+
+    // The recorded run draws as an SVG timeline.
+    let svg_path = dir.join("trace.svg");
+    let out = Command::new(memtide_bin())
+        .arg("plot")
+        .arg("--trace")
+        .arg(&trace_path)
+        .arg("--out")
+        .arg(&svg_path)
+        .output()
+        .expect("memtide plot");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let svg = std::fs::read_to_string(&svg_path).expect("SVG written");
+    assert!(
+        svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"),
+        "{svg:.200}"
+    );
+    assert_eq!(svg.matches("<svg").count(), 1);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Demand of VM `vm` (committed + buffer), MiB.
+fn demand(v: &serde_json::Value, vm: usize) -> u64 {
+    v["vms"][vm]["demand_mib"].as_u64().unwrap_or(0)
+}
+
+/// Whether VM `vm` has its demand (within the policy's 16 MiB hysteresis)
+/// and the two VMs fit the budget.
+fn has_demand(v: &serde_json::Value, vm: usize) -> bool {
+    assigned(v, vm) + 16 >= demand(v, vm) && assigned(v, 0) + assigned(v, 1) <= 576
+}
+
 #[test]
 fn memory_flows_to_the_busy_guest_and_back_under_one_budget() {
     if !kvm_available() {
         return;
     }
     let _guard = boot_lock();
-    let dir = std::env::temp_dir().join(format!("memtide-balance-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("dir");
+    let dir = test_dir("scripted");
     let boot = |name: &str| {
         let uds = dir.join(format!("{name}.vsock"));
-        let g = Guest::boot(
-            &format!("balance-{name}"),
-            &[
-                "--memory-mib",
-                "256",
-                "--hotplug-slots",
-                "1",
-                "--vsock-uds",
-                uds.to_str().expect("utf-8"),
-                "--no-balancer",
-            ],
-        );
-        let mut report_sock = uds.into_os_string();
-        report_sock.push("_5100");
-        (g, PathBuf::from(report_sock))
+        let args = guest_args(&uds);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let g = Guest::boot(&format!("balance-{name}"), &args);
+        (g, port_socket_path(&uds, 5100))
     };
     let (a, a_reports) = boot("a");
     let (b, b_reports) = boot("b");
-
     let a_agent = ScriptedAgent::spawn(a.sock.clone(), a_reports, 100);
     let b_agent = ScriptedAgent::spawn(b.sock.clone(), b_reports, 100);
-
-    // Budget 576 MiB for two 256 MiB guests that may each grow to 384.
-    let trace_path = dir.join("trace.json");
+    let balancer = start_balance(&dir, &a, &b);
     let balance_api = dir.join("balance.sock");
-    let mut balancer = Command::new(memtide_bin())
-        .arg("balance")
-        .args(["--budget-mib", "576", "--interval-ms", "250"])
-        .arg("--vm")
-        .arg(format!("{},name=a", a.sock.display()))
-        .arg("--vm")
-        .arg(format!("{},name=b", b.sock.display()))
-        .arg("--trace")
-        .arg(&trace_path)
-        .arg("--api-sock")
-        .arg(&balance_api)
-        .stdout(Stdio::inherit())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("memtide balance");
 
     // Idle: both under their startup memory; the budget is not short, so
     // nobody is shrunk (memory is only taken when the budget is short).
@@ -164,49 +237,63 @@ fn memory_flows_to_the_busy_guest_and_back_under_one_budget() {
     );
     wait_balloon(&a.sock, Duration::from_secs(300));
     wait_balloon(&b.sock, Duration::from_secs(300));
-
     drop((a_agent, b_agent));
-    // With both VMs gone, `memtide balance` writes the whole trace and ends.
-    drop((a, b));
-    let end = Instant::now();
-    let status = loop {
-        if let Some(status) = balancer.try_wait().expect("wait") {
-            break status;
-        }
-        if end.elapsed() > Duration::from_secs(30) {
-            let _ = balancer.kill();
-            panic!("memtide balance did not end when its VMs did");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    assert!(status.success(), "memtide balance: {status}");
-    let text = std::fs::read_to_string(&trace_path).expect("trace written");
-    let trace = Trace::from_json(&text).expect("a valid trace");
-    assert!(trace.ticks.len() > 20, "{} ticks", trace.ticks.len());
-    check_safety(&trace.vms, trace.budget_mib, &trace.ticks).expect("safety invariants");
-    check_no_hot_remove(&trace.ticks).expect("no hot-remove");
-    check_no_oscillation(&trace.ticks, 0, 4).expect("no oscillation");
+    finish(&dir, (a, b), balancer);
+}
 
-    // The recorded run draws as an SVG timeline.
-    let svg_path = dir.join("trace.svg");
-    let out = Command::new(memtide_bin())
-        .arg("plot")
-        .arg("--trace")
-        .arg(&trace_path)
-        .arg("--out")
-        .arg(&svg_path)
-        .output()
-        .expect("memtide plot");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+#[test]
+fn a_guest_workload_gets_memory_from_an_idle_guest_and_gives_it_back() {
+    if !kvm_available() {
+        return;
+    }
+    let _guard = boot_lock();
+    let dir = test_dir("agent");
+    let (_, initramfs) = guest_images();
+    // The real agent in both guests. A's workload commits 290 MiB 20 s after
+    // its init starts and exits 50 s later; B idles for 60 s, then commits
+    // 222 MiB. (memtide-hog commits a phase's memory at once.)
+    let start = |name: &str, cmd: &str| {
+        let uds = dir.join(format!("{name}.vsock"));
+        let mut args = guest_args(&uds);
+        args.extend(["--balloon", "--cmd", cmd].map(String::from));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Guest::start(&format!("balance-agent-{name}"), &initramfs, &args)
+    };
+    let mut a = start("a", "memtide-hog 0:20 290:50");
+    let mut b = start("b", "memtide-hog 0:60 222:90");
+    for g in [&mut a, &mut b] {
+        g.wait_for("the balloon driver", BOOT_DEADLINE, |v| {
+            v["driver_ready"] == true
+        });
+    }
+    let balancer = start_balance(&dir, &a, &b);
+    let balance_api = dir.join("balance.sock");
+
+    // A's step: demand about 8 + 290 MiB + 20 % = 358 MiB, beyond the
+    // headroom: A hot-adds its slot and B, idle, lends memory through its
+    // balloon.
+    wait_status(
+        &balance_api,
+        "A's workload to get its demand",
+        Duration::from_secs(180),
+        |v| demand(v, 0) >= 340 && has_demand(v, 0),
     );
-    let svg = std::fs::read_to_string(&svg_path).expect("SVG written");
+    let a_mem = api_get(&a.sock, "/memory").expect("A memory");
+    assert_eq!(a_mem["plugged_mib"], 384, "A's slot: {a_mem}");
+    let b_balloon = wait_balloon(&b.sock, Duration::from_secs(300));
     assert!(
-        svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"),
-        "{svg:.200}"
+        b_balloon["actual_mib"].as_u64().unwrap_or(0) >= 32,
+        "idle B lent memory through its balloon: {b_balloon}"
     );
-    assert_eq!(svg.matches("<svg").count(), 1);
-    let _ = std::fs::remove_dir_all(&dir);
+
+    // A's workload exits and B's starts: the memory goes to B.
+    wait_status(
+        &balance_api,
+        "B's workload to get its demand",
+        Duration::from_secs(240),
+        |v| demand(v, 1) >= 260 && demand(v, 0) < 200 && has_demand(v, 1),
+    );
+    wait_balloon(&a.sock, Duration::from_secs(300));
+    wait_balloon(&b.sock, Duration::from_secs(300));
+    finish(&dir, (a, b), balancer);
 }
