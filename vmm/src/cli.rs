@@ -304,6 +304,12 @@ pub struct RunArgs {
     #[arg(long)]
     pub prefault: bool,
 
+    /// On a nested kvm_pvm host, do not complete the guest's system calls
+    /// in memtide (guest user space then cannot run; for measuring the
+    /// cost of doing it, see docs/nested-host.md).
+    #[arg(long)]
+    pub no_syscall_gate: bool,
+
     /// Boot without ACPI tables (MP table and command-line devices only).
     #[arg(long)]
     pub no_acpi: bool,

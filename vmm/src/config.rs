@@ -273,7 +273,9 @@ impl VmConfig {
         };
         Ok(Self {
             kernel,
-            complete_syscalls: host == HostKvm::NestedPvm && !args.no_compat,
+            complete_syscalls: host == HostKvm::NestedPvm
+                && !args.no_compat
+                && !args.no_syscall_gate,
             vsock,
             balancer,
             initramfs,

@@ -113,6 +113,7 @@ pub fn run_argv(args: &RunArgs) -> Vec<String> {
         ("--prefault", args.prefault),
         ("--no-acpi", args.no_acpi),
         ("--no-balancer", args.no_balancer),
+        ("--no-syscall-gate", args.no_syscall_gate),
     ];
     let mut v = vec!["run".to_string()];
     for (flag, value) in valued {
