@@ -37,6 +37,17 @@ pub(super) struct Active {
     _event: Queue,
 }
 
+impl Active {
+    /// The rx queue for [`RX_QUEUE`], else the tx queue.
+    fn data_queue(&mut self, index: usize) -> &mut Queue {
+        if index == RX_QUEUE {
+            &mut self.rx
+        } else {
+            &mut self.tx
+        }
+    }
+}
+
 /// A control packet waiting for a receive buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Control {
@@ -281,11 +292,7 @@ impl Vsock {
             return;
         };
         let mem = a.mem.memory();
-        let q = if index == RX_QUEUE {
-            &mut a.rx
-        } else {
-            &mut a.tx
-        };
+        let q = a.data_queue(index);
         if let Err(e) = q.add_used(&*mem, head, len) {
             log::warn!("vsock: cannot return a buffer: {e}");
         }
@@ -297,11 +304,7 @@ impl Vsock {
             return;
         };
         let mem = a.mem.memory();
-        let q = if index == RX_QUEUE {
-            &mut a.rx
-        } else {
-            &mut a.tx
-        };
+        let q = a.data_queue(index);
         if q.needs_notification(&*mem).unwrap_or(true) {
             if let Err(e) = a.interrupt.signal(INT_VRING) {
                 log::error!("vsock: cannot raise interrupt: {e}");
