@@ -318,15 +318,20 @@ mod tests {
         h.1.lock().map(|a| a.clone()).unwrap_or_default()
     }
 
-    #[test]
-    fn a_silent_agent_keeps_the_vm_as_it_is() {
-        let (port, h) = fake(false);
-        let mut d = Driver::new(
+    /// A driver for one VM (512 MiB startup, 256-1024 MiB) under 1024 MiB.
+    fn one_vm(port: Box<dyn VmPort>) -> Driver {
+        Driver::new(
             PolicyConfig::default(),
             vec![(VmSettings::new("a", 512, 256, 1024), port)],
             1024,
         )
-        .expect("valid");
+        .expect("valid")
+    }
+
+    #[test]
+    fn a_silent_agent_keeps_the_vm_as_it_is() {
+        let (port, h) = fake(false);
+        let mut d = one_vm(port);
         for t in 0..10 {
             d.tick_at(t * 500);
         }
@@ -340,12 +345,7 @@ mod tests {
     #[test]
     fn demand_above_the_vm_hot_adds_and_is_published() {
         let (port, h) = fake(false);
-        let mut d = Driver::new(
-            PolicyConfig::default(),
-            vec![(VmSettings::new("a", 512, 256, 1024), port)],
-            1024,
-        )
-        .expect("valid");
+        let mut d = one_vm(port);
         set(&h, 600, 1);
         d.tick_at(1000);
         let acts = applied(&h);
@@ -368,12 +368,7 @@ mod tests {
     #[test]
     fn a_failed_action_is_reported_not_fatal() {
         let (port, h) = fake(true);
-        let mut d = Driver::new(
-            PolicyConfig::default(),
-            vec![(VmSettings::new("a", 512, 256, 1024), port)],
-            1024,
-        )
-        .expect("valid");
+        let mut d = one_vm(port);
         set(&h, 600, 1);
         d.tick_at(1000);
         let s = lock(&d.status()).clone();
@@ -422,12 +417,7 @@ mod tests {
     #[test]
     fn the_timeline_is_bounded() {
         let (port, _h) = fake(false);
-        let mut d = Driver::new(
-            PolicyConfig::default(),
-            vec![(VmSettings::new("a", 512, 256, 1024), port)],
-            1024,
-        )
-        .expect("valid");
+        let mut d = one_vm(port);
         for t in 0..(TIMELINE_LEN as u64 + 5) {
             d.tick_at(t);
         }
