@@ -48,6 +48,17 @@ impl HostKvm {
         }
     }
 
+    /// Whether memtide steps in when this host's KVM cannot emulate an
+    /// instruction (the emulation fallback, `vcpu/emulate.rs`). Only the
+    /// nested host: anywhere else such an instruction stops the VM with an
+    /// error naming it.
+    pub fn emulation_fallback(self) -> bool {
+        match self {
+            HostKvm::Hardware => false,
+            HostKvm::NestedPvm => true,
+        }
+    }
+
     /// A short description for logs and benchmark reports.
     pub fn describe(self) -> &'static str {
         match self {
@@ -77,5 +88,11 @@ mod tests {
         assert!(extra.contains("noxsave"));
         assert!(extra.contains("clearcpuid=cx16,popcnt"));
         assert!(!extra.contains(' ') || extra.split(' ').count() == 2);
+    }
+
+    #[test]
+    fn only_the_nested_host_gets_the_emulation_fallback() {
+        assert!(!HostKvm::Hardware.emulation_fallback());
+        assert!(HostKvm::NestedPvm.emulation_fallback());
     }
 }

@@ -20,6 +20,7 @@ use vmm_sys_util::eventfd::EventFd;
 use crate::api::{self, ApiState};
 use crate::balance;
 use crate::boot::{self, mptable, params};
+use crate::compat::HostKvm;
 use crate::config::VmConfig;
 use crate::guest_channel;
 use crate::kernel_cmdline::KernelCmdline;
@@ -275,6 +276,11 @@ pub fn run(config: &VmConfig) -> Result<RunReport, VmError> {
         )?;
     }
 
+    // Only the nested kvm_pvm host gets the emulation fallback; the command
+    // line options and the syscall gate were already decided for this host
+    // in `VmConfig::from_args`.
+    let host = HostKvm::detect();
+    log::debug!("host KVM: {}", host.describe());
     let cpuid = kvm
         .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
         .map_err(kvm_err("get the supported CPUID"))?;
@@ -289,7 +295,15 @@ pub fn run(config: &VmConfig) -> Result<RunReport, VmError> {
         if id == 0 {
             setup::configure_boot_registers(&fd, entry)?;
         }
-        let mut vcpu = Vcpu::new(id, fd, mem.clone(), pio.clone(), mmio.clone(), exit.clone());
+        let mut vcpu = Vcpu::new(
+            id,
+            fd,
+            mem.clone(),
+            pio.clone(),
+            mmio.clone(),
+            exit.clone(),
+            host,
+        );
         if config.complete_syscalls {
             vcpu.complete_syscalls();
         }

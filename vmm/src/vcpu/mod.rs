@@ -15,6 +15,7 @@ use kvm_ioctls::{VcpuExit, VcpuFd};
 use memtide_devices::bus::Bus;
 use vm_memory::{Bytes, GuestAddress};
 
+use crate::compat::HostKvm;
 use crate::memory::GuestMemoryMmap;
 use crate::outcome::{ExitSignal, VmOutcome};
 
@@ -52,12 +53,23 @@ pub enum VcpuError {
         /// The KVM error.
         source: kvm_ioctls::Error,
     },
-    /// The host's KVM failed to emulate an instruction and so did memtide.
+    /// The host's KVM failed to emulate an instruction and memtide did not
+    /// (or could not) step in.
     #[error(transparent)]
     Emulation(#[from] emulate::EmulationError),
-    /// The instruction bytes at RIP are not in guest RAM.
-    #[error("guest RIP {rip:#x} does not map to guest RAM")]
-    RipNotMapped {
+    /// Guest memory at a virtual address memtide needed to read is not in
+    /// guest RAM.
+    #[error("guest virtual address {addr:#x} does not map to guest RAM")]
+    NotMapped {
+        /// The guest-virtual address.
+        addr: u64,
+    },
+    /// KVM could not emulate an instruction whose bytes memtide cannot read.
+    #[error(
+        "KVM could not emulate the instruction at guest RIP {rip:#x}, and its bytes are not in \
+         guest RAM"
+    )]
+    InstructionNotMapped {
         /// Guest RIP.
         rip: u64,
     },
@@ -92,6 +104,8 @@ pub struct Vcpu {
     exit: Arc<ExitSignal>,
     profile: Option<Arc<profile::GuestProfile>>,
     gate: Option<GateState>,
+    /// Decides whether the emulation fallback may run ([`emulate::decide`]).
+    host: HostKvm,
 }
 
 /// The syscall gate of one vCPU (see [`syscall_gate`]).
@@ -103,7 +117,8 @@ struct GateState {
 }
 
 impl Vcpu {
-    /// Wraps a configured vCPU file descriptor.
+    /// Wraps a configured vCPU file descriptor on a host of kind `host`
+    /// (only [`HostKvm::NestedPvm`] gets the emulation fallback).
     pub fn new(
         id: u8,
         fd: VcpuFd,
@@ -111,6 +126,7 @@ impl Vcpu {
         pio: Arc<Bus>,
         mmio: Arc<Bus>,
         exit: Arc<ExitSignal>,
+        host: HostKvm,
     ) -> Self {
         Self {
             id,
@@ -121,6 +137,7 @@ impl Vcpu {
             exit,
             profile: None,
             gate: None,
+            host,
         }
     }
 
@@ -359,7 +376,8 @@ impl Vcpu {
         self.fd.set_regs(&regs).map_err(kvm("set registers"))
     }
 
-    /// Handles an instruction the host's KVM could not emulate.
+    /// Handles an instruction the host's KVM could not emulate: steps in on
+    /// the nested host, reports it (and so stops the VM) anywhere else.
     fn emulation_fallback(&mut self) -> Result<(), VcpuError> {
         let mut regs = self.fd.get_regs().map_err(kvm("get registers"))?;
         let sregs = self.fd.get_sregs().map_err(kvm("get special registers"))?;
@@ -370,14 +388,16 @@ impl Vcpu {
         } else {
             sregs.cs.base.wrapping_add(regs.rip)
         };
-        let bytes = self.read_virt(linear, emulate::MAX_INSN_LEN)?;
+        let bytes = self
+            .read_virt(linear, emulate::MAX_INSN_LEN)
+            .map_err(|_| VcpuError::InstructionNotMapped { rip: regs.rip })?;
         let ctx = emulate::CpuContext {
             rip: regs.rip,
             bitness,
             fpu_status: fpu.fsw,
             fpu_control: fpu.fcw,
         };
-        let plan = emulate::plan(&bytes, ctx)?;
+        let plan = emulate::decide(self.host, &bytes, ctx)?;
         log::debug!("vcpu{}: fallback {plan:?} at {:#x}", self.id, regs.rip);
         let (len, vector) = match plan {
             emulate::Fallback::SkipAndInject { len, vector } => (len, Some(vector)),
@@ -434,7 +454,7 @@ impl Vcpu {
             va = va.wrapping_add(want as u64);
         }
         if out.is_empty() {
-            return Err(VcpuError::RipNotMapped { rip: linear });
+            return Err(VcpuError::NotMapped { addr: linear });
         }
         Ok(out)
     }
