@@ -54,6 +54,22 @@ pub fn ensure() -> Result<(), XtaskError> {
         println!("[xtask] deps: {BUSYBOX} is not a static binary; reinstalling busybox-static");
         missing.push("busybox-static");
     }
+    install(&missing)?;
+    if !busybox_is_static()? {
+        return Err(XtaskError::NotStatic(BUSYBOX.into()));
+    }
+    Ok(())
+}
+
+/// Installs whatever in `packages` is missing.
+pub fn ensure_packages(packages: &[&str]) -> Result<(), XtaskError> {
+    let missing: Vec<&str> = packages.iter().copied().filter(|p| !installed(p)).collect();
+    install(&missing)
+}
+
+/// `apt-get install`s `missing`, refreshing the package lists once if the
+/// first try fails.
+fn install(missing: &[&str]) -> Result<(), XtaskError> {
     if missing.is_empty() {
         return Ok(());
     }
@@ -64,36 +80,28 @@ pub fn ensure() -> Result<(), XtaskError> {
     let hint =
         " (memtide needs Debian's linux-source-6.12: Debian 12 with security updates, or newer)";
     // --reinstall: busybox-static may be "installed" with its binary replaced.
-    let mut install = apt(&[
-        "install",
-        "-y",
-        "-q",
-        "--no-install-recommends",
-        "--reinstall",
-    ]);
-    install.args(&missing);
-    if run(&mut install, "").is_err() {
-        // The package lists may be stale or absent (fresh containers).
-        println!("[xtask] deps: install failed; refreshing the package lists and retrying");
-        run(&mut apt(&["update", "-q"]), "")?;
-        let mut retry = apt(&[
+    let install_cmd = || {
+        let mut c = apt(&[
             "install",
             "-y",
             "-q",
             "--no-install-recommends",
             "--reinstall",
         ]);
-        retry.args(&missing);
-        run(&mut retry, hint)?;
-    }
-    if !busybox_is_static()? {
-        return Err(XtaskError::NotStatic(BUSYBOX.into()));
+        c.args(missing);
+        c
+    };
+    if run(&mut install_cmd(), "").is_err() {
+        // The package lists may be stale or absent (fresh containers).
+        println!("[xtask] deps: install failed; refreshing the package lists and retrying");
+        run(&mut apt(&["update", "-q"]), "")?;
+        run(&mut install_cmd(), hint)?;
     }
     Ok(())
 }
 
 /// `apt-get <args>`, through sudo unless we are root.
-fn apt(args: &[&str]) -> Command {
+pub fn apt(args: &[&str]) -> Command {
     let mut c = if is_root() {
         Command::new("apt-get")
     } else {

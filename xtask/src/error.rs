@@ -41,6 +41,9 @@ pub enum XtaskError {
     /// An entry the cpio format cannot hold.
     #[error(transparent)]
     Cpio(#[from] crate::cpio::TooLarge),
+    /// The standard-KVM lane could not run its command.
+    #[error("{0}")]
+    Lane(String),
     /// A required file is missing after a step that should have made it.
     #[error("{0} is missing")]
     Missing(PathBuf),

@@ -12,6 +12,7 @@ mod error;
 mod initramfs;
 mod kconfig;
 mod kernel;
+mod lane;
 mod paths;
 mod process;
 mod run;
@@ -63,8 +64,66 @@ enum Task {
         args: Vec<String>,
     },
     /// Set everything up, then run formatting and lint checks, the unit
-    /// tests and the integration tests that boot real guests.
-    Test,
+    /// tests, and the integration tests that boot real guests in both
+    /// lanes: on this host's /dev/kvm, then on standard KVM (`lane svm`).
+    Test(TestOpts),
+    /// Run a command on standard KVM from any x86_64 host: a Debian kernel
+    /// with kvm_amd boots under QEMU's TCG (which emulates AMD SVM with
+    /// nested paging) with memtide's build and guest images at their host
+    /// paths, and runs COMMAND there (memtide is on PATH). Exits with
+    /// COMMAND's status; consoles are kept in target/lane/svm/.
+    Lane(LaneArgs),
+}
+
+/// Which lanes `cargo xtask test` runs the integration tests in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Lanes {
+    /// This host's /dev/kvm, then the standard-KVM lane.
+    Both,
+    /// Only this host's /dev/kvm.
+    Host,
+    /// Only the standard-KVM lane (kvm_amd inside QEMU TCG).
+    Svm,
+}
+
+/// Options of `cargo xtask test`.
+#[derive(Debug, Args)]
+struct TestOpts {
+    /// The lanes the integration tests run in.
+    #[arg(long, value_enum, default_value = "both")]
+    lanes: Lanes,
+}
+
+/// The lanes `cargo xtask lane` offers.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LaneKind {
+    /// kvm_amd inside QEMU TCG (nested SVM): standard KVM on any x86_64 host.
+    Svm,
+}
+
+/// Arguments of `cargo xtask lane`.
+#[derive(Debug, Args)]
+struct LaneArgs {
+    /// The lane.
+    #[arg(value_enum)]
+    kind: LaneKind,
+    /// L1 RAM in MiB.
+    #[arg(long, default_value_t = 4096)]
+    memory_mib: u32,
+    /// Wall-clock limit for the L1 run, in minutes.
+    #[arg(long, default_value_t = 45)]
+    timeout_min: u64,
+    /// Carry the integration test executables into L1 too; without a
+    /// COMMAND, run them all there (what `cargo xtask test` does in this lane).
+    #[arg(long)]
+    tests: bool,
+    /// The command (after `--`), e.g. `memtide bench all`.
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        required_unless_present = "tests"
+    )]
+    command: Vec<String>,
 }
 
 /// Options of the initramfs build.
@@ -98,7 +157,26 @@ fn main() -> ExitCode {
         Task::Images(opts) => images(opts.applets()),
         Task::Run { args } => images(Applets::Core).and_then(|()| run::memtide("run", &args)),
         Task::Demo { args } => images(Applets::Core).and_then(|()| run::memtide("demo", &args)),
-        Task::Test => images(Applets::Core).and_then(|()| test::run_all()),
+        Task::Test(opts) => images(Applets::Core).and_then(|()| test::run_all(opts.lanes)),
+        Task::Lane(args) => {
+            let LaneKind::Svm = args.kind;
+            let opts = lane::LaneOpts {
+                memory_mib: args.memory_mib,
+                timeout: std::time::Duration::from_secs(args.timeout_min * 60),
+            };
+            let ran = images(Applets::Core).and_then(|()| {
+                if args.tests {
+                    lane::run_tests(&args.command, &opts)
+                } else {
+                    lane::run(&args.command, &[], &opts)
+                }
+            });
+            match ran {
+                Ok(0) => Ok(()),
+                Ok(code) => return ExitCode::from(u8::try_from(code).unwrap_or(1).max(1)),
+                Err(e) => Err(e),
+            }
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

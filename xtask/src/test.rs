@@ -3,13 +3,15 @@
 use std::process::Command;
 
 use crate::error::XtaskError;
+use crate::lane;
 use crate::paths::workspace_root;
 use crate::process::run;
+use crate::Lanes;
 
-/// Format check, clippy, then every unit and integration test (release
-/// build, so guests boot with an optimized VMM; one test thread, so at most
-/// one guest runs at a time on a 2-core host).
-pub fn run_all() -> Result<(), XtaskError> {
+/// Format check, clippy, every unit test, then the integration tests in
+/// `lanes` (release build, so guests boot with an optimized VMM; one test
+/// thread, so at most one guest runs at a time on a 2-core host).
+pub fn run_all(lanes: Lanes) -> Result<(), XtaskError> {
     let root = workspace_root();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let step = |args: &[&str]| {
@@ -35,8 +37,43 @@ pub fn run_all() -> Result<(), XtaskError> {
         "",
     )?;
     crate::run::build_memtide()?;
-    run(
-        &mut step(&["test", "--workspace", "--release", "--", "--test-threads=1"]),
-        "",
-    )
+    let mut unit = step(&[
+        "test",
+        "--workspace",
+        "--release",
+        "--exclude",
+        "memtide-tests",
+    ]);
+    run(unit.args(["--", "--test-threads=1"]), "")?;
+    if lanes != Lanes::Svm {
+        println!(
+            "[xtask] test: integration tests, lane host ({})",
+            host_kvm()
+        );
+        let mut host = step(&["test", "--release", "-p", "memtide-tests"]);
+        run(
+            host.args(["--", "--test-threads=1"]),
+            " (lane host: this machine's /dev/kvm)",
+        )?;
+    }
+    if lanes != Lanes::Host {
+        println!("[xtask] test: integration tests, lane svm (kvm_amd inside QEMU TCG)");
+        let code = lane::run_tests(&[], &lane::LaneOpts::default())?;
+        if code != 0 {
+            return Err(XtaskError::Lane(format!(
+                "lane svm: integration tests failed (status {code}); consoles in {}",
+                lane::results_dir().display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// What this machine's /dev/kvm is, for the lane's heading.
+fn host_kvm() -> &'static str {
+    if std::path::Path::new("/sys/module/kvm_pvm").exists() {
+        "nested kvm_pvm"
+    } else {
+        "hardware KVM"
+    }
 }

@@ -1,0 +1,39 @@
+#!/bin/busybox sh
+# /init of the L1 VM of memtide's standard-KVM lane (kvm_amd inside QEMU
+# TCG). Written by `cargo xtask lane`; see docs/lanes.md.
+/bin/busybox mkdir -p /proc /sys /dev /tmp /bin /sbin /usr/bin /usr/sbin /out
+/bin/busybox --install -s
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mount -t tmpfs -o size=75% tmpfs /tmp
+echo "memtide-lane: L1 up at $(cut -d' ' -f1 /proc/uptime) s, $(grep -c ^processor /proc/cpuinfo) CPUs"
+for m in $(cat /lane/modules); do
+    if ! insmod "$m"; then
+        echo "memtide-lane: error: insmod $m failed"
+        echo "memtide-lane: status=lane-setup"
+        poweroff -f
+    fi
+done
+if [ ! -c /dev/kvm ]; then
+    echo "memtide-lane: error: /dev/kvm did not appear after loading kvm_amd (no SVM in the L1 CPU?)"
+    echo "memtide-lane: status=lane-setup"
+    poweroff -f
+fi
+mkdir -p /out/consoles
+. /lane/env
+if ! cd "$LANE_CWD"; then
+    echo "memtide-lane: status=lane-setup"
+    poweroff -f
+fi
+echo "memtide-lane: running the command at $(cut -d' ' -f1 /proc/uptime) s"
+sh /lane/cmd.sh
+status=$?
+echo "memtide-lane: command ended at $(cut -d' ' -f1 /proc/uptime) s"
+dmesg > /out/l1-dmesg.txt
+if [ -b /dev/vda ]; then
+    tar -cf /dev/vda -C /out . || echo "memtide-lane: error: cannot write the results disk"
+fi
+sync
+echo "memtide-lane: status=$status"
+poweroff -f

@@ -1,0 +1,118 @@
+//! Kernel modules of the L1 kernel package: which `.ko` files to load, in
+//! dependency order. The package is extracted, not installed, so there is
+//! no `modules.dep`; each module's `depends=` entry in its `.modinfo`
+//! section is read straight from the file.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use crate::error::{io_at, XtaskError};
+
+/// The modules the lane needs: KVM for AMD SVM, and virtio-blk for the
+/// disk that carries results back out of L1.
+pub const WANTED: &[&str] = &["kvm_amd", "virtio_blk", "virtio_pci"];
+
+/// A module's canonical name: the file stem with `-` spelled `_`.
+pub fn canonical(name: &str) -> String {
+    name.trim_end_matches(".ko").replace('-', "_")
+}
+
+/// The `depends=` list of a module file's `.modinfo` strings (empty when
+/// the module depends on nothing).
+pub fn depends(ko: &[u8]) -> Vec<String> {
+    const KEY: &[u8] = b"depends=";
+    let mut i = 0;
+    while let Some(pos) = find(&ko[i..], KEY) {
+        let start = i + pos;
+        // A .modinfo entry starts after a NUL (or at the section start,
+        // which never is the file's first byte in an ELF object).
+        if start > 0 && ko[start - 1] == 0 {
+            let value = &ko[start + KEY.len()..];
+            let end = value.iter().position(|&b| b == 0).unwrap_or(value.len());
+            return String::from_utf8_lossy(&value[..end])
+                .split(',')
+                .filter(|s| !s.is_empty())
+                .map(canonical)
+                .collect();
+        }
+        i = start + KEY.len();
+    }
+    Vec::new()
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Every `.ko` under `dir`, by canonical name.
+fn index(dir: &Path, out: &mut HashMap<String, PathBuf>) -> Result<(), XtaskError> {
+    for entry in std::fs::read_dir(dir).map_err(io_at(dir))? {
+        let path = entry.map_err(io_at(dir))?.path();
+        if path.is_dir() {
+            index(&path, out)?;
+        } else if let Some(name) = path.file_name().and_then(|n| n.to_str()) {
+            if name.ends_with(".ko") {
+                out.insert(canonical(name), path.clone());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The files to `insmod`, dependencies first, for [`WANTED`] under the
+/// extracted `modules_dir` (`lib/modules/<release>`).
+pub fn load_order(modules_dir: &Path) -> Result<Vec<PathBuf>, XtaskError> {
+    let mut all = HashMap::new();
+    index(modules_dir, &mut all)?;
+    let mut order = Vec::new();
+    for name in WANTED {
+        visit(name, &all, &mut order, &mut Vec::new())?;
+    }
+    Ok(order)
+}
+
+fn visit(
+    name: &str,
+    all: &HashMap<String, PathBuf>,
+    order: &mut Vec<PathBuf>,
+    stack: &mut Vec<String>,
+) -> Result<(), XtaskError> {
+    let path = all
+        .get(name)
+        .ok_or_else(|| XtaskError::Lane(format!("the L1 kernel has no module {name}.ko")))?;
+    if order.contains(path) || stack.iter().any(|s| s == name) {
+        return Ok(());
+    }
+    stack.push(name.to_string());
+    let bytes = std::fs::read(path).map_err(io_at(path))?;
+    for dep in depends(&bytes) {
+        visit(&dep, all, order, stack)?;
+    }
+    stack.pop();
+    order.push(path.clone());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn depends_reads_the_modinfo_entry() {
+        let ko =
+            b"\x7fELF junk depends=not-this\0license=GPL\0depends=kvm,irq-bypass\0name=kvm_amd\0";
+        assert_eq!(depends(ko), vec!["kvm", "irq_bypass"]);
+    }
+
+    #[test]
+    fn an_empty_depends_entry_means_none() {
+        assert!(depends(b"\0depends=\0name=kvm\0").is_empty());
+        assert!(depends(b"\0name=irqbypass\0").is_empty());
+    }
+
+    #[test]
+    fn names_are_canonical() {
+        assert_eq!(canonical("kvm-amd.ko"), "kvm_amd");
+        assert_eq!(canonical("virtio_blk"), "virtio_blk");
+    }
+}
