@@ -112,3 +112,49 @@ fn a_guest_kernel_panic_ends_memtide_with_an_error() {
     );
     assert!(r.stderr.contains("panicked"), "stderr:\n{}", r.stderr);
 }
+
+#[test]
+fn a_failed_guest_command_ends_memtide_with_exit_code_3_naming_it() {
+    if !kvm_available() {
+        return;
+    }
+    let _guard = boot_lock();
+    // The shell kills itself with SIGSEGV: the init sees status 139 from a
+    // signal, and memtide names the signal.
+    let r = boot(&["--memory-mib", "128", "--cmd", "kill -SEGV $$"]);
+    assert_eq!(
+        r.status.code(),
+        Some(3),
+        "stderr:\n{}\nconsole:\n{}",
+        r.stderr,
+        r.stdout
+    );
+    assert!(
+        r.stdout
+            .contains("memtide-init: command exited with status 139 (signal 11, SIGSEGV)"),
+        "console:\n{}",
+        r.stdout
+    );
+    assert!(
+        r.stderr
+            .contains("memtide: the guest command exited with status 139 (signal 11, SIGSEGV)"),
+        "stderr:\n{}",
+        r.stderr
+    );
+
+    // A plain non-zero exit: status 7, and no signal.
+    let r = boot(&["--memory-mib", "128", "--cmd", "exit 7"]);
+    assert_eq!(
+        r.status.code(),
+        Some(3),
+        "stderr:\n{}\nconsole:\n{}",
+        r.stderr,
+        r.stdout
+    );
+    let line = r
+        .stderr
+        .lines()
+        .find(|l| l.contains("guest command exited"))
+        .unwrap_or_else(|| panic!("no command line in stderr:\n{}", r.stderr));
+    assert_eq!(line, "memtide: the guest command exited with status 7");
+}

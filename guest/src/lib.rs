@@ -5,6 +5,7 @@
 pub mod agent;
 pub mod cmdline;
 pub mod meminfo;
+pub mod process;
 pub mod psi;
 pub mod sys;
 pub mod uptime;

@@ -28,7 +28,9 @@ pub struct Cli {
 pub enum Command {
     /// Boot a guest; its serial console is this terminal. The process ends
     /// with the guest: exit 0 when the guest powers off or reboots, 1 when it
-    /// panics or a vCPU fails.
+    /// panics or a vCPU fails, 2 when the VM cannot start, 3 when the
+    /// guest's --cmd command exits non-zero or a guest process dies of a
+    /// signal.
     Run(RunArgs),
     /// Measure memtide and print figures with a description of the host.
     #[command(subcommand)]

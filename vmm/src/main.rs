@@ -91,17 +91,33 @@ fn main() -> ExitCode {
     }
 }
 
+/// `memtide run`'s exit code when the guest ran but its `--cmd` command
+/// failed or a guest process died of a signal.
+const EXIT_GUEST_FAILED: u8 = 3;
+
 fn run(config: &VmConfig) -> ExitCode {
     let report = match vm::run(config) {
         Ok(r) => r,
         Err(e) => return fail(&e),
     };
+    for fault in &report.guest_faults {
+        eprintln!("memtide: {fault}");
+    }
+    if report.guest_faults_dropped > 0 {
+        eprintln!(
+            "memtide: ... and {} more guest process failures (see the console output above)",
+            report.guest_faults_dropped
+        );
+    }
     if report.panicked {
         eprintln!("memtide: the guest kernel panicked (see its console output above)");
         return ExitCode::from(1);
     }
     match report.outcome {
-        VmOutcome::Reset | VmOutcome::PowerOff => ExitCode::SUCCESS,
+        VmOutcome::Reset | VmOutcome::PowerOff if report.guest_faults.is_empty() => {
+            ExitCode::SUCCESS
+        }
+        VmOutcome::Reset | VmOutcome::PowerOff => ExitCode::from(EXIT_GUEST_FAILED),
         VmOutcome::TripleFault { vcpu } => {
             eprintln!("memtide: vCPU {vcpu} triple-faulted; the guest crashed");
             ExitCode::from(1)

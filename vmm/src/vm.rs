@@ -9,7 +9,8 @@ use kvm_ioctls::{Cap, Kvm, VmFd};
 use memtide_devices::bus::{lock, Bus};
 use memtide_devices::i8042::I8042;
 use memtide_devices::serial::{
-    ConsoleOutput, GuestWatch, SerialConsole, StdinInput, COM1_IRQ, COM1_PORT, COM1_PORT_COUNT,
+    ConsoleOutput, GuestFault, GuestWatch, SerialConsole, StdinInput, COM1_IRQ, COM1_PORT,
+    COM1_PORT_COUNT,
 };
 use memtide_devices::virtio::balloon::{Balloon, BalloonHandler, BalloonShared};
 use memtide_devices::virtio::VirtioDevice;
@@ -127,6 +128,12 @@ pub struct RunReport {
     pub outcome: VmOutcome,
     /// Whether the guest kernel printed a panic on its console.
     pub panicked: bool,
+    /// Guest processes that failed, as seen on the console: the `--cmd`
+    /// command's non-zero status, processes a signal killed (first
+    /// [`memtide_devices::serial::MAX_FAULTS`]).
+    pub guest_faults: Vec<GuestFault>,
+    /// How many more guest faults were seen than `guest_faults` holds.
+    pub guest_faults_dropped: usize,
 }
 
 /// Opens /dev/kvm with errors a user can act on.
@@ -358,6 +365,8 @@ pub fn run(config: &VmConfig) -> Result<RunReport, VmError> {
     Ok(RunReport {
         outcome,
         panicked: watch.panicked(),
+        guest_faults: watch.faults(),
+        guest_faults_dropped: watch.faults_dropped(),
     })
 }
 

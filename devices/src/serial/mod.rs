@@ -2,13 +2,16 @@
 //!
 //! The UART itself is `vm_superio::Serial`; this module wires it to the
 //! host: output goes through [`ConsoleOutput`] (which also watches for a
-//! guest kernel panic), input comes from [`StdinInput`], and the interrupt is
+//! guest kernel panic and for failed guest processes, [`GuestFault`]), input
+//! comes from [`StdinInput`], and the interrupt is
 //! an eventfd the VMM registers as a KVM irqfd.
 
 mod console_output;
+mod guest_fault;
 mod stdin_input;
 
-pub use console_output::{ConsoleOutput, GuestWatch, PANIC_MARKER};
+pub use console_output::{ConsoleOutput, GuestWatch, MAX_FAULTS, PANIC_MARKER};
+pub use guest_fault::{signal_name, GuestFault};
 pub use stdin_input::StdinInput;
 
 use vm_superio::{Serial, Trigger};

@@ -3,17 +3,21 @@
 //! Mounts the pseudo file systems, prints `memtide-init: ready uptime=<s>s`,
 //! starts the memory agent (`/bin/memtide-agent`, unless `memtide.agent=0`)
 //! in the background, runs the command in `memtide.cmd=` (if any) with
-//! `/bin/sh -c`, prints its exit status, and powers the VM off. Every
-//! failure is printed as a `memtide-init: error: ...` line; the VM is
-//! powered off in every case.
+//! `/bin/sh -c`, prints its exit status, and powers the VM off. As PID 1 it
+//! reaps every orphan and prints a line for each one a signal killed.
+//! memtide reads the status line and those lines to set its exit code.
+//! Every failure is printed as a `memtide-init: error: ...` line; the VM
+//! is powered off in every case.
 
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 
 use memtide_guest::agent::launch::{agent_args, AGENT_PATH};
 use memtide_guest::cmdline::{param, CMD_PARAM};
-use memtide_guest::{sys, uptime};
+use memtide_guest::process::{command_line, killed_line, ExitKind};
+use memtide_guest::sys::{self, Reaped, Wait};
+use memtide_guest::uptime;
 
 /// The pseudo file systems every guest gets, as (type, mount point).
 const MOUNTS: &[(&str, &str)] = &[
@@ -22,14 +26,6 @@ const MOUNTS: &[(&str, &str)] = &[
     ("devtmpfs", "/dev"),
     ("tmpfs", "/tmp"),
 ];
-
-/// The shell's convention: the exit code, or 128 + the signal number.
-fn status_code(status: ExitStatus) -> i32 {
-    status
-        .code()
-        .or_else(|| status.signal().map(|s| 128 + s))
-        .unwrap_or(-1)
-}
 
 fn main() {
     for (fstype, target) in MOUNTS {
@@ -54,8 +50,9 @@ fn main() {
     if let Some(cmd) = param(&cmdline, CMD_PARAM) {
         run_command(&cmd);
     }
-    sys::reap_zombies();
+    reap_ended();
     println!("memtide-init: powering off");
+    sys::drain_console();
     let err = sys::reboot();
     println!("memtide-init: error: {err}");
     // PID 1 must not exit (the kernel would panic); wait for the reset.
@@ -65,13 +62,62 @@ fn main() {
 }
 
 /// Runs `cmd` with `/bin/sh -c` on the console and reports how it ended.
+/// While it runs, reaps every other child that ends (orphans re-parented to
+/// the init, the agent) and reports those a signal killed.
 fn run_command(cmd: &str) {
-    match Command::new("/bin/sh").arg("-c").arg(cmd).status() {
-        Ok(status) => {
-            let code = status_code(status);
-            println!("memtide-init: command exited with status {code}");
+    let mut child = match Command::new("/bin/sh").arg("-c").arg(cmd).spawn() {
+        Ok(child) => child,
+        Err(e) => {
+            println!("memtide-init: error: cannot run /bin/sh -c {cmd:?}: {e}");
+            return;
         }
-        Err(e) => println!("memtide-init: error: cannot run /bin/sh -c {cmd:?}: {e}"),
+    };
+    let pid = child.id();
+    loop {
+        match sys::reap(Wait::Block) {
+            Ok(Some(r)) if r.pid == pid => {
+                println!("{}", command_line(r.exit));
+                return;
+            }
+            Ok(Some(r)) => report_reaped(&r),
+            Ok(None) => {
+                println!("memtide-init: error: the command (pid {pid}) ended unseen");
+                return;
+            }
+            Err(e) => {
+                println!("memtide-init: error: {e}");
+                break;
+            }
+        }
+    }
+    // Waiting for any child failed; wait for the command alone.
+    match child.wait() {
+        Ok(status) => match ExitKind::from_wait_status(status.into_raw()) {
+            Some(exit) => println!("{}", command_line(exit)),
+            None => println!("memtide-init: error: the command ended with status {status}"),
+        },
+        Err(e) => println!("memtide-init: error: cannot wait for the command: {e}"),
+    }
+}
+
+/// Reaps every child that has already ended, without waiting.
+fn reap_ended() {
+    loop {
+        match sys::reap(Wait::NoHang) {
+            Ok(Some(r)) => report_reaped(&r),
+            Ok(None) => break,
+            Err(e) => {
+                println!("memtide-init: error: {e}");
+                break;
+            }
+        }
+    }
+}
+
+/// Prints a line for a reaped process that a signal killed.
+fn report_reaped(r: &Reaped) {
+    if let Some(line) = killed_line(r.pid, &r.name, r.exit) {
+        println!("{line}");
     }
 }
 
