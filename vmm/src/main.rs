@@ -118,8 +118,11 @@ fn run(config: &VmConfig) -> ExitCode {
             ExitCode::SUCCESS
         }
         VmOutcome::Reset | VmOutcome::PowerOff => ExitCode::from(EXIT_GUEST_FAILED),
-        VmOutcome::TripleFault { vcpu } => {
+        VmOutcome::TripleFault { vcpu, state } => {
             eprintln!("memtide: vCPU {vcpu} triple-faulted; the guest crashed");
+            if let Some(state) = state {
+                eprintln!("memtide: vCPU {vcpu} state at the triple fault: {state}");
+            }
             ExitCode::from(1)
         }
         VmOutcome::VcpuFailed { vcpu, error } => {

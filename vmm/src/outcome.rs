@@ -18,6 +18,8 @@ pub enum VmOutcome {
     TripleFault {
         /// The vCPU index.
         vcpu: u8,
+        /// Its registers when it stopped, if KVM returned them.
+        state: Option<crate::vcpu::snapshot::CpuSnapshot>,
     },
     /// A vCPU stopped with an error.
     VcpuFailed {

@@ -4,6 +4,7 @@ pub mod emulate;
 pub mod gdt;
 pub mod profile;
 pub mod setup;
+pub mod snapshot;
 pub mod syscall_gate;
 
 use std::sync::Arc;
@@ -207,7 +208,12 @@ impl Vcpu {
                 }
             }
             VcpuExit::Hlt => {}
-            VcpuExit::Shutdown => return Ok(Some(VmOutcome::TripleFault { vcpu: self.id })),
+            VcpuExit::Shutdown => {
+                return Ok(Some(VmOutcome::TripleFault {
+                    vcpu: self.id,
+                    state: self.snapshot(),
+                }))
+            }
             VcpuExit::SystemEvent(SYSTEM_EVENT_SHUTDOWN, _) => {
                 return Ok(Some(VmOutcome::PowerOff))
             }
@@ -374,6 +380,15 @@ impl Vcpu {
             }
         }
         self.fd.set_regs(&regs).map_err(kvm("set registers"))
+    }
+
+    /// The vCPU's registers and pending exception, for a crash report
+    /// (`None` if KVM cannot return them).
+    fn snapshot(&self) -> Option<snapshot::CpuSnapshot> {
+        let regs = self.fd.get_regs().ok()?;
+        let sregs = self.fd.get_sregs().ok()?;
+        let events = self.fd.get_vcpu_events().ok();
+        Some(snapshot::CpuSnapshot::new(&regs, &sregs, events.as_ref()))
     }
 
     /// Handles an instruction the host's KVM could not emulate: steps in on
