@@ -110,9 +110,20 @@ struct LaneArgs {
     /// L1 RAM in MiB.
     #[arg(long, default_value_t = 4096)]
     memory_mib: u32,
+    /// L1 vCPUs (default: the host's CPU count).
+    #[arg(long)]
+    cpus: Option<usize>,
     /// Wall-clock limit for the L1 run, in minutes.
     #[arg(long, default_value_t = 45)]
     timeout_min: u64,
+    /// Host files to carry into L1 at the same paths (repeatable), e.g. a
+    /// script the command runs.
+    #[arg(long, value_name = "FILE")]
+    carry: Vec<std::path::PathBuf>,
+    /// QEMU TCG threading: `multi` (one host thread per L1 vCPU, the
+    /// default) or `single` (one thread for all; to tell TCG races apart).
+    #[arg(long, default_value = "multi", value_parser = ["multi", "single"])]
+    tcg_thread: String,
     /// Carry the integration test executables into L1 too; without a
     /// COMMAND, run them all there (what `cargo xtask test` does in this lane).
     #[arg(long)]
@@ -163,6 +174,9 @@ fn main() -> ExitCode {
             let opts = lane::LaneOpts {
                 memory_mib: args.memory_mib,
                 timeout: std::time::Duration::from_secs(args.timeout_min * 60),
+                carry: args.carry.clone(),
+                cpus: args.cpus,
+                tcg_thread: args.tcg_thread.clone(),
             };
             let ran = images(Applets::Core).and_then(|()| {
                 if args.tests {

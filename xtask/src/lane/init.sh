@@ -6,7 +6,13 @@
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
+# The kernel's console is ttyS2 (a file on the host); the command's output
+# goes to ttyS0 (the host's terminal and l1-console.log).
+exec > /dev/ttyS0 2>&1
 mount -t tmpfs -o size=75% tmpfs /tmp
+# Heartbeat on the second serial port: the host counts L1 as hung when
+# it stops (xtask/src/lane/qemu.rs, HEARTBEAT_LIMIT).
+(while :; do echo beat > /dev/ttyS1; sleep 10; done) &
 echo "memtide-lane: L1 up at $(cut -d' ' -f1 /proc/uptime) s, $(grep -c ^processor /proc/cpuinfo) CPUs"
 for m in $(cat /lane/modules); do
     if ! insmod "$m"; then

@@ -37,6 +37,12 @@ pub struct LaneOpts {
     pub memory_mib: u32,
     /// Wall-clock limit for the whole L1 run.
     pub timeout: Duration,
+    /// Extra host files carried in at their own paths.
+    pub carry: Vec<PathBuf>,
+    /// QEMU's `-accel tcg,thread=` value.
+    pub tcg_thread: String,
+    /// L1 vCPUs; `None`: as many as the host has.
+    pub cpus: Option<usize>,
 }
 
 impl Default for LaneOpts {
@@ -44,6 +50,9 @@ impl Default for LaneOpts {
         Self {
             memory_mib: 4096,
             timeout: Duration::from_secs(45 * 60),
+            carry: Vec::new(),
+            tcg_thread: "multi".into(),
+            cpus: None,
         }
     }
 }
@@ -105,6 +114,10 @@ pub fn run(argv: &[String], executables: &[PathBuf], opts: &LaneOpts) -> Result<
     for exe in executables {
         root.binary(exe)?;
     }
+    for file in &opts.carry {
+        let file = std::fs::canonicalize(file).map_err(io_at(file))?;
+        root.same_path(&file)?;
+    }
     for image in [
         VMLINUX_FILE,
         BZIMAGE_FILE,
@@ -129,12 +142,19 @@ pub fn run(argv: &[String], executables: &[PathBuf], opts: &LaneOpts) -> Result<
          running: {script}",
         kernel.package
     );
+    let heartbeat = dir.join("l1-heartbeat.log");
+    let kernel_log = dir.join("l1-kernel.log");
     let machine = qemu::L1Machine {
         kernel: &kernel.vmlinuz,
         initramfs: &initramfs,
         results_disk: &results_disk,
         memory_mib: opts.memory_mib,
-        cpus: std::thread::available_parallelism().map_or(2, |n| n.get()),
+        tcg_thread: &opts.tcg_thread,
+        heartbeat: &heartbeat,
+        kernel_log: &kernel_log,
+        cpus: opts
+            .cpus
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
     };
     let console = dir.join("l1-console.log");
     let end = qemu::run(&machine, &console, opts.timeout)?;
@@ -158,13 +178,22 @@ pub fn run(argv: &[String], executables: &[PathBuf], opts: &LaneOpts) -> Result<
             Ok(code)
         }
         other => Err(XtaskError::Lane(format!(
-            "lane {LANE}: {}; L1 console kept in {}",
+            "lane {LANE}: {}; L1 console and kernel log kept in {}",
             match other {
-                L1End::Setup => "the L1 VM could not set up standard KVM",
-                L1End::TimedOut => "the L1 VM did not finish within the time limit",
-                _ => "the L1 VM ended without reporting the command's status (crashed?)",
+                L1End::Setup => "the L1 VM could not set up standard KVM".to_string(),
+                L1End::TimedOut => "the L1 VM did not finish within the time limit".to_string(),
+                L1End::L1Crashed(line) => format!(
+                    "the L1 kernel crashed ({line}): a fault of L1's kvm_amd or of \
+                     QEMU's SVM emulation (memtide is an unprivileged process there)"
+                ),
+                L1End::L1Hung => format!(
+                    "the L1 VM hung (no heartbeat for {} s): L1's kernel or QEMU's \
+                     TCG stopped",
+                    qemu::HEARTBEAT_LIMIT.as_secs()
+                ),
+                _ => "the L1 VM ended without reporting the command's status".to_string(),
             },
-            console.display()
+            dir.display()
         ))),
     }
 }
