@@ -21,7 +21,9 @@ use memtide::scripted_agent::ScriptedAgent;
 use memtide_balancer::invariants::{check_no_hot_remove, check_no_oscillation, check_safety};
 use memtide_balancer::reader::port_socket_path;
 use memtide_balancer::trace::Trace;
-use memtide_tests::{boot_lock, guest_images, kvm_available, memtide_bin, Guest, BOOT_DEADLINE};
+use memtide_tests::{
+    boot_lock, guest_images, memtide_bin, require_kvm, spawn_memtide, Boots, Guest, BOOT_DEADLINE,
+};
 
 /// `GET path` on a memtide API socket, as JSON.
 fn api_get(sock: &Path, path: &str) -> Option<serde_json::Value> {
@@ -32,9 +34,10 @@ fn api_get(sock: &Path, path: &str) -> Option<serde_json::Value> {
 fn wait_status(
     api: &Path,
     what: &str,
-    deadline: Duration,
+    deadline: impl Into<Duration>,
     done: impl Fn(&serde_json::Value) -> bool,
 ) {
+    let deadline = deadline.into();
     let start = Instant::now();
     loop {
         if let Some(v) = api_get(api, "/balancer") {
@@ -53,7 +56,8 @@ fn wait_status(
 }
 
 /// Waits until the guest's balloon has reached its target.
-fn wait_balloon(api: &Path, deadline: Duration) -> serde_json::Value {
+fn wait_balloon(api: &Path, deadline: impl Into<Duration>) -> serde_json::Value {
+    let deadline = deadline.into();
     let start = Instant::now();
     loop {
         if let Some(v) = api_get(api, "/balloon") {
@@ -103,8 +107,8 @@ fn guest_args(uds: &Path) -> Vec<String> {
 /// Starts `memtide balance` over guests `a` and `b`, with a trace and an
 /// API socket in `dir`.
 fn start_balance(dir: &Path, a: &Guest, b: &Guest) -> Child {
-    Command::new(memtide_bin())
-        .arg("balance")
+    let mut cmd = Command::new(memtide_bin());
+    cmd.arg("balance")
         .args(["--budget-mib", BUDGET, "--interval-ms", "250"])
         .arg("--vm")
         .arg(format!("{},name=a", a.sock.display()))
@@ -113,11 +117,8 @@ fn start_balance(dir: &Path, a: &Guest, b: &Guest) -> Child {
         .arg("--trace")
         .arg(dir.join("trace.json"))
         .arg("--api-sock")
-        .arg(dir.join("balance.sock"))
-        .stdout(Stdio::inherit())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("memtide balance")
+        .arg(dir.join("balance.sock"));
+    spawn_memtide(&mut cmd, "balance", Stdio::inherit(), Stdio::inherit()).0
 }
 
 /// Stops the guests, lets `memtide balance` write its trace and end, and
@@ -130,6 +131,7 @@ fn finish(dir: &Path, guests: (Guest, Guest), mut balancer: Child) {
         if let Some(status) = balancer.try_wait().expect("wait") {
             break status;
         }
+        // Host-only work (no guest runs any more): a fixed deadline.
         if end.elapsed() > Duration::from_secs(30) {
             let _ = balancer.kill();
             panic!("memtide balance did not end when its VMs did");
@@ -182,7 +184,7 @@ fn has_demand(v: &serde_json::Value, vm: usize) -> bool {
 
 #[test]
 fn memory_flows_to_the_busy_guest_and_back_under_one_budget() {
-    if !kvm_available() {
+    if !require_kvm() {
         return;
     }
     let _guard = boot_lock();
@@ -203,24 +205,21 @@ fn memory_flows_to_the_busy_guest_and_back_under_one_budget() {
 
     // Idle: both under their startup memory; the budget is not short, so
     // nobody is shrunk (memory is only taken when the budget is short).
-    wait_status(&balance_api, "idle reports", Duration::from_secs(60), |v| {
+    wait_status(&balance_api, "idle reports", Boots(2.0), |v| {
         v["ticks"].as_u64().unwrap_or(0) > 8
     });
     // A commits 300 MiB: target 360, more than the 64 MiB of headroom, so
     // B is ballooned and A hot-adds a slot.
     a_agent.set(300);
-    wait_status(
-        &balance_api,
-        "A grown to its demand",
-        Duration::from_secs(120),
-        |v| assigned(v, 0) >= 352 && assigned(v, 0) + assigned(v, 1) <= 576,
-    );
+    wait_status(&balance_api, "A grown to its demand", Boots(6.0), |v| {
+        assigned(v, 0) >= 352 && assigned(v, 0) + assigned(v, 1) <= 576
+    });
     let a_mem = api_get(&a.sock, "/memory").expect("A memory");
     assert_eq!(
         a_mem["plugged_mib"], 384,
         "A's slot is plugged in the guest: {a_mem}"
     );
-    let b_balloon = wait_balloon(&b.sock, Duration::from_secs(300));
+    let b_balloon = wait_balloon(&b.sock, Boots(8.0));
     assert!(
         b_balloon["actual_mib"].as_u64().unwrap_or(0) >= 32,
         "B gave memory up in its kernel: {b_balloon}"
@@ -229,21 +228,18 @@ fn memory_flows_to_the_busy_guest_and_back_under_one_budget() {
     // A's workload ends and B's demand rises: memory flows back to B.
     a_agent.set(100);
     b_agent.set(230);
-    wait_status(
-        &balance_api,
-        "B back to its demand",
-        Duration::from_secs(180),
-        |v| assigned(v, 1) >= 268 && assigned(v, 0) + assigned(v, 1) <= 576,
-    );
-    wait_balloon(&a.sock, Duration::from_secs(300));
-    wait_balloon(&b.sock, Duration::from_secs(300));
+    wait_status(&balance_api, "B back to its demand", Boots(8.0), |v| {
+        assigned(v, 1) >= 268 && assigned(v, 0) + assigned(v, 1) <= 576
+    });
+    wait_balloon(&a.sock, Boots(8.0));
+    wait_balloon(&b.sock, Boots(8.0));
     drop((a_agent, b_agent));
     finish(&dir, (a, b), balancer);
 }
 
 #[test]
 fn a_guest_workload_gets_memory_from_an_idle_guest_and_gives_it_back() {
-    if !kvm_available() {
+    if !require_kvm() {
         return;
     }
     let _guard = boot_lock();
@@ -275,12 +271,12 @@ fn a_guest_workload_gets_memory_from_an_idle_guest_and_gives_it_back() {
     wait_status(
         &balance_api,
         "A's workload to get its demand",
-        Duration::from_secs(180),
+        Boots(10.0).plus_secs(20),
         |v| demand(v, 0) >= 340 && has_demand(v, 0),
     );
     let a_mem = api_get(&a.sock, "/memory").expect("A memory");
     assert_eq!(a_mem["plugged_mib"], 384, "A's slot: {a_mem}");
-    let b_balloon = wait_balloon(&b.sock, Duration::from_secs(300));
+    let b_balloon = wait_balloon(&b.sock, Boots(8.0));
     assert!(
         b_balloon["actual_mib"].as_u64().unwrap_or(0) >= 32,
         "idle B lent memory through its balloon: {b_balloon}"
@@ -290,10 +286,10 @@ fn a_guest_workload_gets_memory_from_an_idle_guest_and_gives_it_back() {
     wait_status(
         &balance_api,
         "B's workload to get its demand",
-        Duration::from_secs(240),
+        Boots(10.0).plus_secs(70),
         |v| demand(v, 1) >= 260 && demand(v, 0) < 200 && has_demand(v, 1),
     );
-    wait_balloon(&a.sock, Duration::from_secs(300));
-    wait_balloon(&b.sock, Duration::from_secs(300));
+    wait_balloon(&a.sock, Boots(8.0));
+    wait_balloon(&b.sock, Boots(8.0));
     finish(&dir, (a, b), balancer);
 }

@@ -1,7 +1,7 @@
 //! Boots the real guest kernel and initramfs on /dev/kvm.
 
 use memtide_tests::{
-    boot_lock, guest_images, kernel_memory_line_kib, kvm_available, run_memtide, BOOT_DEADLINE,
+    boot_lock, guest_images, kernel_memory_line_kib, require_kvm, run_memtide, BOOT_DEADLINE,
     KERNEL_RUNS_INIT,
 };
 
@@ -18,7 +18,7 @@ fn boot(extra: &[&str]) -> memtide_tests::Finished {
 
 #[test]
 fn boots_to_user_space_runs_a_command_and_exits_zero() {
-    if !kvm_available() {
+    if !require_kvm() {
         return;
     }
     let _guard = boot_lock();
@@ -62,7 +62,7 @@ fn boots_to_user_space_runs_a_command_and_exits_zero() {
 
 #[test]
 fn two_vcpus_are_both_online_in_the_guest() {
-    if !kvm_available() {
+    if !require_kvm() {
         return;
     }
     let _guard = boot_lock();
@@ -91,7 +91,7 @@ fn two_vcpus_are_both_online_in_the_guest() {
 
 #[test]
 fn a_guest_kernel_panic_ends_memtide_with_an_error() {
-    if !kvm_available() {
+    if !require_kvm() {
         return;
     }
     let _guard = boot_lock();
@@ -115,7 +115,7 @@ fn a_guest_kernel_panic_ends_memtide_with_an_error() {
 
 #[test]
 fn a_failed_guest_command_ends_memtide_with_exit_code_3_naming_it() {
-    if !kvm_available() {
+    if !require_kvm() {
         return;
     }
     let _guard = boot_lock();

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use memtide_tests::{guest_images, kvm_available, run_memtide};
+use memtide_tests::{guest_images, require_kvm, run_memtide};
 
 const QUICK: Duration = Duration::from_secs(30);
 
@@ -37,7 +37,7 @@ fn missing_kernel_is_named() {
 
 #[test]
 fn corrupt_kernel_is_refused() {
-    if !kvm_available() {
+    if !require_kvm() {
         return;
     }
     let path = std::env::temp_dir().join(format!("memtide-corrupt-{}", std::process::id()));
@@ -50,7 +50,7 @@ fn corrupt_kernel_is_refused() {
 
 #[test]
 fn memory_too_small_for_the_kernel_is_explained() {
-    if !kvm_available() {
+    if !require_kvm() {
         return;
     }
     let (kernel, _) = guest_images();

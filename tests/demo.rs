@@ -4,12 +4,11 @@
 //! The demand is real: memtide-agent reports from each guest while
 //! memtide-hog commits memory in phases there.
 
-use std::process::Command;
 use std::time::Duration;
 
 use memtide_balancer::invariants::{check_no_hot_remove, check_safety};
 use memtide_balancer::trace::Trace;
-use memtide_tests::{boot_lock, guest_images, kvm_available, memtide_bin};
+use memtide_tests::{boot_lock, guest_images, require_kvm, run_memtide, Boots};
 
 /// Tags of `svg` must nest: every opened element is closed in order.
 fn well_formed(svg: &str) -> Result<(), String> {
@@ -45,28 +44,36 @@ fn well_formed(svg: &str) -> Result<(), String> {
 
 #[test]
 fn a_short_demo_writes_a_valid_trace_and_timeline() {
-    if !kvm_available() {
+    if !require_kvm() {
         return;
     }
     let _guard = boot_lock();
     let (kernel, _) = guest_images();
     let out = std::env::temp_dir().join(format!("memtide-demo-test-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
-    let run = Command::new(memtide_bin())
-        .arg("demo")
-        .args(["--phase-s", "6"])
-        .arg("--out-dir")
-        .arg(&out)
-        .arg("--kernel")
-        .arg(&kernel)
-        .output()
-        .expect("memtide demo");
-    let stdout = String::from_utf8_lossy(&run.stdout);
+    let (out_arg, kernel_arg) = (
+        out.to_str().expect("utf-8 path"),
+        kernel.to_str().expect("utf-8 path"),
+    );
+    // Two guests boot side by side, then 5 phases of 6 s.
+    let run = run_memtide(
+        &[
+            "demo",
+            "--phase-s",
+            "6",
+            "--out-dir",
+            out_arg,
+            "--kernel",
+            kernel_arg,
+        ],
+        Boots(12.0).plus_secs(30),
+    );
+    let stdout = &run.stdout;
     assert!(
         run.status.success(),
         "demo failed: {}\n{stdout}\n{}",
         run.status,
-        String::from_utf8_lossy(&run.stderr)
+        run.stderr
     );
     assert!(stdout.contains("[demo] booting web, batch"), "{stdout}");
     assert!(stdout.contains("invariants hold"), "{stdout}");

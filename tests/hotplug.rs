@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use memtide_tests::{boot_lock, kvm_available, Guest};
+use memtide_tests::{boot_lock, require_kvm, Boots, Guest};
 
 fn total_mib(g: &mut Guest) -> f64 {
     g.guest_free_mib(); // waits for a fresh statistics report
@@ -19,7 +19,7 @@ fn total_mib(g: &mut Guest) -> f64 {
 
 #[test]
 fn hot_added_slots_come_online_and_the_balloon_can_use_them() {
-    if !kvm_available() {
+    if !require_kvm() {
         return;
     }
     let _guard = boot_lock();
@@ -51,6 +51,7 @@ fn hot_added_slots_come_online_and_the_balloon_can_use_them() {
 
     let (ok, _, err) = g.ctl(&["memory", "add", "256"]);
     assert!(ok, "{err}");
+    let deadline = Duration::from(Boots(6.0));
     let start = Instant::now();
     loop {
         let m = g.get_from("memory", "get");
@@ -63,7 +64,7 @@ fn hot_added_slots_come_online_and_the_balloon_can_use_them() {
             break;
         }
         assert!(
-            start.elapsed() < Duration::from_secs(240),
+            start.elapsed() < deadline,
             "slots never reported online: {m}"
         );
         std::thread::sleep(Duration::from_millis(200));
@@ -83,11 +84,9 @@ fn hot_added_slots_come_online_and_the_balloon_can_use_them() {
     // The boot memory has ~90 MiB free; 150 MiB can only come from the new slots.
     let (ok, _, err) = g.ctl(&["balloon", "set", "150"]);
     assert!(ok, "{err}");
-    g.wait_for(
-        "inflation into hot-added memory",
-        Duration::from_secs(300),
-        |v| v["actual_mib"] == 150,
-    );
+    g.wait_for("inflation into hot-added memory", Boots(10.0), |v| {
+        v["actual_mib"] == 150
+    });
     let host = &g.get("stats")["host"];
     assert_eq!(
         host["pfns_out_of_range"], 0,

@@ -14,7 +14,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use memtide_tests::{boot_lock, guest_images, kvm_available, memtide_bin, Guest, BOOT_DEADLINE};
+use memtide_tests::{
+    boot_lock, guest_images, memtide_bin, require_kvm, Boots, Guest, BOOT_DEADLINE,
+};
 
 /// A fresh directory for one test's sockets.
 fn socket_dir(name: &str) -> PathBuf {
@@ -44,9 +46,10 @@ fn poll(
     sock: &Path,
     args: &[&str],
     what: &str,
-    deadline: Duration,
+    deadline: impl Into<Duration>,
     done: impl Fn(&serde_json::Value) -> bool,
 ) -> serde_json::Value {
+    let deadline = deadline.into();
     let start = Instant::now();
     loop {
         if let Some(v) = ctl_json(sock, args) {
@@ -66,7 +69,7 @@ fn poll(
 
 #[test]
 fn the_guest_driver_brings_vsock_up_and_resets_a_connect_to_a_closed_port() {
-    if !kvm_available() {
+    if !require_kvm() {
         return;
     }
     let _guard = boot_lock();
@@ -90,7 +93,7 @@ fn the_guest_driver_brings_vsock_up_and_resets_a_connect_to_a_closed_port() {
     // device's REQUEST with RST, and the device closes our client.
     let mut client = UnixStream::connect(&uds).expect("connect to the vsock socket");
     client
-        .set_read_timeout(Some(Duration::from_secs(120)))
+        .set_read_timeout(Some(Boots(4.0).into()))
         .expect("timeout");
     client.write_all(b"CONNECT 4321\n").expect("CONNECT");
     let mut answer = Vec::new();
@@ -107,7 +110,7 @@ fn the_guest_driver_brings_vsock_up_and_resets_a_connect_to_a_closed_port() {
         &g.sock,
         &["vsock", "get"],
         "the reset to be counted",
-        Duration::from_secs(30),
+        Boots(1.0),
         |v| v["connections_reset"].as_u64().unwrap_or(0) >= 1,
     );
     assert!(v["tx_packets"].as_u64().unwrap_or(0) >= 1, "{v}");
@@ -138,7 +141,7 @@ fn agent_guest(name: &str, dir: &Path, memory_mib: &str, cmd: &str) -> Guest {
 
 #[test]
 fn agent_reports_arrive_match_the_guest_and_follow_committed_memory() {
-    if !kvm_available() {
+    if !require_kvm() {
         return;
     }
     let _guard = boot_lock();
@@ -167,7 +170,7 @@ fn agent_reports_arrive_match_the_guest_and_follow_committed_memory() {
         &g.sock,
         &["memory", "guest"],
         "ten more reports",
-        Duration::from_secs(30),
+        Boots(1.0),
         |v| v["latest"]["seq"].as_u64().unwrap_or(0) >= seq0 + 10,
     );
     assert_eq!(v["rejected"], 0, "{v}");
@@ -175,7 +178,7 @@ fn agent_reports_arrive_match_the_guest_and_follow_committed_memory() {
         &g.sock,
         &["memory", "guest"],
         "Committed_AS to rise by 80 MiB",
-        Duration::from_secs(120),
+        Boots(4.0).plus_secs(20),
         |v| v["latest"]["committed_as_kib"].as_u64().unwrap_or(0) >= idle_committed + (80 << 10),
     );
     eprintln!(
@@ -190,7 +193,7 @@ fn agent_reports_arrive_match_the_guest_and_follow_committed_memory() {
 
 #[test]
 fn a_host_client_reaches_the_agent_listener_in_the_guest() {
-    if !kvm_available() {
+    if !require_kvm() {
         return;
     }
     let _guard = boot_lock();
@@ -207,7 +210,7 @@ fn a_host_client_reaches_the_agent_listener_in_the_guest() {
     // with one report frame, then closes.
     let mut client = UnixStream::connect(dir.join("v.sock")).expect("connect");
     client
-        .set_read_timeout(Some(Duration::from_secs(60)))
+        .set_read_timeout(Some(Boots(2.0).into()))
         .expect("timeout");
     client.write_all(b"CONNECT 5101\n").expect("CONNECT");
     let mut bytes = Vec::new();
