@@ -110,6 +110,9 @@ struct LaneArgs {
     /// L1 RAM in MiB.
     #[arg(long, default_value_t = 4096)]
     memory_mib: u32,
+    /// The Debian meta-package whose dependency is the L1 kernel package.
+    #[arg(long, default_value = "linux-image-cloud-amd64")]
+    l1_kernel: String,
     /// L1 vCPUs (default: the host's CPU count).
     #[arg(long)]
     cpus: Option<usize>,
@@ -176,6 +179,7 @@ fn main() -> ExitCode {
                 timeout: std::time::Duration::from_secs(args.timeout_min * 60),
                 carry: args.carry.clone(),
                 cpus: args.cpus,
+                l1_kernel: args.l1_kernel.clone(),
                 tcg_thread: args.tcg_thread.clone(),
             };
             let ran = images(Applets::Core).and_then(|()| {

@@ -31,17 +31,17 @@ pub fn parse_meta_depends(out: &str) -> Option<String> {
         .map(str::to_string)
 }
 
-fn resolve_package() -> Result<String, XtaskError> {
+fn resolve_package(meta: &str) -> Result<String, XtaskError> {
     let out = Command::new("apt-cache")
-        .args(["depends", META_PACKAGE])
+        .args(["depends", meta])
         .output()
         .map_err(|source| XtaskError::Spawn {
-            cmd: format!("apt-cache depends {META_PACKAGE}"),
+            cmd: format!("apt-cache depends {meta}"),
             source,
         })?;
     parse_meta_depends(&String::from_utf8_lossy(&out.stdout)).ok_or_else(|| {
         XtaskError::Lane(format!(
-            "apt-cache depends {META_PACKAGE} names no kernel package (run apt-get update?)"
+            "apt-cache depends {meta} names no kernel package (run apt-get update?)"
         ))
     })
 }
@@ -70,14 +70,15 @@ fn located(dir: &Path, package: String) -> Result<L1Kernel, XtaskError> {
     })
 }
 
-/// Downloads and extracts the kernel package once; later calls reuse it.
-pub fn ensure(lane_cache: &Path) -> Result<L1Kernel, XtaskError> {
-    let package = match resolve_package() {
+/// Downloads and extracts the kernel package that the meta-package `meta`
+/// names, once; later calls reuse it.
+pub fn ensure(lane_cache: &Path, meta: &str) -> Result<L1Kernel, XtaskError> {
+    let package = match resolve_package(meta) {
         Ok(p) => p,
         Err(_) => {
             println!("[xtask] lane: refreshing the package lists");
             run(&mut crate::deps::apt(&["update", "-q"]), "")?;
-            resolve_package()?
+            resolve_package(meta)?
         }
     };
     let dir = lane_cache.join(&package);

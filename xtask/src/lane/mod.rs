@@ -43,6 +43,8 @@ pub struct LaneOpts {
     pub tcg_thread: String,
     /// L1 vCPUs; `None`: as many as the host has.
     pub cpus: Option<usize>,
+    /// The Debian meta-package that names the L1 kernel package.
+    pub l1_kernel: String,
 }
 
 impl Default for LaneOpts {
@@ -53,6 +55,7 @@ impl Default for LaneOpts {
             carry: Vec::new(),
             tcg_thread: "multi".into(),
             cpus: None,
+            l1_kernel: l1_kernel::META_PACKAGE.into(),
         }
     }
 }
@@ -88,7 +91,7 @@ pub fn run(argv: &[String], executables: &[PathBuf], opts: &LaneOpts) -> Result<
     crate::deps::ensure_packages(PACKAGES)?;
     let memtide = crate::run::build_memtide()?;
     let cache = cache_dir()?;
-    let kernel = l1_kernel::ensure(&cache.join("lane-svm"))?;
+    let kernel = l1_kernel::ensure(&cache.join("lane-svm"), &opts.l1_kernel)?;
     let dir = results_dir();
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(io_at(&dir))?;
@@ -106,7 +109,7 @@ pub fn run(argv: &[String], executables: &[PathBuf], opts: &LaneOpts) -> Result<
     let mut module_list = String::new();
     for (i, ko) in modules::load_order(&kernel.modules_dir)?.iter().enumerate() {
         let name = format!("lane/modules.d/{i:02}.ko");
-        root.file_as(&name, ko)?;
+        root.data(&name, 0o644, &modules::read(ko)?)?;
         module_list.push_str(&format!("/{name}\n"));
     }
     root.data("lane/modules", 0o644, module_list.as_bytes())?;

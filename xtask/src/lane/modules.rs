@@ -14,7 +14,37 @@ pub const WANTED: &[&str] = &["kvm_amd", "virtio_blk", "virtio_pci"];
 
 /// A module's canonical name: the file stem with `-` spelled `_`.
 pub fn canonical(name: &str) -> String {
-    name.trim_end_matches(".ko").replace('-', "_")
+    module_stem(name).unwrap_or(name).replace('-', "_")
+}
+
+/// The module name in a file name (`kvm-amd.ko`, `kvm-amd.ko.xz`), if it
+/// is a module.
+fn module_stem(file: &str) -> Option<&str> {
+    file.strip_suffix(".ko")
+        .or_else(|| file.strip_suffix(".ko.xz"))
+}
+
+/// A module file's contents, decompressed (Debian compresses them with xz
+/// from Linux 6.12 on; busybox `insmod` takes plain ELF only).
+pub fn read(path: &Path) -> Result<Vec<u8>, XtaskError> {
+    if path.extension().is_some_and(|e| e == "xz") {
+        let out = std::process::Command::new("xz")
+            .arg("-dc")
+            .arg(path)
+            .output()
+            .map_err(|source| XtaskError::Spawn {
+                cmd: format!("xz -dc {}", path.display()),
+                source,
+            })?;
+        if !out.status.success() {
+            return Err(XtaskError::Lane(format!(
+                "xz -dc {} failed",
+                path.display()
+            )));
+        }
+        return Ok(out.stdout);
+    }
+    std::fs::read(path).map_err(io_at(path))
 }
 
 /// The `depends=` list of a module file's `.modinfo` strings (empty when
@@ -51,8 +81,8 @@ fn index(dir: &Path, out: &mut HashMap<String, PathBuf>) -> Result<(), XtaskErro
         if path.is_dir() {
             index(&path, out)?;
         } else if let Some(name) = path.file_name().and_then(|n| n.to_str()) {
-            if name.ends_with(".ko") {
-                out.insert(canonical(name), path.clone());
+            if let Some(stem) = module_stem(name) {
+                out.insert(canonical(stem), path.clone());
             }
         }
     }
@@ -84,8 +114,7 @@ fn visit(
         return Ok(());
     }
     stack.push(name.to_string());
-    let bytes = std::fs::read(path).map_err(io_at(path))?;
-    for dep in depends(&bytes) {
+    for dep in depends(&read(path)?) {
         visit(&dep, all, order, stack)?;
     }
     stack.pop();
@@ -114,5 +143,6 @@ mod tests {
     fn names_are_canonical() {
         assert_eq!(canonical("kvm-amd.ko"), "kvm_amd");
         assert_eq!(canonical("virtio_blk"), "virtio_blk");
+        assert_eq!(canonical("kvm-amd.ko.xz"), "kvm_amd");
     }
 }
