@@ -94,11 +94,25 @@ fn index(dir: &Path, out: &mut HashMap<String, PathBuf>) -> Result<(), XtaskErro
 pub fn load_order(modules_dir: &Path) -> Result<Vec<PathBuf>, XtaskError> {
     let mut all = HashMap::new();
     index(modules_dir, &mut all)?;
+    let builtin = std::fs::read_to_string(modules_dir.join("modules.builtin")).unwrap_or_default();
+    let builtin = builtin_names(&builtin);
     let mut order = Vec::new();
     for name in WANTED {
-        visit(name, &all, &mut order, &mut Vec::new())?;
+        if !builtin.iter().any(|b| b == name) {
+            visit(name, &all, &mut order, &mut Vec::new())?;
+        }
     }
     Ok(order)
+}
+
+/// The module names in a `modules.builtin` list (built into the kernel:
+/// nothing to load).
+pub fn builtin_names(list: &str) -> Vec<String> {
+    list.lines()
+        .filter_map(|l| l.rsplit('/').next())
+        .filter(|n| !n.is_empty())
+        .map(canonical)
+        .collect()
 }
 
 fn visit(
@@ -137,6 +151,12 @@ mod tests {
     fn an_empty_depends_entry_means_none() {
         assert!(depends(b"\0depends=\0name=kvm\0").is_empty());
         assert!(depends(b"\0name=irqbypass\0").is_empty());
+    }
+
+    #[test]
+    fn builtin_modules_are_named() {
+        let list = "kernel/drivers/virtio/virtio.ko\nkernel/drivers/virtio/virtio_pci.ko\n";
+        assert_eq!(builtin_names(list), vec!["virtio", "virtio_pci"]);
     }
 
     #[test]
