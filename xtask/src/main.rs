@@ -113,6 +113,9 @@ struct LaneArgs {
     /// The Debian meta-package whose dependency is the L1 kernel package.
     #[arg(long, default_value = "linux-image-cloud-amd64")]
     l1_kernel: String,
+    /// Parameters for L1's `insmod kvm-amd.ko`, e.g. "vgif=0".
+    #[arg(long, default_value = "")]
+    kvm_amd_params: String,
     /// L1 vCPUs (default: the host's CPU count).
     #[arg(long)]
     cpus: Option<usize>,
@@ -180,6 +183,7 @@ fn main() -> ExitCode {
                 carry: args.carry.clone(),
                 cpus: args.cpus,
                 l1_kernel: args.l1_kernel.clone(),
+                kvm_amd_params: args.kvm_amd_params.clone(),
                 tcg_thread: args.tcg_thread.clone(),
             };
             let ran = images(Applets::Core).and_then(|()| {

@@ -14,13 +14,14 @@ mount -t tmpfs -o size=75% tmpfs /tmp
 # it stops (xtask/src/lane/qemu.rs, HEARTBEAT_LIMIT).
 (while :; do echo beat > /dev/ttyS1; sleep 10; done) &
 echo "memtide-lane: L1 up at $(cut -d' ' -f1 /proc/uptime) s, $(grep -c ^processor /proc/cpuinfo) CPUs"
-for m in $(cat /lane/modules); do
-    if ! insmod "$m"; then
-        echo "memtide-lane: error: insmod $m failed"
+while read -r m params; do
+    # shellcheck disable=SC2086 # params are separate words
+    if ! insmod "$m" $params; then
+        echo "memtide-lane: error: insmod $m $params failed"
         echo "memtide-lane: status=lane-setup"
         poweroff -f
     fi
-done
+done < /lane/modules
 if [ ! -c /dev/kvm ]; then
     echo "memtide-lane: error: /dev/kvm did not appear after loading kvm_amd (no SVM in the L1 CPU?)"
     echo "memtide-lane: status=lane-setup"
