@@ -11,6 +11,7 @@
 
 mod frame_reader;
 mod report;
+pub mod signal;
 pub mod wire;
 
 pub use frame_reader::FrameReader;

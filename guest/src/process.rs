@@ -51,43 +51,7 @@ impl ExitKind {
     }
 }
 
-/// The name of signal `sig` (`SIGSEGV`), if it has one.
-pub fn signal_name(sig: i32) -> Option<&'static str> {
-    Some(match sig {
-        libc::SIGHUP => "SIGHUP",
-        libc::SIGINT => "SIGINT",
-        libc::SIGQUIT => "SIGQUIT",
-        libc::SIGILL => "SIGILL",
-        libc::SIGTRAP => "SIGTRAP",
-        libc::SIGABRT => "SIGABRT",
-        libc::SIGBUS => "SIGBUS",
-        libc::SIGFPE => "SIGFPE",
-        libc::SIGKILL => "SIGKILL",
-        libc::SIGUSR1 => "SIGUSR1",
-        libc::SIGSEGV => "SIGSEGV",
-        libc::SIGUSR2 => "SIGUSR2",
-        libc::SIGPIPE => "SIGPIPE",
-        libc::SIGALRM => "SIGALRM",
-        libc::SIGTERM => "SIGTERM",
-        libc::SIGSTKFLT => "SIGSTKFLT",
-        libc::SIGCHLD => "SIGCHLD",
-        libc::SIGCONT => "SIGCONT",
-        libc::SIGSTOP => "SIGSTOP",
-        libc::SIGTSTP => "SIGTSTP",
-        libc::SIGTTIN => "SIGTTIN",
-        libc::SIGTTOU => "SIGTTOU",
-        libc::SIGURG => "SIGURG",
-        libc::SIGXCPU => "SIGXCPU",
-        libc::SIGXFSZ => "SIGXFSZ",
-        libc::SIGVTALRM => "SIGVTALRM",
-        libc::SIGPROF => "SIGPROF",
-        libc::SIGWINCH => "SIGWINCH",
-        libc::SIGIO => "SIGIO",
-        libc::SIGPWR => "SIGPWR",
-        libc::SIGSYS => "SIGSYS",
-        _ => return None,
-    })
-}
+pub use memtide_agent_proto::signal::name as signal_name;
 
 /// `signal 11, SIGSEGV` (or `signal 40` for a signal without a name).
 fn describe_signal(signal: i32) -> String {
@@ -204,14 +168,5 @@ mod tests {
             .as_deref(),
             Some("memtide-init: process 26 (sh) killed by signal 9, SIGKILL")
         );
-    }
-
-    #[test]
-    fn signal_names_follow_linux_numbers() {
-        assert_eq!(signal_name(11), Some("SIGSEGV"));
-        assert_eq!(signal_name(9), Some("SIGKILL"));
-        assert_eq!(signal_name(31), Some("SIGSYS"));
-        assert_eq!(signal_name(0), None);
-        assert_eq!(signal_name(34), None);
     }
 }

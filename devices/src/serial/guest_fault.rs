@@ -11,6 +11,8 @@
 
 use std::fmt;
 
+pub use memtide_agent_proto::signal::name as signal_name;
+
 /// The init's line when the `--cmd` command ends:
 /// `memtide-init: command exited with status 139 (signal 11, SIGSEGV)`.
 const COMMAND_EXITED: &str = "memtide-init: command exited with status ";
@@ -115,44 +117,6 @@ impl fmt::Display for SignalText {
             None => write!(f, "signal {}", self.0),
         }
     }
-}
-
-/// The name of Linux signal `sig` (`SIGSEGV`), if it has one.
-pub fn signal_name(sig: i32) -> Option<&'static str> {
-    Some(match sig {
-        libc::SIGHUP => "SIGHUP",
-        libc::SIGINT => "SIGINT",
-        libc::SIGQUIT => "SIGQUIT",
-        libc::SIGILL => "SIGILL",
-        libc::SIGTRAP => "SIGTRAP",
-        libc::SIGABRT => "SIGABRT",
-        libc::SIGBUS => "SIGBUS",
-        libc::SIGFPE => "SIGFPE",
-        libc::SIGKILL => "SIGKILL",
-        libc::SIGUSR1 => "SIGUSR1",
-        libc::SIGSEGV => "SIGSEGV",
-        libc::SIGUSR2 => "SIGUSR2",
-        libc::SIGPIPE => "SIGPIPE",
-        libc::SIGALRM => "SIGALRM",
-        libc::SIGTERM => "SIGTERM",
-        libc::SIGSTKFLT => "SIGSTKFLT",
-        libc::SIGCHLD => "SIGCHLD",
-        libc::SIGCONT => "SIGCONT",
-        libc::SIGSTOP => "SIGSTOP",
-        libc::SIGTSTP => "SIGTSTP",
-        libc::SIGTTIN => "SIGTTIN",
-        libc::SIGTTOU => "SIGTTOU",
-        libc::SIGURG => "SIGURG",
-        libc::SIGXCPU => "SIGXCPU",
-        libc::SIGXFSZ => "SIGXFSZ",
-        libc::SIGVTALRM => "SIGVTALRM",
-        libc::SIGPROF => "SIGPROF",
-        libc::SIGWINCH => "SIGWINCH",
-        libc::SIGIO => "SIGIO",
-        libc::SIGPWR => "SIGPWR",
-        libc::SIGSYS => "SIGSYS",
-        _ => return None,
-    })
 }
 
 /// Reads one console line (without its newline) for a guest failure.
@@ -463,10 +427,6 @@ mod tests {
 
     #[test]
     fn signal_names() {
-        assert_eq!(signal_name(11), Some("SIGSEGV"));
-        assert_eq!(signal_name(6), Some("SIGABRT"));
-        assert_eq!(signal_name(0), None);
-        assert_eq!(signal_name(40), None);
         assert_eq!(SignalText(40).to_string(), "signal 40");
     }
 }
