@@ -104,43 +104,7 @@ pub fn run(argv: &[String], executables: &[PathBuf], opts: &LaneOpts) -> Result<
         .map(|a| shell_quote(a))
         .collect::<Vec<_>>()
         .join(" ");
-    let mut root = L1Root::new();
-    root.file_as("bin/busybox", Path::new(BUSYBOX))?;
-    root.data("init", 0o755, INIT_SCRIPT.as_bytes())?;
-    root.data("lane/cmd.sh", 0o644, format!("{script}\n").as_bytes())?;
-    root.data("lane/env", 0o644, env_file(&memtide, &cache).as_bytes())?;
-    let mut module_list = String::new();
-    for (i, ko) in modules::load_order(&kernel.modules_dir)?.iter().enumerate() {
-        let name = format!("lane/modules.d/{i:02}.ko");
-        root.data(&name, 0o644, &modules::read(ko)?)?;
-        let stem = ko.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        let params = if modules::canonical(stem) == "kvm_amd" {
-            opts.kvm_amd_params.as_str()
-        } else {
-            ""
-        };
-        module_list.push_str(&format!("/{name} {params}\n"));
-    }
-    root.data("lane/modules", 0o644, module_list.as_bytes())?;
-    root.binary(&memtide)?;
-    for exe in executables {
-        root.binary(exe)?;
-    }
-    for file in &opts.carry {
-        let file = std::fs::canonicalize(file).map_err(io_at(file))?;
-        root.same_path(&file)?;
-    }
-    for image in [
-        VMLINUX_FILE,
-        BZIMAGE_FILE,
-        INITRAMFS_FILE,
-        INITRAMFS_IDLE_FILE,
-    ] {
-        let path = cache.join(image);
-        if path.exists() {
-            root.same_path(&path)?;
-        }
-    }
+    let root = l1_root(&script, &memtide, executables, &cache, &kernel, opts)?;
     let payload_mib = root.bytes() / (1 << 20);
     let initramfs = dir.join("l1.cpio");
     std::fs::write(&initramfs, root.finish()?).map_err(io_at(&initramfs))?;
@@ -208,6 +172,57 @@ pub fn run(argv: &[String], executables: &[PathBuf], opts: &LaneOpts) -> Result<
             dir.display()
         ))),
     }
+}
+
+/// The L1 initramfs: busybox, the init, the command, the modules to load,
+/// memtide, `executables`, the carried files and the guest images, each at
+/// its host path.
+fn l1_root(
+    script: &str,
+    memtide: &Path,
+    executables: &[PathBuf],
+    cache: &Path,
+    kernel: &l1_kernel::L1Kernel,
+    opts: &LaneOpts,
+) -> Result<L1Root, XtaskError> {
+    let mut root = L1Root::new();
+    root.file_as("bin/busybox", Path::new(BUSYBOX))?;
+    root.data("init", 0o755, INIT_SCRIPT.as_bytes())?;
+    root.data("lane/cmd.sh", 0o644, format!("{script}\n").as_bytes())?;
+    root.data("lane/env", 0o644, env_file(memtide, cache).as_bytes())?;
+    let mut module_list = String::new();
+    for (i, ko) in modules::load_order(&kernel.modules_dir)?.iter().enumerate() {
+        let name = format!("lane/modules.d/{i:02}.ko");
+        root.data(&name, 0o644, &modules::read(ko)?)?;
+        let stem = ko.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        let params = if modules::canonical(stem) == "kvm_amd" {
+            opts.kvm_amd_params.as_str()
+        } else {
+            ""
+        };
+        module_list.push_str(&format!("/{name} {params}\n"));
+    }
+    root.data("lane/modules", 0o644, module_list.as_bytes())?;
+    root.binary(memtide)?;
+    for exe in executables {
+        root.binary(exe)?;
+    }
+    for file in &opts.carry {
+        let file = std::fs::canonicalize(file).map_err(io_at(file))?;
+        root.same_path(&file)?;
+    }
+    for image in [
+        VMLINUX_FILE,
+        BZIMAGE_FILE,
+        INITRAMFS_FILE,
+        INITRAMFS_IDLE_FILE,
+    ] {
+        let path = cache.join(image);
+        if path.exists() {
+            root.same_path(&path)?;
+        }
+    }
+    Ok(root)
 }
 
 /// The environment the command runs in: the host's paths, memtide on PATH,
