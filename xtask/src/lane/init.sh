@@ -9,7 +9,8 @@ mount -t devtmpfs devtmpfs /dev
 # The kernel's console is ttyS2 (a file on the host); the command's output
 # goes to ttyS0 (the host's terminal and l1-console.log).
 exec > /dev/ttyS0 2>&1
-mount -t tmpfs -o size=75% tmpfs /tmp
+# No tmpfs over /tmp: the root file system is already in RAM, and the
+# workspace (hence the command's directory) may itself live under /tmp.
 # Heartbeat on the second serial port: the host counts L1 as hung when
 # it stops (xtask/src/lane/qemu.rs, HEARTBEAT_LIMIT).
 (while :; do echo beat > /dev/ttyS1; sleep 10; done) &
@@ -29,6 +30,7 @@ if [ ! -c /dev/kvm ]; then
 fi
 mkdir -p /out/consoles
 . /lane/env
+mkdir -p "$LANE_CWD"
 if ! cd "$LANE_CWD"; then
     echo "memtide-lane: status=lane-setup"
     poweroff -f
