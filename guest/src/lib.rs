@@ -4,6 +4,7 @@
 
 pub mod agent;
 pub mod cmdline;
+pub mod console;
 pub mod meminfo;
 pub mod process;
 pub mod psi;

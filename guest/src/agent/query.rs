@@ -39,7 +39,7 @@ fn serve(port: u32, latest: &Latest, log: &mut FailureLog) {
             Ok(l) => break l,
             Err(e) => {
                 if let Some(line) = log.failed("listen", Instant::now(), &e) {
-                    eprintln!("{line}");
+                    crate::err_line!("{line}");
                 }
                 std::thread::sleep(RETRY);
             }
@@ -52,14 +52,14 @@ fn serve(port: u32, latest: &Latest, log: &mut FailureLog) {
                 if let Some(frame) = frame {
                     if let Err(e) = stream.send_all(&frame) {
                         if let Some(line) = log.failed("answer", Instant::now(), &e) {
-                            eprintln!("{line}");
+                            crate::err_line!("{line}");
                         }
                     }
                 }
             }
             Err(e) => {
                 if let Some(line) = log.failed("accept", Instant::now(), &e) {
-                    eprintln!("{line}");
+                    crate::err_line!("{line}");
                 }
                 std::thread::sleep(RETRY);
             }

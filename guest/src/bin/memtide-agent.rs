@@ -38,7 +38,7 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(e) => {
-            eprintln!("{PREFIX} error: {e}\n{USAGE}");
+            memtide_guest::err_line!("{PREFIX} error: {e}\n{USAGE}");
             return ExitCode::from(2);
         }
     };
@@ -53,13 +53,13 @@ fn once() -> ExitCode {
     match sample::take(0) {
         Ok(s) => {
             if let Some(e) = s.psi_error {
-                eprintln!("{PREFIX} {e}");
+                memtide_guest::err_line!("{PREFIX} {e}");
             }
             println!("{}", json::to_json(&s.report));
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("{PREFIX} error: {e}");
+            memtide_guest::err_line!("{PREFIX} error: {e}");
             ExitCode::FAILURE
         }
     }
@@ -74,7 +74,7 @@ struct Connection {
 /// Prints `line` to stderr if there is one.
 fn print(line: Option<String>) {
     if let Some(line) = line {
-        eprintln!("{line}");
+        memtide_guest::err_line!("{line}");
     }
 }
 
@@ -85,7 +85,7 @@ fn run(args: &AgentArgs) -> ! {
     let latest: query::Latest = Arc::new(Mutex::new(None));
     if args.query_port != 0 {
         if let Err(e) = query::spawn(args.query_port, latest.clone(), LOG_PERIOD) {
-            eprintln!("{PREFIX} cannot start the query listener: {e}");
+            memtide_guest::err_line!("{PREFIX} cannot start the query listener: {e}");
         }
     }
     let mut backoff = Backoff::new(BACKOFF_FIRST, BACKOFF_MAX);
@@ -153,14 +153,14 @@ fn tick(seq: u64, log: &mut FailureLog, now: Instant) -> Option<Vec<u8>> {
         Ok(s) => {
             for kind in ["meminfo", "uptime"] {
                 if let Some(n) = log.succeeded(kind) {
-                    eprintln!("{PREFIX} {kind} readable again after {n} failures");
+                    memtide_guest::err_line!("{PREFIX} {kind} readable again after {n} failures");
                 }
             }
             match s.psi_error {
                 Some(e) => print(log.failed("psi", now, &e)),
                 None => {
                     if let Some(n) = log.succeeded("psi") {
-                        eprintln!("{PREFIX} psi readable again after {n} failures");
+                        memtide_guest::err_line!("{PREFIX} psi readable again after {n} failures");
                     }
                 }
             }

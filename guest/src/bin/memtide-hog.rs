@@ -70,7 +70,7 @@ fn main() -> ExitCode {
     let phases = match phases {
         Some(p) if !p.is_empty() => p,
         _ => {
-            eprintln!("usage: memtide-hog MIB:SECONDS [MIB:SECONDS ...]");
+            memtide_guest::err_line!("usage: memtide-hog MIB:SECONDS [MIB:SECONDS ...]");
             return ExitCode::from(2);
         }
     };
