@@ -18,7 +18,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -350,12 +350,46 @@ pub struct Finished {
 }
 
 /// A thread that reads `from` to its end.
-fn read_all(mut from: impl Read + Send + 'static) -> JoinHandle<String> {
+fn read_all(from: impl Read + Send + 'static) -> JoinHandle<String> {
+    read_live(from, LiveOutput::default())
+}
+
+/// Reads `from` to its end, making every piece visible in `live` as it
+/// arrives; returns the whole text.
+fn read_live(mut from: impl Read + Send + 'static, live: LiveOutput) -> JoinHandle<String> {
     std::thread::spawn(move || {
-        let mut s = Vec::new();
-        let _ = from.read_to_end(&mut s);
-        String::from_utf8_lossy(&s).into_owned()
+        let mut chunk = [0u8; 4096];
+        loop {
+            match from.read(&mut chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => live.buf().extend_from_slice(&chunk[..n]),
+            }
+        }
+        let all = live.buf();
+        String::from_utf8_lossy(&all).into_owned()
     })
+}
+
+/// What a running memtide has printed on its console so far.
+#[derive(Debug, Clone, Default)]
+pub struct LiveOutput {
+    piped: Arc<Mutex<Vec<u8>>>,
+    file: Option<PathBuf>,
+}
+
+impl LiveOutput {
+    fn buf(&self) -> MutexGuard<'_, Vec<u8>> {
+        self.piped.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether the console so far holds `needle`.
+    pub fn contains(&self, needle: &str) -> bool {
+        let bytes = match &self.file {
+            Some(f) => std::fs::read(f).unwrap_or_default(),
+            None => self.buf().clone(),
+        };
+        String::from_utf8_lossy(&bytes).contains(needle)
+    }
 }
 
 /// One output of a memtide process: what its pipe's reader thread read, or
@@ -375,12 +409,27 @@ fn collected(reader: Option<JoinHandle<String>>, file: Option<&PathBuf>) -> Stri
 /// also kept in console files named after the running test when
 /// `MEMTIDE_TEST_CONSOLE_DIR` is set ([`spawn_memtide`]).
 pub fn run_memtide(args: &[&str], deadline: impl Into<Duration>) -> Finished {
+    run_memtide_live(args, deadline, |_| {})
+}
+
+/// [`run_memtide`], handing `started` a view of the console that fills as
+/// the guest prints (for a test that must act on a console line).
+pub fn run_memtide_live(
+    args: &[&str],
+    deadline: impl Into<Duration>,
+    started: impl FnOnce(LiveOutput),
+) -> Finished {
     let deadline = deadline.into();
     let start = Instant::now();
     let mut cmd = Command::new(memtide_bin());
     cmd.args(args).stdin(Stdio::null());
     let (mut child, files) = spawn_memtide(&mut cmd, &test_name(), Stdio::piped(), Stdio::piped());
-    let out_reader = child.stdout.take().map(read_all);
+    let live = LiveOutput {
+        file: files.as_ref().map(|f| f.console.clone()),
+        ..LiveOutput::default()
+    };
+    started(live.clone());
+    let out_reader = child.stdout.take().map(|out| read_live(out, live));
     let err_reader = child.stderr.take().map(read_all);
     let console = files.as_ref().map(|f| &f.console);
     let errors = files.as_ref().map(|f| &f.stderr);
