@@ -318,10 +318,10 @@ mod tests {
     #[test]
     fn nested_host_adds_options_unless_disabled() {
         let c = VmConfig::from_args(&args(&["--cmd", "true"]), HostKvm::NestedPvm).expect("ok");
-        assert!(c.cmdline.as_str().contains("noxsave"));
+        assert!(c.cmdline.as_str().contains("clearcpuid="));
         assert!(c.cmdline.as_str().ends_with("memtide.cmd=\"true\""));
         let c = VmConfig::from_args(&args(&["--no-compat"]), HostKvm::NestedPvm).expect("ok");
-        assert!(!c.cmdline.as_str().contains("noxsave"));
+        assert!(!c.cmdline.as_str().contains("clearcpuid="));
     }
 
     #[test]

@@ -10,7 +10,9 @@
 //! This module is pure: it decides what to do with the instruction bytes at
 //! the guest's RIP. The vCPU loop reads the bytes and applies the decision.
 
-use iced_x86::{Decoder, DecoderOptions, Formatter, Instruction, IntelFormatter, Mnemonic};
+use iced_x86::{
+    Decoder, DecoderOptions, Formatter, Instruction, IntelFormatter, Mnemonic, OpKind, Register,
+};
 
 use crate::compat::HostKvm;
 
@@ -48,6 +50,69 @@ pub enum Fallback {
         /// Exception vector to inject.
         vector: u8,
     },
+    /// `xsave64` or `xrstor64` (standard form): memtide moves the guest's
+    /// extended state between KVM and the save area at `mem`
+    /// (`vcpu/xstate.rs`), then advances RIP by `len`.
+    Xstate {
+        /// Instruction length.
+        len: u64,
+        /// `xrstor64` (else `xsave64`).
+        restore: bool,
+        /// The save area operand.
+        mem: MemOperand,
+    },
+}
+
+/// A memory operand, to be resolved against the vCPU's registers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemOperand {
+    /// Base register (`Register::None` if none; `RIP` for RIP-relative, in
+    /// which case `displacement` is already the address).
+    pub base: Register,
+    /// Index register (`Register::None` if none).
+    pub index: Register,
+    /// Index scale: 1, 2, 4 or 8.
+    pub scale: u32,
+    /// Displacement (sign-extended), or the absolute address when RIP-relative.
+    pub displacement: u64,
+    /// The segment (only FS and GS have a base in 64-bit mode).
+    pub segment: Register,
+}
+
+impl MemOperand {
+    fn of(insn: &Instruction) -> Self {
+        Self {
+            base: insn.memory_base(),
+            index: insn.memory_index(),
+            scale: insn.memory_index_scale(),
+            displacement: insn.memory_displacement64(),
+            segment: insn.memory_segment(),
+        }
+    }
+
+    /// The 64-bit linear address, given `value` of a general-purpose
+    /// register or the base of segment FS/GS; `None` if `value` has no
+    /// value for a register the operand uses.
+    pub fn address(&self, value: impl Fn(Register) -> Option<u64>) -> Option<u64> {
+        let base = match self.base {
+            Register::None | Register::RIP => 0,
+            r => value(r)?,
+        };
+        let index = match self.index {
+            Register::None => 0,
+            r => value(r)?.wrapping_mul(u64::from(self.scale)),
+        };
+        let segment = match self.segment {
+            Register::FS | Register::GS => value(self.segment)?,
+            _ => 0,
+        };
+        Some(
+            self.displacement
+                .wrapping_add(base)
+                .wrapping_add(index)
+                .wrapping_add(segment),
+        )
+    }
 }
 
 /// The guest CPU state the decision depends on.
@@ -193,6 +258,18 @@ pub fn plan(bytes: &[u8], ctx: CpuContext) -> Result<Fallback, EmulationError> {
         // reported as writable, which holds for the kernel data selector
         // the mitigation uses.
         Mnemonic::Verw => Ok(Fallback::SkipSetZf { len }),
+        // The guest kernel's context switch, signal delivery and return
+        // (memtide boots it with XSAVE on so that it keeps every process's
+        // AVX/AVX-512 state; the host's emulator cannot run these).
+        Mnemonic::Xsave64 | Mnemonic::Xrstor64
+            if ctx.bitness == 64 && insn.op0_kind() == OpKind::Memory =>
+        {
+            Ok(Fallback::Xstate {
+                len,
+                restore: insn.mnemonic() == Mnemonic::Xrstor64,
+                mem: MemOperand::of(&insn),
+            })
+        }
         _ => Err(unsupported(&insn, bytes, ctx.rip)),
     }
 }
@@ -287,13 +364,63 @@ mod tests {
 
     #[test]
     fn other_instructions_are_named_in_the_error() {
-        // xrstor [rdi]
-        let err = plan(&[0x48, 0x0f, 0xae, 0x2f], ctx(0xffff_ffff_8102_0304))
-            .expect_err("xrstor is not handled");
+        // xsave [rdi] without REX.W: the 32-bit layout, which Linux never uses.
+        let err = plan(&[0x0f, 0xae, 0x27], ctx(0xffff_ffff_8102_0304))
+            .expect_err("32-bit xsave is not handled");
         let msg = err.to_string();
-        assert!(msg.contains("xrstor"), "{msg}");
-        assert!(msg.contains("48 0f ae 2f"), "{msg}");
+        assert!(msg.contains("xsave"), "{msg}");
+        assert!(msg.contains("0f ae 27"), "{msg}");
         assert!(msg.contains("0xffffffff81020304"), "{msg}");
+    }
+
+    #[test]
+    fn xsave64_and_xrstor64_are_planned_with_their_operand() {
+        // xrstor64 [rdi]
+        let Ok(Fallback::Xstate { len, restore, mem }) =
+            plan(&[0x48, 0x0f, 0xae, 0x2f], ctx(0xffff_ffff_818e_1e48))
+        else {
+            panic!("xrstor64 is emulated");
+        };
+        assert_eq!((len, restore), (4, true));
+        let regs = |r: Register| match r {
+            Register::RDI => Some(0xffff_8880_0123_4000),
+            _ => None,
+        };
+        assert_eq!(mem.address(regs), Some(0xffff_8880_0123_4000));
+        // xsave64 [rsp+rbx*2+0x40] with a GS override.
+        let Ok(Fallback::Xstate { len, restore, mem }) = plan(
+            &[0x65, 0x48, 0x0f, 0xae, 0x64, 0x5c, 0x40],
+            ctx(0xffff_ffff_8101_0000),
+        ) else {
+            panic!("xsave64 is emulated");
+        };
+        assert_eq!((len, restore), (7, false));
+        let regs = |r: Register| match r {
+            Register::RSP => Some(0x1000),
+            Register::RBX => Some(0x10),
+            Register::GS => Some(0x10_0000),
+            _ => None,
+        };
+        assert_eq!(mem.address(regs), Some(0x10_0000 + 0x1000 + 0x20 + 0x40));
+        // A register the caller cannot resolve.
+        assert_eq!(mem.address(|_| None), None);
+        // RIP-relative: the displacement is the address.
+        let Ok(Fallback::Xstate { mem, .. }) = plan(
+            &[0x48, 0x0f, 0xae, 0x25, 0x00, 0x10, 0x00, 0x00],
+            ctx(0xffff_ffff_8100_0000),
+        ) else {
+            panic!("rip-relative xsave64");
+        };
+        assert_eq!(mem.address(|_| None), Some(0xffff_ffff_8100_1008));
+        // Not in 32-bit code.
+        assert!(plan(
+            &[0x0f, 0xae, 0x2f],
+            CpuContext {
+                bitness: 32,
+                ..ctx(0x1000)
+            }
+        )
+        .is_err());
     }
 
     #[test]

@@ -2,16 +2,22 @@
 
 pub mod emulate;
 pub mod gdt;
+pub mod pagewalk;
 pub mod profile;
 pub mod setup;
 pub mod snapshot;
 pub mod syscall_gate;
+pub mod xstate;
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use kvm_bindings::{kvm_guest_debug, kvm_msr_entry, kvm_vcpu_events, Msrs};
+use iced_x86::Register;
+use kvm_bindings::{
+    kvm_guest_debug, kvm_msr_entry, kvm_regs, kvm_sregs, kvm_vcpu_events, Msrs,
+    KVM_MAX_CPUID_ENTRIES,
+};
 use kvm_ioctls::{VcpuExit, VcpuFd};
 use memtide_devices::bus::Bus;
 use vm_memory::{Bytes, GuestAddress};
@@ -30,6 +36,16 @@ const MSR_LSTAR: u32 = 0xc000_0082;
 const MSR_SYSCALL_MASK: u32 = 0xc000_0084;
 /// `EFER.LMA`: long mode active.
 const EFER_LMA: u64 = 1 << 10;
+/// `CR0.WP`: supervisor writes honour read-only pages.
+const CR0_WP: u64 = 1 << 16;
+/// `CR4.OSXSAVE`: the XSAVE instructions are enabled.
+const CR4_OSXSAVE: u64 = 1 << 18;
+/// Vector of the invalid-opcode exception (#UD).
+const VECTOR_UD: u8 = 6;
+/// Vector of the general-protection exception (#GP).
+const VECTOR_GP: u8 = 13;
+/// Vector of the page-fault exception (#PF).
+const VECTOR_PF: u8 = 14;
 /// DR7: enable breakpoint 0 (local), execution, 1 byte; bit 10 reads as 1.
 const DR7_BP0_EXEC: u64 = (1 << 0) | (1 << 10);
 /// How often an unarmed syscall gate looks for the guest's entry points.
@@ -89,10 +105,47 @@ pub enum VcpuError {
     /// An exit memtide does not handle.
     #[error("unexpected vCPU exit: {0}")]
     UnexpectedExit(String),
+    /// memtide could not carry out the guest kernel's `xsave64` or
+    /// `xrstor64` (see [`xstate`]).
+    #[error("cannot emulate {what} at guest RIP {rip:#x}: {reason}")]
+    Xstate {
+        /// The instruction.
+        what: &'static str,
+        /// Guest RIP.
+        rip: u64,
+        /// Why not.
+        reason: String,
+    },
 }
 
 fn kvm(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VcpuError {
     move |source| VcpuError::Kvm { what, source }
+}
+
+/// The value of a 64-bit general-purpose register, or of the FS/GS base,
+/// for resolving a memory operand.
+fn register_value(regs: &kvm_regs, sregs: &kvm_sregs, r: Register) -> Option<u64> {
+    Some(match r {
+        Register::RAX => regs.rax,
+        Register::RBX => regs.rbx,
+        Register::RCX => regs.rcx,
+        Register::RDX => regs.rdx,
+        Register::RSI => regs.rsi,
+        Register::RDI => regs.rdi,
+        Register::RSP => regs.rsp,
+        Register::RBP => regs.rbp,
+        Register::R8 => regs.r8,
+        Register::R9 => regs.r9,
+        Register::R10 => regs.r10,
+        Register::R11 => regs.r11,
+        Register::R12 => regs.r12,
+        Register::R13 => regs.r13,
+        Register::R14 => regs.r14,
+        Register::R15 => regs.r15,
+        Register::FS => sregs.fs.base,
+        Register::GS => sregs.gs.base,
+        _ => return None,
+    })
 }
 
 /// A configured vCPU, ready to run on its own thread.
@@ -107,6 +160,9 @@ pub struct Vcpu {
     gate: Option<GateState>,
     /// Decides whether the emulation fallback may run ([`emulate::decide`]).
     host: HostKvm,
+    /// Where the XSAVE components lie, from this vCPU's CPUID (read at the
+    /// first emulated `xsave64`/`xrstor64`).
+    xstate_layout: Option<xstate::Layout>,
 }
 
 /// The syscall gate of one vCPU (see [`syscall_gate`]).
@@ -139,6 +195,7 @@ impl Vcpu {
             profile: None,
             gate: None,
             host,
+            xstate_layout: None,
         }
     }
 
@@ -414,6 +471,9 @@ impl Vcpu {
         };
         let plan = emulate::decide(self.host, &bytes, ctx)?;
         log::debug!("vcpu{}: fallback {plan:?} at {:#x}", self.id, regs.rip);
+        if let emulate::Fallback::Xstate { len, restore, mem } = plan {
+            return self.emulate_xstate(regs, &sregs, len, restore, mem);
+        }
         let (len, vector) = match plan {
             emulate::Fallback::SkipAndInject { len, vector } => (len, Some(vector)),
             emulate::Fallback::Skip { len } => (len, None),
@@ -422,6 +482,7 @@ impl Vcpu {
                 (len, None)
             }
             emulate::Fallback::Inject { vector } => (0, Some(vector)),
+            emulate::Fallback::Xstate { .. } => (0, None),
         };
         if len > 0 {
             regs.rip = regs.rip.wrapping_add(len);
@@ -434,15 +495,173 @@ impl Vcpu {
     }
 
     fn inject_exception(&self, vector: u8) -> Result<(), VcpuError> {
+        self.inject_fault(vector, None)
+    }
+
+    /// Injects exception `vector` with `error_code`, RIP unchanged.
+    fn inject_fault(&self, vector: u8, error_code: Option<u32>) -> Result<(), VcpuError> {
         let mut events: kvm_vcpu_events =
             self.fd.get_vcpu_events().map_err(kvm("get vCPU events"))?;
         events.exception.injected = 1;
         events.exception.nr = vector;
-        events.exception.has_error_code = 0;
-        events.exception.error_code = 0;
+        events.exception.has_error_code = u8::from(error_code.is_some());
+        events.exception.error_code = error_code.unwrap_or(0);
         self.fd
             .set_vcpu_events(&events)
             .map_err(kvm("inject an exception"))
+    }
+
+    /// Injects a page fault at `addr` (CR2) with `error_code`.
+    fn inject_page_fault(
+        &self,
+        sregs: &kvm_sregs,
+        addr: u64,
+        error_code: u32,
+    ) -> Result<(), VcpuError> {
+        let mut sregs = *sregs;
+        sregs.cr2 = addr;
+        self.fd
+            .set_sregs(&sregs)
+            .map_err(kvm("set CR2 for a page fault"))?;
+        self.inject_fault(VECTOR_PF, Some(error_code))
+    }
+
+    /// Carries out the guest's `xsave64` (`restore` false) or `xrstor64`
+    /// at `regs.rip` with save area `mem`: moves the components EDX:EAX &
+    /// XCR0 selects between KVM's XSAVE state and guest memory
+    /// ([`xstate::save`], [`xstate::restore`]) and advances RIP by `len`,
+    /// or raises in the guest the fault the CPU would (#UD, #GP, #PF).
+    fn emulate_xstate(
+        &mut self,
+        mut regs: kvm_regs,
+        sregs: &kvm_sregs,
+        len: u64,
+        restore: bool,
+        mem: emulate::MemOperand,
+    ) -> Result<(), VcpuError> {
+        let what = if restore { "xrstor64" } else { "xsave64" };
+        let rip = regs.rip;
+        let fail = |reason: String| VcpuError::Xstate { what, rip, reason };
+        if sregs.cr4 & CR4_OSXSAVE == 0 {
+            return self.inject_fault(VECTOR_UD, None);
+        }
+        let addr = mem
+            .address(|r| register_value(&regs, sregs, r))
+            .ok_or_else(|| {
+                fail(format!(
+                    "its operand uses a register memtide does not read ({mem:?})"
+                ))
+            })?;
+        if addr % xstate::ALIGN != 0 {
+            return self.inject_fault(VECTOR_GP, Some(0));
+        }
+        let xcrs = self.fd.get_xcrs().map_err(kvm("get XCR0"))?;
+        let xcr0 = xcrs
+            .xcrs
+            .iter()
+            .take(xcrs.nr_xcrs as usize)
+            .find(|x| x.xcr == 0)
+            .map(|x| x.value)
+            .ok_or_else(|| fail("KVM reports no XCR0".into()))?;
+        let rfbm = ((regs.rdx << 32) | (regs.rax & 0xffff_ffff)) & xcr0;
+        let layout = self.xstate_layout()?;
+        let area_len = layout.area_len(rfbm).map_err(|e| fail(e.to_string()))?;
+        // The guest-physical pieces of the area, each within one page.
+        let access = pagewalk::Access {
+            write: !restore,
+            user: sregs.cs.selector & 3 == 3,
+            write_protect: sregs.cr0 & CR0_WP != 0,
+        };
+        let end = addr.wrapping_add(area_len as u64);
+        let mut pieces = Vec::new();
+        let mut va = addr;
+        while va != end {
+            let read = |gpa: u64| self.mem.read_obj::<u64>(GuestAddress(gpa)).ok();
+            let gpa = match pagewalk::translate(sregs.cr3, va, access, read) {
+                Ok(gpa) => gpa,
+                Err(pagewalk::WalkError::PageFault { error_code }) => {
+                    log::debug!(
+                        "vcpu{}: {what} at {rip:#x}: page fault at {va:#x}, error code {error_code:#x}",
+                        self.id
+                    );
+                    return self.inject_page_fault(sregs, va, error_code);
+                }
+                Err(pagewalk::WalkError::NonCanonical) => {
+                    return self.inject_fault(VECTOR_GP, Some(0));
+                }
+                Err(e) => return Err(fail(e.to_string())),
+            };
+            let n = (0x1000 - (va & 0xfff)).min(end.wrapping_sub(va));
+            pieces.push((GuestAddress(gpa), n as usize));
+            va = va.wrapping_add(n);
+        }
+        let mut area = vec![0u8; area_len];
+        let mut at = 0;
+        for &(gpa, n) in &pieces {
+            self.mem
+                .read_slice(&mut area[at..at + n], gpa)
+                .map_err(|e| fail(format!("the save area is not in guest RAM: {e}")))?;
+            at += n;
+        }
+        let mut kvm_state = self.fd.get_xsave().map_err(kvm("get the XSAVE state"))?;
+        let mut state = [0u8; xstate::KVM_REGION_LEN];
+        for (chunk, word) in state.chunks_exact_mut(4).zip(kvm_state.region.iter()) {
+            chunk.copy_from_slice(&word.to_le_bytes());
+        }
+        let done = if restore {
+            xstate::restore(&layout, &mut state, &area, rfbm, xcr0)
+        } else {
+            xstate::save(&layout, &state, &mut area, rfbm)
+        };
+        match done {
+            Ok(()) => {}
+            Err(e) if e.is_guest_fault() => {
+                log::debug!("vcpu{}: {what} at {rip:#x} faults: {e}", self.id);
+                return self.inject_fault(VECTOR_GP, Some(0));
+            }
+            Err(e) => return Err(fail(e.to_string())),
+        }
+        if restore {
+            for (word, chunk) in kvm_state.region.iter_mut().zip(state.chunks_exact(4)) {
+                let mut b = [0u8; 4];
+                b.copy_from_slice(chunk);
+                *word = u32::from_le_bytes(b);
+            }
+            // SAFETY: `kvm_state` is a whole `kvm_xsave` (4096 bytes), and
+            // KVM reads no more than that: memtide never enables dynamic
+            // XSTATE features (AMX) for its guests, so the guest's XSAVE
+            // state fits the traditional region.
+            unsafe { self.fd.set_xsave(&kvm_state) }.map_err(kvm("set the XSAVE state"))?;
+        } else {
+            let mut at = 0;
+            for &(gpa, n) in &pieces {
+                self.mem
+                    .write_slice(&area[at..at + n], gpa)
+                    .map_err(|e| fail(format!("the save area is not in guest RAM: {e}")))?;
+                at += n;
+            }
+        }
+        regs.rip = regs.rip.wrapping_add(len);
+        self.fd.set_regs(&regs).map_err(kvm("set registers"))
+    }
+
+    /// The XSAVE layout from this vCPU's CPUID leaf 0xD (cached).
+    fn xstate_layout(&mut self) -> Result<xstate::Layout, VcpuError> {
+        if let Some(layout) = &self.xstate_layout {
+            return Ok(layout.clone());
+        }
+        let cpuid = self
+            .fd
+            .get_cpuid2(KVM_MAX_CPUID_ENTRIES)
+            .map_err(kvm("get CPUID"))?;
+        let layout = xstate::Layout::from_cpuid(
+            cpuid
+                .as_slice()
+                .iter()
+                .map(|e| (e.function, e.index, e.eax, e.ebx)),
+        );
+        self.xstate_layout = Some(layout.clone());
+        Ok(layout)
     }
 
     /// Reads up to `len` bytes at guest-virtual `linear`, following the
