@@ -9,19 +9,19 @@
 //! Two scenarios: one with the real agent in each guest and a
 //! `memtide-hog` workload committing memory in steps, and one whose demand
 //! comes from memtide's scripted report source on the host
-//! (`memtide::scripted_agent`, the agent's wire format written into each
+//! (`memtide_test_support::scripted_agent`, the agent's wire format written into each
 //! VM's report socket), where exact demand makes every step certain.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use memtide::bench::guest::get_json;
-use memtide::scripted_agent::ScriptedAgent;
 use memtide_balancer::invariants::{check_no_hot_remove, check_no_oscillation, check_safety};
 use memtide_balancer::reader::port_socket_path;
 use memtide_balancer::trace::Trace;
-use memtide_tests::{
+use memtide_test_support::get_json;
+use memtide_test_support::scripted_agent::ScriptedAgent;
+use memtide_test_support::{
     boot_lock, guest_images, memtide_bin, require_kvm, spawn_memtide, Boots, Guest, BOOT_DEADLINE,
 };
 

@@ -9,7 +9,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use memtide_tests::{
+use memtide_test_support::{
     boot_lock, guest_images, memtide_bin, require_kvm, run_memtide_live, Boots, Guest, LiveOutput,
 };
 

@@ -1,13 +1,13 @@
 //! Boots the real guest kernel and initramfs on /dev/kvm.
 
-use memtide_tests::{
+use memtide_test_support::{
     boot_lock, guest_images, kernel_memory_line_kib, require_kvm, run_memtide, BOOT_DEADLINE,
     KERNEL_RUNS_INIT,
 };
 
 const READY: &str = "memtide-init: ready uptime=";
 
-fn boot(extra: &[&str]) -> memtide_tests::Finished {
+fn boot(extra: &[&str]) -> memtide_test_support::Finished {
     let (kernel, initramfs) = guest_images();
     let kernel = kernel.to_str().expect("utf-8 path").to_string();
     let initramfs = initramfs.to_str().expect("utf-8 path").to_string();

@@ -2,11 +2,11 @@
 
 use std::time::Duration;
 
-use memtide_tests::{guest_images, require_kvm, run_memtide};
+use memtide_test_support::{guest_images, require_kvm, run_memtide};
 
 const QUICK: Duration = Duration::from_secs(30);
 
-fn assert_clean_failure(r: &memtide_tests::Finished, needle: &str) {
+fn assert_clean_failure(r: &memtide_test_support::Finished, needle: &str) {
     assert!(!r.status.success(), "should fail: {r:?}");
     assert!(
         !r.stderr.contains("panicked at"),

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use memtide_balancer::invariants::{check_no_hot_remove, check_safety};
 use memtide_balancer::trace::Trace;
-use memtide_tests::{boot_lock, guest_images, require_kvm, run_memtide, Boots};
+use memtide_test_support::{boot_lock, guest_images, require_kvm, run_memtide, Boots};
 
 /// Tags of `svg` must nest: every opened element is closed in order.
 fn well_formed(svg: &str) -> Result<(), String> {

@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use memtide_tests::{require_kvm, run_memtide};
+use memtide_test_support::{require_kvm, run_memtide};
 
 /// Guest-physical load address of the test ELF's one segment.
 const LOAD: u64 = 0x20_0000;

@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use memtide_tests::{boot_lock, require_kvm, Boots, Guest};
+use memtide_test_support::{boot_lock, require_kvm, Boots, Guest};
 
 fn total_mib(g: &mut Guest) -> f64 {
     g.guest_free_mib(); // waits for a fresh statistics report

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use memtide_tests::{
+use memtide_test_support::{
     boot_lock, guest_images, memtide_bin, require_kvm, Boots, Guest, BOOT_DEADLINE,
 };
 

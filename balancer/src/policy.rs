@@ -162,7 +162,7 @@ impl Balancer {
     /// The most a VM can reach by hot-adding whole slots: plugged plus the
     /// whole slots that fit below its maximum.
     fn reachable_mib(&self, v: &Vm) -> u64 {
-        let slot = self.cfg.slot_mib.max(1);
+        let slot = v.settings.slot_mib.unwrap_or(self.cfg.slot_mib).max(1);
         let plugged = v.state.plugged_mib;
         plugged + v.settings.maximum_mib.saturating_sub(plugged) / slot * slot
     }
@@ -253,6 +253,7 @@ impl Balancer {
         let assigned = v.state.assigned_mib();
         let threshold = self.threshold(assigned);
         let name = v.settings.name.clone();
+        let slot_mib = v.settings.slot_mib.unwrap_or(cfg.slot_mib);
         let mut d = Decision {
             vm: i,
             target_mib: need.target,
@@ -318,7 +319,7 @@ impl Balancer {
             }
             let old = v.state.balloon_mib;
             v.state.balloon_mib += shrink;
-            d.actions = resize_actions(old, v.state.balloon_mib, 0, cfg.slot_mib);
+            d.actions = resize_actions(old, v.state.balloon_mib, 0, slot_mib);
             d.reason = format!(
                 "vm {name}: budget short, pressure {pressure} (target {} MiB, share {} MiB): inflate {shrink} MiB",
                 need.target, need.want
@@ -332,13 +333,13 @@ impl Balancer {
                 return d;
             }
             let (plugged, balloon) = (v.state.plugged_mib, v.state.balloon_mib);
-            let g = plan_growth(plugged, balloon, v.settings.maximum_mib, grow, cfg.slot_mib);
+            let g = plan_growth(plugged, balloon, v.settings.maximum_mib, grow, slot_mib);
             let gained = g.gained_mib(plugged, balloon);
             if gained == 0 {
                 d.reason = format!("vm {name}: at its maximum ({plugged} MiB plugged)");
                 return d;
             }
-            d.actions = resize_actions(balloon, g.new_balloon_mib, g.slots, cfg.slot_mib);
+            d.actions = resize_actions(balloon, g.new_balloon_mib, g.slots, slot_mib);
             v.state.plugged_mib = g.new_plugged_mib;
             v.state.balloon_mib = g.new_balloon_mib;
             v.state.last_grow_ms = Some(ctx.now_ms);
@@ -420,6 +421,32 @@ mod tests {
             "{}",
             a.reason
         );
+    }
+
+    #[test]
+    fn each_vm_hot_adds_its_own_slot_size() {
+        let mut s = vec![
+            VmSettings::new("a", 256, 128, 1024),
+            VmSettings::new("b", 256, 128, 1024),
+        ];
+        s[1].slot_mib = Some(256);
+        let mut b = Balancer::new(PolicyConfig::default(), s).expect("valid");
+        let d = b.step(&[(0, r(400, 256, 0)), (1, r(400, 256, 0))], 4096, 0);
+        let slots: Vec<_> = d
+            .iter()
+            .flat_map(|d| d.actions.iter())
+            .filter_map(|a| match a {
+                Action::HotAdd { slot_mib, .. } => Some(*slot_mib),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(slots, vec![128, 256], "{d:?}");
+        let (pa, pb) = (
+            b.state(0).expect("a").plugged_mib,
+            b.state(1).expect("b").plugged_mib,
+        );
+        assert_eq!((pa - 256) % 128, 0);
+        assert_eq!((pb - 256) % 256, 0);
     }
 
     #[test]

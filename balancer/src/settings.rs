@@ -50,6 +50,11 @@ pub struct VmSettings {
     pub buffer_pct: u32,
     /// Priority when memory is short, 1..=10000 (default 5000).
     pub weight: u32,
+    /// This VM's hot-add slot size, MiB (`None`: the policy's
+    /// [`crate::PolicyConfig::slot_mib`]). VMs under one balancer may have
+    /// different slot sizes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot_mib: Option<u64>,
 }
 
 impl VmSettings {
@@ -62,6 +67,7 @@ impl VmSettings {
             maximum_mib,
             buffer_pct: 20,
             weight: 5000,
+            slot_mib: None,
         }
     }
 

@@ -1,26 +1,52 @@
 //! The `memtide` binary: parses the command line and runs the subcommand.
+//! The VMM itself is the `memtide-vmm` library; the control API's types and
+//! client are `memtide-api`. Only this crate prints to stdout.
+
+mod cli;
+mod commands;
 
 use std::process::ExitCode;
 
 use clap::Parser;
 
-use memtide::cli::{BenchCommand, Cli, Command};
-use memtide::compat::HostKvm;
-use memtide::config::VmConfig;
-use memtide::outcome::VmOutcome;
-use memtide::{balance_remote, bench, ctl, demo, logger, plot, top, vm};
+use cli::{BenchCommand, Cli, Command};
+use commands::{balance, bench, ctl, demo, plot, top};
+use memtide_vmm::compat::HostKvm;
+
+/// The log level variable (error, warn, info, debug, trace, or
+/// env_logger's `target=level` directives).
+const LOG_ENV: &str = "MEMTIDE_LOG";
+
+/// Logs to stderr as `memtide [LEVEL] target: message`, at the level
+/// `MEMTIDE_LOG` sets (default warn).
+fn init_logger() {
+    use std::io::Write;
+    env_logger::Builder::new()
+        .filter_level(log::LevelFilter::Warn)
+        .parse_env(env_logger::Env::new().filter(LOG_ENV))
+        .format(|buf, record| {
+            writeln!(
+                buf,
+                "memtide [{}] {}: {}",
+                record.level(),
+                record.target(),
+                record.args()
+            )
+        })
+        .init();
+}
 
 fn main() -> ExitCode {
-    logger::init();
+    init_logger();
     let cli = Cli::parse();
     match cli.command {
         Command::Run(args) => {
             let host = HostKvm::detect();
-            let config = match VmConfig::from_args(&args, host) {
+            let config = match commands::run::config_from_args(&args, host) {
                 Ok(c) => c,
                 Err(e) => return fail(&e),
             };
-            run(&config)
+            commands::run::run(&config)
         }
         Command::Bench(BenchCommand::Boot(args)) => match bench::boot::run(&args) {
             Ok(_) => ExitCode::SUCCESS,
@@ -47,7 +73,7 @@ fn main() -> ExitCode {
             Err(e) => fail(&e),
         },
         Command::Balance(args) => {
-            let opts = balance_remote::BalanceOptions {
+            let opts = balance::BalanceOptions {
                 budget_mib: args.budget_mib,
                 vms: args.vms,
                 interval: std::time::Duration::from_millis(args.interval_ms.max(10)),
@@ -55,7 +81,7 @@ fn main() -> ExitCode {
                 trace: args.trace,
                 api_sock: args.api_sock,
             };
-            match balance_remote::run(&opts) {
+            match balance::run(&opts) {
                 Ok(trace) => match args.plot {
                     Some(out) => match plot::write(&trace, &out) {
                         Ok(()) => ExitCode::SUCCESS,
@@ -91,47 +117,7 @@ fn main() -> ExitCode {
     }
 }
 
-/// `memtide run`'s exit code when the guest ran but its `--cmd` command
-/// failed or a guest process died of a signal.
-const EXIT_GUEST_FAILED: u8 = 3;
-
-fn run(config: &VmConfig) -> ExitCode {
-    let report = match vm::run(config) {
-        Ok(r) => r,
-        Err(e) => return fail(&e),
-    };
-    for fault in &report.guest_faults {
-        eprintln!("memtide: {fault}");
-    }
-    if report.guest_faults_dropped > 0 {
-        eprintln!(
-            "memtide: ... and {} more guest process failures (see the console output above)",
-            report.guest_faults_dropped
-        );
-    }
-    if report.panicked {
-        eprintln!("memtide: the guest kernel panicked (see its console output above)");
-        return ExitCode::from(1);
-    }
-    match report.outcome {
-        VmOutcome::Reset | VmOutcome::PowerOff if report.guest_faults.is_empty() => {
-            ExitCode::SUCCESS
-        }
-        VmOutcome::Reset | VmOutcome::PowerOff => ExitCode::from(EXIT_GUEST_FAILED),
-        VmOutcome::TripleFault { vcpu, state } => {
-            eprintln!("memtide: vCPU {vcpu} triple-faulted; the guest crashed");
-            if let Some(state) = state {
-                eprintln!("memtide: vCPU {vcpu} state at the triple fault: {state}");
-            }
-            ExitCode::from(1)
-        }
-        VmOutcome::VcpuFailed { vcpu, error } => {
-            eprintln!("memtide: vCPU {vcpu} stopped: {error}");
-            ExitCode::from(1)
-        }
-    }
-}
-
+/// Prints `e` and returns exit code 2 (the command could not run).
 fn fail(e: &dyn std::error::Error) -> ExitCode {
     eprintln!("memtide: error: {e}");
     ExitCode::from(2)

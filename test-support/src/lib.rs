@@ -1,4 +1,7 @@
-//! Helpers shared by memtide's integration tests: finding the binary and
+//! memtide-test-support: what memtide's integration tests and benchmarks
+//! share. The [`Guest`] helper (a `memtide run` child with an API socket),
+//! the [`scripted_agent`] report source, and the integration tests'
+//! helpers: finding the binary and
 //! the guest images, requiring KVM, booting a guest with a deadline that
 //! scales with this host's speed, keeping guest consoles for failure
 //! analysis, and serializing boots (the CI host has two cores; one guest at
@@ -21,6 +24,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+pub use memtide_api::{Client, ClientError};
+
+pub mod scripted_agent;
 
 static BOOT_LOCK: Mutex<()> = Mutex::new(());
 
@@ -464,8 +471,35 @@ pub fn run_memtide_live(
     }
 }
 
-/// A guest booted with the idle init, a balloon and an API socket; killed
-/// when dropped.
+/// Errors of the fallible [`Guest`] calls the benchmarks and the demo use
+/// (the test conveniences panic instead).
+#[derive(Debug, thiserror::Error)]
+pub enum GuestError {
+    /// `memtide run` could not start or be waited for.
+    #[error("cannot start or watch `memtide run`: {0}")]
+    Spawn(std::io::Error),
+    /// The API did not answer as expected.
+    #[error(transparent)]
+    Api(#[from] ClientError),
+    /// An answer without what was expected in it.
+    #[error("unexpected API answer: {0}")]
+    BadAnswer(String),
+    /// Something took too long.
+    #[error("timed out waiting for {0}")]
+    Timeout(&'static str),
+    /// The guest stopped.
+    #[error("the guest stopped ({0})")]
+    GuestGone(ExitStatus),
+    /// The guest could not be set up (no image cache, ...).
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// A running `memtide run` child with an API socket; killed when dropped.
+/// The one guest helper of the integration tests (which boot the idle init
+/// with [`Guest::start`] and [`Guest::boot`] and panic on failure) and of
+/// the benchmarks and the demo (which spawn their own command and use
+/// [`Guest::from_child`], [`Guest::api`] and [`Guest::wait_until`]).
 pub struct Guest {
     child: Child,
     /// Its API socket.
@@ -481,6 +515,40 @@ impl Drop for Guest {
 }
 
 impl Guest {
+    /// Takes over a spawned `memtide run` whose API socket is `sock`.
+    pub fn from_child(child: Child, sock: PathBuf) -> Guest {
+        Guest { child, sock }
+    }
+
+    /// A client for its API socket.
+    pub fn api(&self) -> Client {
+        Client::new(&self.sock)
+    }
+
+    /// Polls `done` every `every` until it holds, the guest exits, or
+    /// `deadline` passes. `done` runs only once the API socket exists.
+    pub fn wait_until(
+        &mut self,
+        what: &'static str,
+        deadline: Duration,
+        every: Duration,
+        mut done: impl FnMut(&Self) -> Result<bool, GuestError>,
+    ) -> Result<(), GuestError> {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().map_err(GuestError::Spawn)? {
+                return Err(GuestError::GuestGone(status));
+            }
+            if self.sock.exists() && done(self)? {
+                return Ok(());
+            }
+            if start.elapsed() > deadline {
+                return Err(GuestError::Timeout(what));
+            }
+            std::thread::sleep(every);
+        }
+    }
+
     /// Starts `memtide run` with `initramfs`, an API socket and `extra`
     /// options, without waiting for anything (but after the binary's
     /// [`reference_boot`], so that the reference runs alone).
@@ -548,8 +616,8 @@ impl Guest {
         self.get_from("balloon", what)
     }
 
-    /// Polls `GET /balloon` until `done` holds, failing after `deadline`
-    /// or when memtide exits.
+    /// Polls `GET /balloon` (through `memtide ctl`) until `done` holds,
+    /// failing after `deadline` or when memtide exits.
     pub fn wait_for(
         &mut self,
         what: &str,
@@ -605,6 +673,11 @@ impl Guest {
             std::thread::sleep(Duration::from_millis(200));
         }
     }
+}
+
+/// `GET path` on a memtide API socket as JSON (any shape).
+pub fn get_json(sock: &Path, path: &str) -> Result<serde_json::Value, ClientError> {
+    Client::new(sock).get(path)
 }
 
 #[cfg(test)]

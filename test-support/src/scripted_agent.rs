@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use memtide_agent_proto::{encode, GuestReport};
 
-use crate::bench::guest::{get_json, GuestError};
+use memtide_api::{Client, ClientError};
 
 /// The real agent's default report interval.
 pub const REPORT_INTERVAL: Duration = Duration::from_millis(250);
@@ -39,21 +39,11 @@ pub fn frame(seq: u64, uptime_ms: u64, visible_mib: u64, committed_mib: u64) -> 
 /// What the guest can use now, from its API: (online MiB, balloon MiB).
 /// Online is the boot memory plus the slots the guest acknowledged with
 /// `_OST` (added and onlined), not merely the slots memtide mapped.
-pub fn guest_memory(api: &Path) -> Result<(u64, u64), GuestError> {
-    let memory = get_json(api, "/memory")?;
-    let boot = memory["boot_mib"].as_u64();
-    let online: u64 = memory["slots"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|s| s["ost_status"].is_number())
-        .filter_map(|s| s["size_mib"].as_u64())
-        .sum();
-    let balloon = get_json(api, "/balloon")?["actual_mib"].as_u64();
-    match (boot, balloon) {
-        (Some(b), Some(balloon)) => Ok((b + online, balloon)),
-        _ => Err(GuestError::BadAnswer("no boot_mib or actual_mib".into())),
-    }
+pub fn guest_memory(api: &Path) -> Result<(u64, u64), ClientError> {
+    let client = Client::new(api);
+    let online = client.get_memory()?.online_mib();
+    let balloon = client.get_balloon()?.actual_mib;
+    Ok((online, balloon))
 }
 
 /// A background report source for one VM; stops when dropped.

@@ -1,4 +1,5 @@
-//! A validated VM configuration built from the command line.
+//! The VM configuration and its validation (the `memtide` binary builds
+//! it from its command line).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -6,9 +7,9 @@ use std::time::Duration;
 use memtide_devices::virtio::balloon::host::DiscardMode;
 
 use crate::boot::mptable::MAX_VCPUS;
-use crate::cli::{DiscardArg, RunArgs};
-use crate::compat::HostKvm;
-use crate::kernel_cmdline::{CmdlineError, KernelCmdline, BASE_CMDLINE};
+#[cfg(test)]
+use crate::kernel_cmdline::BASE_CMDLINE;
+use crate::kernel_cmdline::{CmdlineError, KernelCmdline};
 
 /// The host port the guest agent reports to unless told otherwise.
 pub const DEFAULT_AGENT_PORT: u32 = 5100;
@@ -156,244 +157,157 @@ pub fn cache_dir() -> Result<PathBuf, ConfigError> {
         .ok_or(ConfigError::NoCacheDir)
 }
 
-/// Checks the balancer flags against the VM's memory.
-fn balancer_config(
-    args: &RunArgs,
-    hotplug: Option<&HotplugConfig>,
-) -> Result<BalancerConfig, ConfigError> {
-    let startup = args.memory_mib;
-    let maximum = hotplug.map_or(startup, |h| h.max_mib);
-    let minimum = args.min_memory_mib.unwrap_or(startup / 2);
-    let mut settings = memtide_balancer::VmSettings::new("vm", startup, minimum, maximum);
-    settings.buffer_pct = args.buffer_pct;
-    settings.weight = args.weight;
-    settings.validate()?;
-    if args.balancer_interval_ms == 0 {
-        return Err(ConfigError::BalancerInterval);
-    }
-    Ok(BalancerConfig {
-        startup_mib: startup,
-        minimum_mib: minimum,
-        maximum_mib: maximum,
-        buffer_pct: args.buffer_pct,
-        weight: args.weight,
-        budget_mib: args.host_budget_mib.unwrap_or(maximum),
-        interval_ms: args.balancer_interval_ms,
-    })
-}
-
 impl VmConfig {
-    /// Validates `args` for a host of kind `host`.
-    pub fn from_args(args: &RunArgs, host: HostKvm) -> Result<Self, ConfigError> {
-        if args.vcpus == 0 || args.vcpus > MAX_VCPUS {
-            return Err(ConfigError::VcpuCount(args.vcpus));
+    /// Checks the configuration: vCPU count and memory in range, hot-add
+    /// slots that fit (with ACPI), a usable vsock CID and port, and
+    /// balancer settings in order. The messages name the `memtide run`
+    /// flags that set each value.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.vcpus == 0 || self.vcpus > MAX_VCPUS {
+            return Err(ConfigError::VcpuCount(self.vcpus));
         }
-        if !(MIN_MEMORY_MIB..=MAX_MEMORY_MIB).contains(&args.memory_mib) {
-            return Err(ConfigError::MemorySize(args.memory_mib));
+        if !(MIN_MEMORY_MIB..=MAX_MEMORY_MIB).contains(&self.memory_mib) {
+            return Err(ConfigError::MemorySize(self.memory_mib));
         }
-        let kernel = match &args.kernel {
-            Some(p) => p.clone(),
-            None => cache_dir()?.join("vmlinux"),
-        };
-        let initramfs = match (&args.initramfs, args.no_initramfs) {
-            (_, true) => None,
-            (Some(p), false) => Some(p.clone()),
-            (None, false) => Some(cache_dir()?.join("initramfs.cpio")),
-        };
-        let mut cmdline = KernelCmdline::new(args.cmdline.as_deref().unwrap_or(BASE_CMDLINE))?;
-        if !args.no_compat {
-            if let Some(extra) = host.guest_cmdline() {
-                cmdline.push(extra)?;
+        if let Some(h) = &self.hotplug {
+            if !self.acpi {
+                return Err(ConfigError::HotplugNeedsAcpi);
             }
-        }
-        if let Some(extra) = &args.append {
-            cmdline.push(extra)?;
-        }
-        if let Some(cmd) = &args.cmd {
-            cmdline.push_guest_command(cmd)?;
-        }
-        let balloon = args.balloon.then(|| BalloonConfig {
-            stats_interval: (args.balloon_stats_ms > 0)
-                .then(|| Duration::from_millis(args.balloon_stats_ms)),
-            discard: match args.balloon_discard {
-                DiscardArg::Ranges => DiscardMode::Ranges,
-                DiscardArg::PerPage => DiscardMode::PerPage,
-            },
-            free_page_reporting: args.balloon_reporting,
-        });
-        if args.no_acpi && args.hotplug_slots > 0 {
-            return Err(ConfigError::HotplugNeedsAcpi);
-        }
-        let hotplug = if args.hotplug_slots > 0 {
-            crate::hotplug::HotplugLayout::new(
-                args.memory_mib << 20,
-                args.hotplug_slots,
-                args.slot_mib,
-            )?;
-            let max_mib = args
-                .max_memory_mib
-                .unwrap_or(args.memory_mib + u64::from(args.hotplug_slots) * args.slot_mib);
-            if max_mib < args.memory_mib {
+            crate::hotplug::HotplugLayout::new(self.memory_mib << 20, h.slots, h.slot_mib)?;
+            if h.max_mib < self.memory_mib {
                 return Err(ConfigError::MaxBelowMemory {
-                    max: max_mib,
-                    memory: args.memory_mib,
+                    max: h.max_mib,
+                    memory: self.memory_mib,
                 });
             }
-            cmdline.push("memhp_default_state=online")?;
-            Some(HotplugConfig {
-                slots: args.hotplug_slots,
-                slot_mib: args.slot_mib,
-                max_mib,
-            })
-        } else {
-            None
-        };
-        let vsock = match &args.vsock_uds {
-            Some(path) => {
-                if args.guest_cid < 3 || args.guest_cid >= u64::from(u32::MAX) {
-                    return Err(ConfigError::GuestCid(args.guest_cid));
-                }
-                if args.agent_port == 0 {
-                    return Err(ConfigError::AgentPort);
-                }
-                if args.agent_port != DEFAULT_AGENT_PORT {
-                    cmdline.push(&format!("memtide.agent_port={}", args.agent_port))?;
-                }
-                Some(VsockConfig {
-                    guest_cid: args.guest_cid,
-                    uds_path: path.clone(),
-                    agent_port: args.agent_port,
-                })
+        }
+        if let Some(v) = &self.vsock {
+            if v.guest_cid < 3 || v.guest_cid >= u64::from(u32::MAX) {
+                return Err(ConfigError::GuestCid(v.guest_cid));
             }
-            None => None,
-        };
-        let balancer = match (&vsock, args.no_balancer) {
-            (Some(_), false) => Some(balancer_config(args, hotplug.as_ref())?),
-            _ => None,
-        };
-        Ok(Self {
-            kernel,
-            complete_syscalls: host == HostKvm::NestedPvm
-                && !args.no_compat
-                && !args.no_syscall_gate,
-            vsock,
-            balancer,
-            initramfs,
-            vcpus: args.vcpus,
-            memory_mib: args.memory_mib,
-            cmdline,
-            hotplug,
-            acpi: !args.no_acpi,
-            balloon,
-            api_sock: args.api_sock.clone(),
-            prefault: args.prefault,
-        })
+            if v.agent_port == 0 {
+                return Err(ConfigError::AgentPort);
+            }
+        }
+        if let Some(b) = &self.balancer {
+            b.validate()?;
+        }
+        Ok(())
+    }
+}
+
+impl BalancerConfig {
+    /// The balancer's settings for this VM (named `vm`).
+    pub fn settings(&self) -> memtide_balancer::VmSettings {
+        let mut s = memtide_balancer::VmSettings::new(
+            "vm",
+            self.startup_mib,
+            self.minimum_mib,
+            self.maximum_mib,
+        );
+        s.buffer_pct = self.buffer_pct;
+        s.weight = self.weight;
+        s
+    }
+
+    /// Checks the settings and the interval.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.settings().validate()?;
+        if self.interval_ms == 0 {
+            return Err(ConfigError::BalancerInterval);
+        }
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
 
-    fn args(extra: &[&str]) -> RunArgs {
-        let mut argv = vec!["memtide", "run", "--kernel", "/k", "--initramfs", "/i"];
-        argv.extend_from_slice(extra);
-        match crate::cli::Cli::try_parse_from(argv)
-            .expect("parse")
-            .command
-        {
-            crate::cli::Command::Run(a) => a,
-            other => panic!("unexpected {other:?}"),
+    fn config() -> VmConfig {
+        VmConfig {
+            kernel: PathBuf::from("/k"),
+            initramfs: None,
+            vcpus: 1,
+            memory_mib: 256,
+            cmdline: KernelCmdline::new(BASE_CMDLINE).expect("cmdline"),
+            balloon: None,
+            api_sock: None,
+            prefault: false,
+            hotplug: None,
+            acpi: true,
+            complete_syscalls: false,
+            vsock: None,
+            balancer: None,
         }
     }
 
     #[test]
-    fn defaults_are_one_vcpu_and_256_mib() {
-        let c = VmConfig::from_args(&args(&[]), HostKvm::Hardware).expect("valid");
-        assert_eq!((c.vcpus, c.memory_mib), (1, 256));
-        assert_eq!(c.cmdline.as_str(), BASE_CMDLINE);
+    fn a_default_config_is_valid() {
+        config().validate().expect("valid");
     }
 
     #[test]
-    fn nested_host_adds_options_unless_disabled() {
-        let c = VmConfig::from_args(&args(&["--cmd", "true"]), HostKvm::NestedPvm).expect("ok");
-        assert!(c.cmdline.as_str().contains("clearcpuid="));
-        assert!(c.cmdline.as_str().ends_with("memtide.cmd=\"true\""));
-        let c = VmConfig::from_args(&args(&["--no-compat"]), HostKvm::NestedPvm).expect("ok");
-        assert!(!c.cmdline.as_str().contains("clearcpuid="));
+    fn out_of_range_values_are_refused_with_the_flag_named() {
+        let mut c = config();
+        c.vcpus = 0;
+        let e = c.validate().expect_err("0 vCPUs");
+        assert!(matches!(e, ConfigError::VcpuCount(0)));
+        assert!(e.to_string().contains("--vcpus 0"), "{e}");
+        let mut c = config();
+        c.memory_mib = 8;
+        assert!(matches!(c.validate(), Err(ConfigError::MemorySize(8))));
     }
 
     #[test]
-    fn out_of_range_values_are_refused() {
+    fn hotplug_vsock_and_balancer_settings_are_checked() {
+        let mut c = config();
+        c.hotplug = Some(HotplugConfig {
+            slots: 2,
+            slot_mib: 128,
+            max_mib: 512,
+        });
+        c.validate().expect("hot-add is fine");
+        c.acpi = false;
+        assert!(matches!(c.validate(), Err(ConfigError::HotplugNeedsAcpi)));
+        c.acpi = true;
+        c.hotplug = Some(HotplugConfig {
+            slots: 2,
+            slot_mib: 128,
+            max_mib: 100,
+        });
         assert!(matches!(
-            VmConfig::from_args(&args(&["--vcpus", "0"]), HostKvm::Hardware),
-            Err(ConfigError::VcpuCount(0))
+            c.validate(),
+            Err(ConfigError::MaxBelowMemory { max: 100, .. })
         ));
-        assert!(matches!(
-            VmConfig::from_args(&args(&["--memory-mib", "8"]), HostKvm::Hardware),
-            Err(ConfigError::MemorySize(8))
-        ));
-    }
-
-    #[test]
-    fn vsock_settings_are_checked() {
-        let c =
-            VmConfig::from_args(&args(&["--vsock-uds", "/tmp/v"]), HostKvm::Hardware).expect("ok");
-        let v = c.vsock.expect("vsock");
-        assert_eq!((v.guest_cid, v.agent_port), (3, DEFAULT_AGENT_PORT));
-        assert!(!c.cmdline.as_str().contains("memtide.agent_port"));
-        assert!(matches!(
-            VmConfig::from_args(
-                &args(&["--vsock-uds", "/tmp/v", "--guest-cid", "2"]),
-                HostKvm::Hardware
-            ),
-            Err(ConfigError::GuestCid(2))
-        ));
-        let c = VmConfig::from_args(
-            &args(&["--vsock-uds", "/tmp/v", "--agent-port", "6000"]),
-            HostKvm::Hardware,
-        )
-        .expect("ok");
-        assert!(c.cmdline.as_str().contains("memtide.agent_port=6000"));
-        assert!(crate::cli::Cli::try_parse_from(["memtide", "run", "--guest-cid", "5"]).is_err());
-    }
-
-    #[test]
-    fn the_balancer_runs_with_an_agent_channel_and_checks_its_settings() {
-        let c = VmConfig::from_args(&args(&[]), HostKvm::Hardware).expect("ok");
-        assert!(c.balancer.is_none(), "no agent channel, no balancer");
-        let c = VmConfig::from_args(
-            &args(&["--vsock-uds", "/tmp/v", "--hotplug-slots", "2"]),
-            HostKvm::Hardware,
-        )
-        .expect("ok");
-        let b = c.balancer.expect("balancer");
-        assert_eq!(
-            (b.startup_mib, b.minimum_mib, b.maximum_mib),
-            (256, 128, 512)
-        );
-        assert_eq!(b.budget_mib, 512);
-        let c = VmConfig::from_args(
-            &args(&["--vsock-uds", "/tmp/v", "--no-balancer"]),
-            HostKvm::Hardware,
-        )
-        .expect("ok");
-        assert!(c.balancer.is_none());
-        for bad in [
-            &["--vsock-uds", "/tmp/v", "--min-memory-mib", "300"][..],
-            &["--vsock-uds", "/tmp/v", "--weight", "0"],
-            &["--vsock-uds", "/tmp/v", "--balancer-interval-ms", "0"],
-        ] {
-            assert!(
-                VmConfig::from_args(&args(bad), HostKvm::Hardware).is_err(),
-                "{bad:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn unknown_flags_are_a_parse_error() {
-        assert!(crate::cli::Cli::try_parse_from(["memtide", "run", "--bogus"]).is_err());
+        let mut c = config();
+        c.vsock = Some(VsockConfig {
+            guest_cid: 2,
+            uds_path: PathBuf::from("/tmp/v"),
+            agent_port: DEFAULT_AGENT_PORT,
+        });
+        assert!(matches!(c.validate(), Err(ConfigError::GuestCid(2))));
+        let mut c = config();
+        let good = BalancerConfig {
+            startup_mib: 256,
+            minimum_mib: 128,
+            maximum_mib: 512,
+            buffer_pct: 20,
+            weight: 5000,
+            budget_mib: 512,
+            interval_ms: 500,
+        };
+        c.balancer = Some(good);
+        c.validate().expect("balancer is fine");
+        c.balancer = Some(BalancerConfig {
+            interval_ms: 0,
+            ..good
+        });
+        assert!(matches!(c.validate(), Err(ConfigError::BalancerInterval)));
+        c.balancer = Some(BalancerConfig {
+            minimum_mib: 300,
+            ..good
+        });
+        assert!(matches!(c.validate(), Err(ConfigError::Balancer(_))));
     }
 }

@@ -1,33 +1,28 @@
-//! memtide: a user-space VMM on Linux KVM that boots unmodified Linux guests
-//! and (in later releases) gives them memory dynamically.
+//! memtide-vmm: the VMM library behind the `memtide` binary. It boots
+//! unmodified Linux guests on /dev/kvm and gives them memory dynamically
+//! (virtio-balloon, ACPI memory hot-add, a vsock guest agent and a
+//! balancer).
 //!
-//! The crate is a library so the integration tests and benchmarks can reuse
-//! its pieces; the `memtide` binary in `main.rs` is a thin CLI over it.
+//! The library has no command-line parsing and prints nothing to stdout
+//! (the guest's serial console excepted): build a [`config::VmConfig`],
+//! check it with [`config::VmConfig::validate`], and call [`vm::run`].
+//! The control API's types and client are in the `memtide-api` crate.
 
 pub mod acpi;
 pub mod api;
 pub mod balance;
-pub mod balance_remote;
-pub mod bench;
 pub mod boot;
-pub mod cli;
 pub mod compat;
 pub mod config;
-pub mod ctl;
-pub mod demo;
 pub mod guest_channel;
 pub mod host;
 pub mod hot_add;
 pub mod hotplug;
 pub mod kernel_cmdline;
 pub mod layout;
-pub mod logger;
 pub mod memory;
 pub mod mmio_devices;
 pub mod outcome;
 pub mod platform_acpi;
-pub mod plot;
-pub mod scripted_agent;
-pub mod top;
 pub mod vcpu;
 pub mod vm;

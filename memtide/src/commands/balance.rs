@@ -10,36 +10,18 @@ use memtide_balancer::driver::{self, ApplyError, Driver, VmPort};
 use memtide_balancer::trace::{Trace, TRACE_VERSION};
 use memtide_balancer::{Action, PolicyConfig, Report, SettingsError, VmSettings};
 
-use crate::ctl::{call, CtlError};
+use memtide_api::{AgentReport, BalloonTarget, Client, ClientError, GuestMemory, HotAdd};
 
 /// Errors of `memtide balance`.
 #[derive(Debug, thiserror::Error)]
 pub enum BalanceError {
-    /// A `--vm` argument that cannot be parsed.
-    #[error("--vm {arg:?}: {why}")]
-    VmArg {
-        /// The argument.
-        arg: String,
-        /// What is wrong.
-        why: String,
-    },
     /// A VM's API could not be asked.
     #[error("VM {sock}: {source}")]
     Api {
         /// Its socket.
         sock: PathBuf,
         /// The failure.
-        source: CtlError,
-    },
-    /// A VM's API answered something unexpected.
-    #[error("VM {sock}: unexpected answer to {what}: {body}")]
-    Answer {
-        /// Its socket.
-        sock: PathBuf,
-        /// The request.
-        what: &'static str,
-        /// The answer.
-        body: String,
+        source: ClientError,
     },
     /// A VM that runs its own balancer.
     #[error("VM {0} runs its own balancer; start it with --no-balancer")]
@@ -57,7 +39,7 @@ pub enum BalanceError {
     },
     /// The status API could not start.
     #[error(transparent)]
-    ApiServer(#[from] crate::api::ApiError),
+    ApiServer(#[from] memtide_vmm::api::ApiError),
 }
 
 /// One `--vm` argument: `SOCKET[,name=N][,weight=W][,min=MIB][,buffer=PCT]`.
@@ -116,108 +98,126 @@ impl std::str::FromStr for VmArg {
 
 /// A VM behind its control socket.
 pub struct RemoteVm {
-    sock: PathBuf,
-}
-
-impl RemoteVm {
-    fn get(&self, path: &str) -> Result<serde_json::Value, CtlError> {
-        let body = call(&self.sock, "GET", path, "")?;
-        Ok(serde_json::from_str(&body).unwrap_or(serde_json::Value::Null))
-    }
+    api: Client,
 }
 
 /// The policy's report from a `GET /memory/guest` answer, with its age.
-pub fn report_from_api(v: &serde_json::Value) -> Option<(Report, u64)> {
-    let l = &v["latest"];
-    let kib = |k: &str| l[k].as_u64();
+pub fn report_from_api(v: &GuestMemory) -> Option<(Report, u64)> {
+    let l: &AgentReport = v.latest.as_ref()?;
     let report = Report {
-        committed_mib: kib("committed_as_kib")? >> 10,
-        visible_mib: kib("mem_total_kib")? >> 10,
-        available_mib: kib("mem_available_kib")? >> 10,
-        psi_some_avg10: l["psi"]["some_avg10"].as_f64().map(|p| p as f32),
-        timestamp_ms: kib("uptime_ms")?,
+        committed_mib: l.committed_as_kib >> 10,
+        visible_mib: l.mem_total_kib >> 10,
+        available_mib: l.mem_available_kib >> 10,
+        psi_some_avg10: l.psi.map(|p| p.some_avg10 as f32),
+        timestamp_ms: l.uptime_ms,
         received_ms: 0,
     };
-    Some((report, l["age_ms"].as_u64()?))
+    Some((report, l.age_ms))
 }
 
 impl VmPort for RemoteVm {
     fn latest(&mut self) -> Option<(Report, u64)> {
-        match self.get("/memory/guest") {
+        match self.api.get_guest_memory() {
             Ok(v) => report_from_api(&v),
             Err(e) => {
-                log::debug!("balance: {}: {e}", self.sock.display());
+                log::debug!("balance: {}: {e}", self.api.path().display());
                 None
             }
         }
     }
 
     fn apply(&mut self, action: &Action) -> Result<(), ApplyError> {
-        let (what, path, body) = match *action {
+        let (what, result) = match *action {
             Action::Inflate { to_balloon_mib } | Action::Deflate { to_balloon_mib } => (
                 "set the balloon target",
-                "/balloon",
-                format!("{{\"target_mib\":{to_balloon_mib}}}"),
+                self.api.put(
+                    memtide_api::paths::BALLOON,
+                    &BalloonTarget {
+                        target_mib: to_balloon_mib,
+                    },
+                ),
             ),
             Action::HotAdd { slots, slot_mib } => (
                 "hot-add memory",
-                "/memory",
-                format!("{{\"size_mib\":{}}}", u64::from(slots) * slot_mib),
+                self.api.put(
+                    memtide_api::paths::MEMORY,
+                    &HotAdd {
+                        size_mib: u64::from(slots) * slot_mib,
+                    },
+                ),
             ),
         };
-        call(&self.sock, "PUT", path, &body)
-            .map(|_| ())
-            .map_err(|e| ApplyError::Failed {
-                what,
-                detail: e.to_string(),
-            })
+        result.map_err(|e| ApplyError::Failed {
+            what,
+            detail: e.to_string(),
+        })
     }
 }
 
-/// What one VM's API says about its memory: (boot MiB, maximum MiB, slot
-/// MiB, has a balloon).
-fn probe(sock: &Path) -> Result<(u64, u64, u64, bool), BalanceError> {
+/// What one VM's API says about its memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Probed {
+    /// Boot memory, MiB.
+    pub boot_mib: u64,
+    /// The most memory it may reach, MiB.
+    pub max_mib: u64,
+    /// Its hot-add slot size, MiB (`None`: no slots).
+    pub slot_mib: Option<u64>,
+    /// It has a balloon.
+    pub balloon: bool,
+}
+
+/// Asks one VM's API about its memory.
+fn probe(sock: &Path) -> Result<Probed, BalanceError> {
     let api = |source| BalanceError::Api {
         sock: sock.to_path_buf(),
         source,
     };
-    if call(sock, "GET", "/balancer", "").is_ok() {
+    let client = Client::new(sock);
+    if client.get_balancer().is_ok() {
         return Err(BalanceError::OwnBalancer(sock.to_path_buf()));
     }
-    let balloon = match call(sock, "GET", "/balloon", "") {
+    let balloon = match client.get_balloon() {
         Ok(_) => true,
-        Err(CtlError::Refused { status: 400, .. }) => false,
+        Err(e) if e.status() == Some(400) => false,
         Err(e) => return Err(api(e)),
     };
-    match call(sock, "GET", "/memory", "") {
-        Ok(body) => {
-            let v: serde_json::Value =
-                serde_json::from_str(&body).unwrap_or(serde_json::Value::Null);
-            let (Some(boot), Some(max)) = (v["boot_mib"].as_u64(), v["max_mib"].as_u64()) else {
-                return Err(BalanceError::Answer {
-                    sock: sock.to_path_buf(),
-                    what: "GET /memory",
-                    body,
-                });
-            };
-            let slot = v["slots"][0]["size_mib"].as_u64().unwrap_or(128);
-            Ok((boot, max, slot, balloon))
-        }
+    match client.get_memory() {
+        Ok(m) => Ok(Probed {
+            boot_mib: m.boot_mib,
+            max_mib: m.max_mib,
+            slot_mib: Some(m.slot_mib),
+            balloon,
+        }),
         // No hot-add slots: the VM cannot grow past its boot memory; its
         // boot memory is what the balloon route calls guest RAM.
-        Err(CtlError::Refused { status: 400, .. }) => {
-            let body = call(sock, "GET", "/balloon", "").map_err(api)?;
-            let v: serde_json::Value =
-                serde_json::from_str(&body).unwrap_or(serde_json::Value::Null);
-            let boot = v["guest_ram_mib"].as_u64().ok_or(BalanceError::Answer {
-                sock: sock.to_path_buf(),
-                what: "GET /balloon",
-                body: body.clone(),
-            })?;
-            Ok((boot, boot, 128, balloon))
+        Err(e) if e.status() == Some(400) => {
+            let boot = client.get_balloon().map_err(api)?.guest_ram_mib;
+            Ok(Probed {
+                boot_mib: boot,
+                max_mib: boot,
+                slot_mib: None,
+                balloon,
+            })
         }
         Err(e) => Err(api(e)),
     }
+}
+
+/// The balancer's settings for VM number `i` from its `--vm` argument and
+/// what its API said; the slot size is the VM's own.
+pub fn vm_settings(i: usize, arg: &VmArg, p: &Probed) -> VmSettings {
+    let name = arg.name.clone().unwrap_or_else(|| format!("vm{i}"));
+    let minimum = if p.balloon {
+        arg.minimum_mib.unwrap_or(p.boot_mib / 2)
+    } else {
+        p.boot_mib
+    };
+    let mut s = VmSettings::new(&name, p.boot_mib, minimum, p.max_mib);
+    s.weight = arg.weight.unwrap_or(s.weight);
+    s.buffer_pct = arg.buffer_pct.unwrap_or(s.buffer_pct);
+    s.slot_mib = p.slot_mib.filter(|&m| m > 0);
+    s
 }
 
 /// Options of one `memtide balance` run.
@@ -241,41 +241,38 @@ pub struct BalanceOptions {
 /// the recorded trace.
 pub fn run(opts: &BalanceOptions) -> Result<Trace, BalanceError> {
     let mut vms: Vec<(VmSettings, Box<dyn VmPort>)> = Vec::new();
-    let mut slot_mib = 128;
     for (i, arg) in opts.vms.iter().enumerate() {
-        let (boot, max, slot, balloon) = probe(&arg.sock)?;
-        slot_mib = slot;
-        let name = arg.name.clone().unwrap_or_else(|| format!("vm{i}"));
-        let minimum = if balloon {
-            arg.minimum_mib.unwrap_or(boot / 2)
-        } else {
-            boot
-        };
-        let mut s = VmSettings::new(&name, boot, minimum, max);
-        s.weight = arg.weight.unwrap_or(s.weight);
-        s.buffer_pct = arg.buffer_pct.unwrap_or(s.buffer_pct);
+        let probed = probe(&arg.sock)?;
+        let s = vm_settings(i, arg, &probed);
         println!(
-            "memtide balance: {name} ({}): boot {boot} MiB, range [{minimum}, {max}] MiB, weight {}, buffer {} %",
+            "memtide balance: {} ({}): boot {} MiB, range [{}, {}] MiB, weight {}, buffer {} %{}",
+            s.name,
             arg.sock.display(),
+            s.startup_mib,
+            s.minimum_mib,
+            s.maximum_mib,
             s.weight,
-            s.buffer_pct
+            s.buffer_pct,
+            s.slot_mib
+                .map(|m| format!(", slot {m} MiB"))
+                .unwrap_or_default()
         );
         vms.push((
             s,
             Box::new(RemoteVm {
-                sock: arg.sock.clone(),
+                api: Client::new(&arg.sock),
             }),
         ));
     }
     let settings: Vec<VmSettings> = vms.iter().map(|(s, _)| s.clone()).collect();
-    let policy = PolicyConfig {
-        slot_mib,
-        ..PolicyConfig::default()
-    };
+    let policy = PolicyConfig::default();
     let mut driver = Driver::new(policy, vms, opts.budget_mib)?;
     let status = driver.status();
     if let Some(sock) = &opts.api_sock {
-        crate::api::start(sock, crate::api::ApiState::balancer_only(status.clone()))?;
+        memtide_vmm::api::start(
+            sock,
+            memtide_vmm::api::ApiState::balancer_only(status.clone()),
+        )?;
     }
     let start = Instant::now();
     let mut last_write = Instant::now();
@@ -341,12 +338,43 @@ mod tests {
     }
 
     #[test]
+    fn each_vm_keeps_its_own_slot_size() {
+        let arg: VmArg = "/tmp/a.sock".parse().expect("plain");
+        let probed = |slot_mib| Probed {
+            boot_mib: 256,
+            max_mib: 1024,
+            slot_mib,
+            balloon: true,
+        };
+        let a = vm_settings(0, &arg, &probed(Some(128)));
+        let b = vm_settings(1, &arg, &probed(Some(512)));
+        let c = vm_settings(2, &arg, &probed(None));
+        assert_eq!(
+            (a.slot_mib, b.slot_mib, c.slot_mib),
+            (Some(128), Some(512), None)
+        );
+        assert_eq!((a.name.as_str(), b.name.as_str()), ("vm0", "vm1"));
+        assert_eq!(a.minimum_mib, 128);
+        let fixed = vm_settings(
+            0,
+            &arg,
+            &Probed {
+                balloon: false,
+                ..probed(None)
+            },
+        );
+        assert_eq!(fixed.minimum_mib, 256, "no balloon: cannot shrink");
+    }
+
+    #[test]
     fn api_reports_convert_to_policy_reports() {
-        let v = serde_json::json!({"latest": {
-            "mem_total_kib": 262144, "mem_available_kib": 131072,
-            "committed_as_kib": 204800, "uptime_ms": 9000, "age_ms": 120,
-            "psi": {"some_avg10": 1.5}
-        }});
+        let v: GuestMemory = serde_json::from_value(serde_json::json!({"latest": {
+            "seq": 1, "mem_total_kib": 262144, "mem_free_kib": 0, "mem_available_kib": 131072,
+            "committed_as_kib": 204800, "commit_limit_kib": 0, "swap_total_kib": 0,
+            "swap_free_kib": 0, "uptime_ms": 9000, "age_ms": 120, "pressure_pct": 78,
+            "psi": {"some_avg10": 1.5, "full_avg10": 0.0, "some_total_us": 0, "full_total_us": 0}
+        }, "reports": 1, "rejected": 0, "connections": 1, "last_error": null}))
+        .expect("typed");
         let (r, age) = report_from_api(&v).expect("report");
         assert_eq!(
             (r.visible_mib, r.available_mib, r.committed_mib),
@@ -354,6 +382,7 @@ mod tests {
         );
         assert_eq!((r.timestamp_ms, age), (9000, 120));
         assert_eq!(r.psi_some_avg10, Some(1.5));
-        assert!(report_from_api(&serde_json::json!({"latest": null})).is_none());
+        let none = GuestMemory { latest: None, ..v };
+        assert!(report_from_api(&none).is_none());
     }
 }

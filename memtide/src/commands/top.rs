@@ -6,30 +6,25 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::ctl::{call, CtlError};
+use memtide_api::{BalancerStatus, Client, ClientError};
 
 /// Errors of `memtide top`.
 #[derive(Debug, thiserror::Error)]
 pub enum TopError {
-    /// The API could not be reached or refused.
+    /// The API could not be reached, refused, or answered something that
+    /// is not the balancer's status.
     #[error(transparent)]
-    Ctl(#[from] CtlError),
-    /// The answer was not the balancer's JSON.
-    #[error("unexpected answer from GET /balancer: {0}")]
-    Json(#[from] serde_json::Error),
+    Api(#[from] ClientError),
 }
 
 /// Renders one screen from a `GET /balancer` answer.
-pub fn render(v: &serde_json::Value) -> String {
-    let num = |x: &serde_json::Value| {
-        x.as_u64()
-            .map_or_else(|| "-".to_string(), |n| n.to_string())
-    };
+pub fn render(v: &BalancerStatus) -> String {
+    let opt = |x: Option<u64>| x.map_or_else(|| "-".to_string(), |n| n.to_string());
     let mut out = format!(
         "memtide top: budget {} MiB, assigned {} MiB, {} ticks\n\n{:<10} {:>9} {:>9} {:>10} {:>9} {:>9} {:>9}  last decision\n",
-        num(&v["budget_mib"]),
-        num(&v["assigned_total_mib"]),
-        num(&v["ticks"]),
+        v.budget_mib,
+        v.assigned_total_mib,
+        v.ticks,
         "VM",
         "assigned",
         "demand",
@@ -38,24 +33,25 @@ pub fn render(v: &serde_json::Value) -> String {
         "balloon",
         "plugged",
     );
-    for vm in v["vms"].as_array().into_iter().flatten() {
-        let pressure = vm["pressure_pct"]
-            .as_u64()
+    for vm in &v.vms {
+        let pressure = vm
+            .pressure_pct
             .map_or_else(|| "-".to_string(), |p| format!("{p}%"));
-        let error = vm["last_error"]
-            .as_str()
+        let error = vm
+            .last_error
+            .as_ref()
             .map(|e| format!(" [error: {e}]"))
             .unwrap_or_default();
         out.push_str(&format!(
             "{:<10} {:>9} {:>9} {:>10} {:>9} {:>9} {:>9}  {}{}\n",
-            vm["name"].as_str().unwrap_or("?"),
-            num(&vm["assigned_mib"]),
-            num(&vm["demand_mib"]),
-            num(&vm["committed_mib"]),
+            vm.name,
+            vm.assigned_mib,
+            vm.demand_mib,
+            opt(vm.committed_mib),
             pressure,
-            num(&vm["balloon_mib"]),
-            num(&vm["plugged_mib"]),
-            vm["reason"].as_str().unwrap_or(""),
+            vm.balloon_mib,
+            vm.plugged_mib,
+            vm.reason,
             error,
         ));
     }
@@ -64,10 +60,9 @@ pub fn render(v: &serde_json::Value) -> String {
 
 /// Shows the balancer behind `sock` every `interval`; once with `once`.
 pub fn run(sock: &Path, interval: Duration, once: bool) -> Result<(), TopError> {
+    let client = Client::new(sock);
     loop {
-        let body = call(sock, "GET", "/balancer", "")?;
-        let v: serde_json::Value = serde_json::from_str(&body)?;
-        let screen = render(&v);
+        let screen = render(&client.get_balancer()?);
         if once {
             print!("{screen}");
             return Ok(());
@@ -83,18 +78,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_renamed_field_is_an_error_not_a_dash() {
+        let v = serde_json::json!({"budget": 1, "assigned_total_mib": 0, "ticks": 0, "vms": []});
+        assert!(serde_json::from_value::<BalancerStatus>(v).is_err());
+    }
+
+    #[test]
     fn renders_one_line_per_vm_with_missing_values_as_dashes() {
         let v = serde_json::json!({
             "budget_mib": 1024, "assigned_total_mib": 900, "ticks": 7,
             "vms": [
                 {"name": "a", "assigned_mib": 600, "demand_mib": 640, "committed_mib": 533,
                  "pressure_pct": 88, "balloon_mib": 0, "plugged_mib": 640,
-                 "reason": "vm a: deflate 40 MiB", "last_error": null},
+                 "reason": "vm a: deflate 40 MiB", "last_action": null, "last_error": null},
                 {"name": "b", "assigned_mib": 300, "demand_mib": 300, "committed_mib": null,
                  "pressure_pct": null, "balloon_mib": 212, "plugged_mib": 512,
-                 "reason": "vm b: no recent report", "last_error": "no balloon"}
+                 "reason": "vm b: no recent report", "last_action": null, "last_error": "no balloon"}
             ]
         });
+        let v: BalancerStatus = serde_json::from_value(v).expect("a balancer status");
         let s = render(&v);
         assert!(
             s.contains("budget 1024 MiB, assigned 900 MiB, 7 ticks"),

@@ -14,13 +14,26 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use memtide_api::{
+    AgentReport, BalancerStatus, BalancerVm, BalloonHostCounters, BalloonStatistics, BalloonStatus,
+    BalloonTarget, GuestBalloonStats, GuestMemory, HotAdd, LastAction, MemoryStatus, Psi,
+    SlotStatus, VsockStatus,
+};
 use memtide_balancer::driver::SharedStatus;
 use memtide_balancer::reader::AgentReports;
 use memtide_devices::virtio::balloon::BalloonShared;
 use memtide_devices::virtio::vsock::VsockShared;
-use serde::Deserialize;
+use serde::Serialize;
 
 use super::http::{Request, Response};
+
+/// A 200 answer with `body` as JSON.
+fn ok_json<T: Serialize>(body: &T) -> Response {
+    match serde_json::to_string(body) {
+        Ok(json) => Response::json(200, json),
+        Err(e) => Response::error(500, &format!("cannot encode the answer: {e}")),
+    }
+}
 
 /// What the routes can see and change.
 pub struct ApiState {
@@ -57,18 +70,6 @@ impl ApiState {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct BalloonTarget {
-    target_mib: u64,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct HotAdd {
-    size_mib: u64,
-}
-
 fn memory_route(state: &ApiState, req: &Request) -> Response {
     let Some(hp) = &state.hotplug else {
         return Response::error(
@@ -79,29 +80,23 @@ fn memory_route(state: &ApiState, req: &Request) -> Response {
     match req.method.as_str() {
         "GET" => {
             let s = crate::api::lock(hp).status();
-            let slots: Vec<_> = s
-                .slots
-                .iter()
-                .map(|sl| {
-                    serde_json::json!({
-                        "base": sl.base,
-                        "size_mib": sl.size_mib,
-                        "present": sl.present,
-                        "ost_status": sl.ost_status,
-                        "online_ms": sl.online_ms,
+            ok_json(&MemoryStatus {
+                boot_mib: s.boot_mib,
+                plugged_mib: s.plugged_mib,
+                max_mib: s.max_mib,
+                slot_mib: s.slots.first().map_or(0, |sl| sl.size_mib),
+                slots: s
+                    .slots
+                    .iter()
+                    .map(|sl| SlotStatus {
+                        base: sl.base,
+                        size_mib: sl.size_mib,
+                        present: sl.present,
+                        ost_status: sl.ost_status,
+                        online_ms: sl.online_ms,
                     })
-                })
-                .collect();
-            Response::json(
-                200,
-                serde_json::json!({
-                    "boot_mib": s.boot_mib,
-                    "plugged_mib": s.plugged_mib,
-                    "max_mib": s.max_mib,
-                    "slots": slots,
-                })
-                .to_string(),
-            )
+                    .collect(),
+            })
         }
         "PUT" => {
             let add: HotAdd = match serde_json::from_slice(&req.body) {
@@ -135,18 +130,14 @@ pub fn handle(state: &ApiState, req: &Request) -> Response {
     match (req.method.as_str(), req.path.as_str()) {
         ("GET", "/balloon") => with_balloon(state, |b| {
             let s = b.status();
-            Response::json(
-                200,
-                serde_json::json!({
-                    "target_mib": s.target_mib,
-                    "actual_mib": s.actual_mib,
-                    "inflated_mib": s.inflated_mib,
-                    "driver_ready": s.driver_ready,
-                    "guest_ram_mib": ram_mib(state),
-                    "guest_ram_resident_mib": (state.resident_mib)(),
-                })
-                .to_string(),
-            )
+            ok_json(&BalloonStatus {
+                target_mib: s.target_mib,
+                actual_mib: s.actual_mib,
+                inflated_mib: s.inflated_mib,
+                driver_ready: s.driver_ready,
+                guest_ram_mib: ram_mib(state),
+                guest_ram_resident_mib: (state.resident_mib)(),
+            })
         }),
         ("PUT", "/balloon") => with_balloon(state, |b| {
             let target: BalloonTarget = match serde_json::from_slice(&req.body) {
@@ -174,37 +165,31 @@ pub fn handle(state: &ApiState, req: &Request) -> Response {
             let stats = crate::api::lock(&b.stats).clone();
             let k = &b.counters;
             let c = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-            let guest = stats.map(|s| {
-                serde_json::json!({
-                    "total_memory": s.total_memory,
-                    "free_memory": s.free_memory,
-                    "available_memory": s.available_memory,
-                    "disk_caches": s.disk_caches,
-                    "swap_in": s.swap_in,
-                    "swap_out": s.swap_out,
-                    "major_faults": s.major_faults,
-                    "minor_faults": s.minor_faults,
-                    "updated_ms": s.updated_ms,
-                })
+            let guest = stats.map(|s| GuestBalloonStats {
+                total_memory: s.total_memory,
+                free_memory: s.free_memory,
+                available_memory: s.available_memory,
+                disk_caches: s.disk_caches,
+                swap_in: s.swap_in,
+                swap_out: s.swap_out,
+                major_faults: s.major_faults,
+                minor_faults: s.minor_faults,
+                updated_ms: s.updated_ms,
             });
-            Response::json(
-                200,
-                serde_json::json!({
-                    "guest": guest,
-                    "host": {
-                        "inflate_requests": c(&k.inflate_requests),
-                        "deflate_requests": c(&k.deflate_requests),
-                        "pfns_out_of_range": c(&k.pfns_out_of_range),
-                        "pfns_duplicate": c(&k.pfns_duplicate),
-                        "malformed_descriptors": c(&k.malformed_descriptors),
-                        "discard_calls": c(&k.discard_calls),
-                        "discard_errors": c(&k.discard_errors),
-                        "discard_ns": c(&k.discard_ns),
-                        "reported_pages": c(&k.reported_pages),
-                    }
-                })
-                .to_string(),
-            )
+            ok_json(&BalloonStatistics {
+                guest,
+                host: BalloonHostCounters {
+                    inflate_requests: c(&k.inflate_requests),
+                    deflate_requests: c(&k.deflate_requests),
+                    pfns_out_of_range: c(&k.pfns_out_of_range),
+                    pfns_duplicate: c(&k.pfns_duplicate),
+                    malformed_descriptors: c(&k.malformed_descriptors),
+                    discard_calls: c(&k.discard_calls),
+                    discard_errors: c(&k.discard_errors),
+                    discard_ns: c(&k.discard_ns),
+                    reported_pages: c(&k.reported_pages),
+                },
+            })
         }),
         (_, "/balloon" | "/balloon/statistics") => Response::error(405, "method not allowed"),
         (_, "/memory") => memory_route(state, req),
@@ -229,38 +214,33 @@ fn guest_memory(state: &ApiState) -> Response {
     let s = agent.snapshot();
     let latest = s.latest.map(|r| {
         let g = r.report;
-        serde_json::json!({
-            "seq": g.seq,
-            "uptime_ms": g.uptime_ms,
-            "age_ms": s.now_ms.saturating_sub(r.received_ms),
-            "mem_total_kib": g.mem_total_kib,
-            "mem_free_kib": g.mem_free_kib,
-            "mem_available_kib": g.mem_available_kib,
-            "committed_as_kib": g.committed_as_kib,
-            "commit_limit_kib": g.commit_limit_kib,
-            "swap_total_kib": g.swap_total_kib,
-            "swap_free_kib": g.swap_free_kib,
-            "pressure_pct": (g.mem_total_kib > 0)
-                .then(|| g.committed_as_kib * 100 / g.mem_total_kib),
-            "psi": g.psi.map(|p| serde_json::json!({
-                "some_avg10": f64::from(p.some_avg10_centi) / 100.0,
-                "full_avg10": f64::from(p.full_avg10_centi) / 100.0,
-                "some_total_us": p.some_total_us,
-                "full_total_us": p.full_total_us,
-            })),
-        })
+        AgentReport {
+            seq: g.seq,
+            uptime_ms: g.uptime_ms,
+            age_ms: s.now_ms.saturating_sub(r.received_ms),
+            mem_total_kib: g.mem_total_kib,
+            mem_free_kib: g.mem_free_kib,
+            mem_available_kib: g.mem_available_kib,
+            committed_as_kib: g.committed_as_kib,
+            commit_limit_kib: g.commit_limit_kib,
+            swap_total_kib: g.swap_total_kib,
+            swap_free_kib: g.swap_free_kib,
+            pressure_pct: (g.mem_total_kib > 0).then(|| g.committed_as_kib * 100 / g.mem_total_kib),
+            psi: g.psi.map(|p| Psi {
+                some_avg10: f64::from(p.some_avg10_centi) / 100.0,
+                full_avg10: f64::from(p.full_avg10_centi) / 100.0,
+                some_total_us: p.some_total_us,
+                full_total_us: p.full_total_us,
+            }),
+        }
     });
-    Response::json(
-        200,
-        serde_json::json!({
-            "latest": latest,
-            "reports": s.reports,
-            "rejected": s.rejected,
-            "connections": s.connections,
-            "last_error": s.last_error,
-        })
-        .to_string(),
-    )
+    ok_json(&GuestMemory {
+        latest,
+        reports: s.reports,
+        rejected: s.rejected,
+        connections: s.connections,
+        last_error: s.last_error,
+    })
 }
 
 /// `GET /vsock`: the device's state and counters.
@@ -272,22 +252,18 @@ fn vsock_route(state: &ApiState) -> Response {
         );
     };
     let s = v.status();
-    Response::json(
-        200,
-        serde_json::json!({
-            "driver_ready": s.driver_ready,
-            "guest_cid": s.guest_cid,
-            "connections": s.connections,
-            "connections_opened": s.connections_opened,
-            "connections_reset": s.connections_reset,
-            "tx_packets": s.tx_packets,
-            "rx_packets": s.rx_packets,
-            "tx_bytes": s.tx_bytes,
-            "rx_bytes": s.rx_bytes,
-            "malformed_packets": s.malformed_packets,
-        })
-        .to_string(),
-    )
+    ok_json(&VsockStatus {
+        driver_ready: s.driver_ready,
+        guest_cid: s.guest_cid,
+        connections: s.connections,
+        connections_opened: s.connections_opened,
+        connections_reset: s.connections_reset,
+        tx_packets: s.tx_packets,
+        rx_packets: s.rx_packets,
+        tx_bytes: s.tx_bytes,
+        rx_bytes: s.rx_bytes,
+        malformed_packets: s.malformed_packets,
+    })
 }
 
 /// `GET /balancer`: the budget and one line per VM.
@@ -299,34 +275,29 @@ fn balancer_route(state: &ApiState) -> Response {
         );
     };
     let s = memtide_balancer::driver::lock(b).clone();
-    let vms: Vec<_> = s
-        .vms
-        .iter()
-        .map(|v| {
-            serde_json::json!({
-                "name": v.name,
-                "assigned_mib": v.assigned_mib,
-                "plugged_mib": v.plugged_mib,
-                "balloon_mib": v.balloon_mib,
-                "demand_mib": v.demand_mib,
-                "committed_mib": v.committed_mib,
-                "pressure_pct": v.pressure_pct,
-                "reason": v.reason,
-                "last_action": v.last_action.as_ref().map(|(t, r)| serde_json::json!({"t_ms": t, "reason": r})),
-                "last_error": v.last_error,
+    ok_json(&BalancerStatus {
+        budget_mib: s.budget_mib,
+        ticks: s.ticks,
+        assigned_total_mib: s.vms.iter().map(|v| v.assigned_mib).sum::<u64>(),
+        vms: s
+            .vms
+            .into_iter()
+            .map(|v| BalancerVm {
+                name: v.name,
+                assigned_mib: v.assigned_mib,
+                plugged_mib: v.plugged_mib,
+                balloon_mib: v.balloon_mib,
+                demand_mib: v.demand_mib,
+                committed_mib: v.committed_mib,
+                pressure_pct: v.pressure_pct,
+                reason: v.reason,
+                last_action: v
+                    .last_action
+                    .map(|(t_ms, reason)| LastAction { t_ms, reason }),
+                last_error: v.last_error,
             })
-        })
-        .collect();
-    Response::json(
-        200,
-        serde_json::json!({
-            "budget_mib": s.budget_mib,
-            "ticks": s.ticks,
-            "assigned_total_mib": s.vms.iter().map(|v| v.assigned_mib).sum::<u64>(),
-            "vms": vms,
-        })
-        .to_string(),
-    )
+            .collect(),
+    })
 }
 
 fn with_balloon(state: &ApiState, f: impl FnOnce(&BalloonShared) -> Response) -> Response {
@@ -369,9 +340,8 @@ mod tests {
         );
         let r = handle(&s, &req("GET", "/balloon", ""));
         assert_eq!(r.status, 200);
-        let v: serde_json::Value = serde_json::from_str(&r.body).expect("json");
-        assert_eq!(v["target_mib"], 64);
-        assert_eq!(v["guest_ram_resident_mib"], 42);
+        let v: BalloonStatus = serde_json::from_str(&r.body).expect("typed answer");
+        assert_eq!((v.target_mib, v.guest_ram_resident_mib), (64, 42));
     }
 
     #[test]
@@ -419,6 +389,8 @@ mod tests {
         }
         let r = handle(&s, &req("GET", "/memory/guest", ""));
         assert_eq!(r.status, 200);
+        let typed: GuestMemory = serde_json::from_str(&r.body).expect("typed answer");
+        assert_eq!(typed.latest.map(|l| l.pressure_pct), Some(Some(75)));
         let v: serde_json::Value = serde_json::from_str(&r.body).expect("json");
         assert_eq!(v["latest"]["seq"], 9);
         assert_eq!(v["latest"]["pressure_pct"], 75);

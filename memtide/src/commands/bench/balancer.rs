@@ -22,11 +22,11 @@ use std::time::{Duration, Instant};
 use memtide_balancer::reader::port_socket_path;
 
 use super::figure::Figure;
-use super::guest::{get_json, BenchGuest, GuestError};
+use super::guest::GuestError;
 use super::stats::{median, min_max};
 use crate::cli::BalancerBenchArgs;
-use crate::host::HostInfo;
-use crate::scripted_agent::{frame, guest_memory, REPORT_INTERVAL};
+use memtide_test_support::scripted_agent::{frame, guest_memory, REPORT_INTERVAL};
+use memtide_vmm::host::HostInfo;
 
 /// How long a round may wait for the memory to arrive.
 const ROUND_DEADLINE: Duration = Duration::from_secs(300);
@@ -82,7 +82,7 @@ fn round(args: &BalancerBenchArgs, i: u32) -> Result<Round, GuestError> {
     vm.no_balancer = false;
     vm.hotplug_slots = vm.hotplug_slots.max(1);
     vm.balancer_interval_ms = args.interval_ms;
-    let mut guest = BenchGuest::boot(&vm, &format!("balancer-{i}"))?;
+    let mut guest = super::guest::boot(&vm, &format!("balancer-{i}"))?;
     let mut src = Scripted::connect(&port_socket_path(&uds, vm.agent_port))?;
     let (plugged0, balloon0) = guest_memory(&guest.sock)?;
     let visible0 = plugged0 - balloon0;
@@ -121,7 +121,13 @@ fn round(args: &BalancerBenchArgs, i: u32) -> Result<Round, GuestError> {
         },
     )?;
     let met_ms = step.elapsed().as_secs_f64() * 1e3;
-    let reason = get_json(&guest.sock, "/balancer")?["vms"][0]["last_action"]["reason"].clone();
+    let reason = guest
+        .api()
+        .get_balancer()?
+        .vms
+        .first()
+        .and_then(|v| v.last_action.as_ref())
+        .map_or_else(|| "null".to_string(), |a| format!("{:?}", a.reason));
     println!(
         "  round {i}: committed {low} -> {high} MiB, demand {demand} MiB: first memory after {:.0} ms, demand met after {met_ms:.0} ms ({visible0} -> {visible} MiB; {reason})",
         first_ms.unwrap_or(met_ms)

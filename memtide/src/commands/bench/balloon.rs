@@ -10,11 +10,10 @@
 use std::time::{Duration, Instant};
 
 use super::figure::Figure;
-use super::guest::{field, get_json, BenchGuest, GuestError};
+use super::guest::{Guest, GuestError};
 use super::stats::median;
 use crate::cli::{BalloonBenchArgs, DiscardArg};
-use crate::ctl::call;
-use crate::host::HostInfo;
+use memtide_vmm::host::HostInfo;
 
 /// How long one inflate or deflate may take.
 const STEP_DEADLINE: Duration = Duration::from_secs(300);
@@ -33,19 +32,14 @@ pub struct Round {
 }
 
 /// Sets the target and waits until the guest's `actual` equals it.
-fn resize(guest: &mut BenchGuest, mib: u64) -> Result<f64, GuestError> {
+fn resize(guest: &mut Guest, mib: u64) -> Result<f64, GuestError> {
     let start = Instant::now();
-    call(
-        &guest.sock,
-        "PUT",
-        "/balloon",
-        &format!("{{\"target_mib\":{mib}}}"),
-    )?;
+    guest.api().set_balloon_target(mib)?;
     guest.wait_until(
         "the balloon to reach its target",
         STEP_DEADLINE,
         Duration::from_millis(2),
-        |g| Ok(field(&get_json(&g.sock, "/balloon")?, "actual_mib")? as u64 == mib),
+        |g| Ok(g.api().get_balloon()?.actual_mib == mib),
     )?;
     Ok(start.elapsed().as_secs_f64())
 }
@@ -62,15 +56,12 @@ pub fn measure(args: &BalloonBenchArgs, mode: DiscardArg) -> Result<(Vec<Round>,
     vm.balloon_discard = mode;
     vm.balloon_stats_ms = 0;
     vm.prefault = true;
-    let mut guest = BenchGuest::boot(&vm, tag)?;
-    let discard_ns = |g: &BenchGuest| -> Result<f64, GuestError> {
-        field(
-            &get_json(&g.sock, "/balloon/statistics")?["host"],
-            "discard_ns",
-        )
+    let mut guest = super::guest::boot(&vm, tag)?;
+    let discard_ns = |g: &Guest| -> Result<f64, GuestError> {
+        Ok(g.api().get_balloon_statistics()?.host.discard_ns as f64)
     };
-    let resident = |g: &BenchGuest| -> Result<f64, GuestError> {
-        field(&get_json(&g.sock, "/balloon")?, "guest_ram_resident_mib")
+    let resident = |g: &Guest| -> Result<f64, GuestError> {
+        Ok(g.api().get_balloon()?.guest_ram_resident_mib as f64)
     };
     let mut rounds = Vec::new();
     let mut total_ns = 0.0;

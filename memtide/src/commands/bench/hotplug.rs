@@ -6,11 +6,11 @@
 use std::time::{Duration, Instant};
 
 use super::figure::Figure;
-use super::guest::{get_json, BenchGuest, GuestError};
+use super::guest::{Guest, GuestError};
 use super::stats::{median, min_max};
 use crate::cli::HotplugBenchArgs;
-use crate::ctl::call;
-use crate::host::HostInfo;
+use memtide_api::Client;
+use memtide_vmm::host::HostInfo;
 
 /// How long one slot may take to come online.
 const ONLINE_DEADLINE: Duration = Duration::from_secs(300);
@@ -75,17 +75,13 @@ fn settle_deadline(api_to_ost_ms: &[f64], stats_interval: Duration) -> Duration 
 /// The latest balloon statistics sample, if the guest has sent one with
 /// its MemTotal.
 fn stats_sample(sock: &std::path::Path) -> Result<Option<StatsSample>, GuestError> {
-    let v = get_json(sock, "/balloon/statistics")?;
-    let guest = &v["guest"];
-    Ok(
-        match (guest["updated_ms"].as_u64(), guest["total_memory"].as_u64()) {
-            (Some(updated_ms), Some(total_bytes)) => Some(StatsSample {
-                updated_ms,
-                total_bytes,
-            }),
-            _ => None,
-        },
-    )
+    let v = Client::new(sock).get_balloon_statistics()?;
+    Ok(v.guest.and_then(|g| {
+        g.total_memory.map(|total_bytes| StatsSample {
+            updated_ms: g.updated_ms,
+            total_bytes,
+        })
+    }))
 }
 
 fn mib(bytes: u64) -> f64 {
@@ -96,7 +92,7 @@ fn mib(bytes: u64) -> f64 {
 /// MemTotal grown by `added_bytes` over `baseline`, or `deadline`; prints
 /// the outcome as one line.
 fn report_mem_total(
-    guest: &mut BenchGuest,
+    guest: &mut Guest,
     baseline: StatsSample,
     added_bytes: u64,
     deadline: Duration,
@@ -152,7 +148,7 @@ pub fn run(args: &HotplugBenchArgs) -> Result<Vec<Figure>, GuestError> {
         args.slots, vm.slot_mib, vm.memory_mib, vm.vcpus
     );
     println!("host: {}", HostInfo::detect());
-    let mut guest = BenchGuest::boot(&vm, "hotplug")?;
+    let mut guest = super::guest::boot(&vm, "hotplug")?;
     let mut baseline = None;
     match guest.wait_until(
         "the guest's first balloon statistics",
@@ -170,29 +166,33 @@ pub fn run(args: &HotplugBenchArgs) -> Result<Vec<Figure>, GuestError> {
     let mut plug_to_ost = Vec::new();
     for i in 0..args.slots as usize {
         let start = Instant::now();
-        call(
-            &guest.sock,
-            "PUT",
-            "/memory",
-            &format!("{{\"size_mib\":{}}}", vm.slot_mib),
-        )?;
+        guest.api().hot_add(vm.slot_mib)?;
         let mut online_ms = None;
         guest.wait_until(
             "the guest to online the slot",
             ONLINE_DEADLINE,
             Duration::from_millis(5),
             |g| {
-                let v = get_json(&g.sock, "/memory")?;
-                let slot = &v["slots"][i];
-                if slot["ost_status"].is_number() {
-                    online_ms = slot["online_ms"].as_f64();
+                let v = g.api().get_memory()?;
+                let slot = v
+                    .slots
+                    .get(i)
+                    .ok_or_else(|| GuestError::BadAnswer(format!("GET /memory has no slot {i}")))?;
+                if slot.ost_status.is_some() {
+                    online_ms = slot.online_ms;
                     return Ok(true);
                 }
                 Ok(false)
             },
         )?;
         let total = start.elapsed().as_secs_f64() * 1e3;
-        let status = get_json(&guest.sock, "/memory")?["slots"][i]["ost_status"].clone();
+        let status = guest
+            .api()
+            .get_memory()?
+            .slots
+            .get(i)
+            .and_then(|s| s.ost_status)
+            .map_or_else(|| "null".to_string(), |s| s.to_string());
         println!(
             "  slot {i}: request to _OST {total:.1} ms (from mapping {:.1} ms), _OST status {status}",
             online_ms.unwrap_or(f64::NAN)

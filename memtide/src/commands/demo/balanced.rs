@@ -11,13 +11,13 @@ use memtide_balancer::invariants::{check_no_hot_remove, check_safety};
 use memtide_balancer::reader::port_socket_path;
 use memtide_balancer::trace::Trace;
 
-use crate::balance_remote::{self, BalanceError, BalanceOptions, VmArg};
-use crate::bench::guest::{BenchGuest, GuestError};
 use crate::cli::{DemoArgs, WorkloadSource};
-use crate::config::{cache_dir, DEFAULT_AGENT_PORT};
-use crate::ctl::call;
-use crate::host::HostInfo;
-use crate::scripted_agent::ScriptedAgent;
+use crate::commands::balance::{self, BalanceError, BalanceOptions, VmArg};
+use crate::commands::bench::guest::{Guest, GuestError};
+use memtide_api::Client;
+use memtide_test_support::scripted_agent::ScriptedAgent;
+use memtide_vmm::config::{cache_dir, DEFAULT_AGENT_PORT};
+use memtide_vmm::host::HostInfo;
 
 /// The guests' names and their committed memory (MiB) in each phase.
 pub const WORKLOAD: [(&str, [u64; 5]); 3] = [
@@ -51,7 +51,7 @@ pub enum DemoError {
     },
     /// The plot.
     #[error(transparent)]
-    Plot(#[from] crate::plot::PlotError),
+    Plot(#[from] crate::commands::plot::PlotError),
     /// The recorded run broke an invariant.
     #[error("invariant violated: {0}")]
     Invariant(String),
@@ -71,13 +71,14 @@ fn hog_command(phases: &[u64; 5], phase_s: u64) -> String {
 
 /// Prints one screen of the live view.
 fn show(balance_sock: &Path, phase: usize, elapsed: Duration, tty: bool) {
-    let Ok(body) = call(balance_sock, "GET", "/balancer", "") else {
-        return;
+    let v = match Client::new(balance_sock).get_balancer() {
+        Ok(v) => v,
+        Err(e) => {
+            log::debug!("demo: GET /balancer: {e}");
+            return;
+        }
     };
-    let Ok(v) = serde_json::from_str::<serde_json::Value>(&body) else {
-        return;
-    };
-    let screen = crate::top::render(&v);
+    let screen = crate::commands::top::render(&v);
     let head = format!(
         "[demo] phase {}/5, {:.0} s in",
         phase + 1,
@@ -129,7 +130,7 @@ pub fn run(args: &DemoArgs) -> Result<(), DemoError> {
         if source == WorkloadSource::Agent {
             vm.initramfs = Some(
                 cache_dir()
-                    .map_err(GuestError::from)?
+                    .map_err(|e| GuestError::Setup(e.to_string()))?
                     .join("initramfs.cpio"),
             );
             vm.cmd = Some(hog_command(phases, args.phase_s));
@@ -141,11 +142,12 @@ pub fn run(args: &DemoArgs) -> Result<(), DemoError> {
         configs.iter().map(|c| c.0).collect::<Vec<_>>().join(", ")
     );
     let start = Instant::now();
-    let booted: Vec<Result<BenchGuest, GuestError>> = std::thread::scope(|scope| {
+    let booted: Vec<Result<Guest, GuestError>> = std::thread::scope(|scope| {
         let handles: Vec<_> = configs
             .iter()
             .map(|(name, _, vm, _)| {
-                scope.spawn(move || BenchGuest::boot(vm, &format!("demo-{name}")))
+                scope
+                    .spawn(move || crate::commands::bench::guest::boot(vm, &format!("demo-{name}")))
             })
             .collect();
         handles
@@ -199,7 +201,7 @@ pub fn run(args: &DemoArgs) -> Result<(), DemoError> {
         "[demo] starting the balancer; `memtide top --api-sock {}` shows it from another terminal",
         balance_sock.display()
     );
-    let balancer = std::thread::spawn(move || balance_remote::run(&opts));
+    let balancer = std::thread::spawn(move || balance::run(&opts));
     let tty = std::io::stdout().is_terminal();
     let start = Instant::now();
     for phase in 0..5 {
@@ -228,7 +230,7 @@ pub fn run(args: &DemoArgs) -> Result<(), DemoError> {
 /// Writes the plot, checks the invariants and says where everything is.
 fn finish(trace: &Trace, out: &Path) -> Result<(), DemoError> {
     let svg = out.join("timeline.svg");
-    crate::plot::write(trace, &svg)?;
+    crate::commands::plot::write(trace, &svg)?;
     let decisions: usize = trace
         .ticks
         .iter()

@@ -16,7 +16,7 @@ pub enum DemoError {
     Balanced(#[from] balanced::DemoError),
     /// The one-guest demo.
     #[error(transparent)]
-    OneGuest(#[from] crate::bench::guest::GuestError),
+    OneGuest(#[from] crate::commands::bench::guest::GuestError),
 }
 
 /// Runs the demo `args` asks for.

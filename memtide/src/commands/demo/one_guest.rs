@@ -5,10 +5,9 @@
 
 use std::time::{Duration, Instant};
 
-use crate::bench::guest::{field, get_json, BenchGuest, GuestError};
 use crate::cli::DemoArgs;
-use crate::ctl::call;
-use crate::host::HostInfo;
+use crate::commands::bench::guest::{Guest, GuestError};
+use memtide_vmm::host::HostInfo;
 
 const STEP_DEADLINE: Duration = Duration::from_secs(300);
 
@@ -21,36 +20,38 @@ struct Snapshot {
     plugged_mib: f64,
 }
 
-fn snapshot(g: &mut BenchGuest) -> Result<Snapshot, GuestError> {
+fn snapshot(g: &mut Guest) -> Result<Snapshot, GuestError> {
     // Wait for a statistics report newer than this moment.
-    let since = field(
-        &get_json(&g.sock, "/balloon/statistics")?["guest"],
-        "updated_ms",
-    )
-    .unwrap_or(0.0);
+    let updated = |g: &Guest| -> Result<u64, GuestError> {
+        Ok(g.api()
+            .get_balloon_statistics()?
+            .guest
+            .map_or(0, |s| s.updated_ms))
+    };
+    let since = updated(g)?;
     g.wait_until(
         "fresh guest statistics",
         STEP_DEADLINE,
         Duration::from_millis(100),
-        |g| {
-            Ok(field(
-                &get_json(&g.sock, "/balloon/statistics")?["guest"],
-                "updated_ms",
-            )
-            .unwrap_or(0.0)
-                > since)
-        },
+        |g| Ok(updated(g)? > since),
     )?;
-    let stats = get_json(&g.sock, "/balloon/statistics")?;
-    let balloon = get_json(&g.sock, "/balloon")?;
-    let memory = get_json(&g.sock, "/memory")?;
-    let mib = |v: f64| v / f64::from(1 << 20);
+    let api = g.api();
+    let stats = api
+        .get_balloon_statistics()?
+        .guest
+        .ok_or_else(|| GuestError::BadAnswer("no guest balloon statistics".into()))?;
+    let balloon = api.get_balloon()?;
+    let memory = api.get_memory()?;
+    let mib = |v: Option<u64>, name: &str| {
+        v.map(|b| b as f64 / f64::from(1 << 20))
+            .ok_or_else(|| GuestError::BadAnswer(format!("no {name} in the guest statistics")))
+    };
     Ok(Snapshot {
-        guest_total_mib: mib(field(&stats["guest"], "total_memory")?),
-        guest_free_mib: mib(field(&stats["guest"], "free_memory")?),
-        host_resident_mib: field(&balloon, "guest_ram_resident_mib")?,
-        balloon_mib: field(&balloon, "actual_mib")?,
-        plugged_mib: field(&memory, "plugged_mib")?,
+        guest_total_mib: mib(stats.total_memory, "total_memory")?,
+        guest_free_mib: mib(stats.free_memory, "free_memory")?,
+        host_resident_mib: balloon.guest_ram_resident_mib as f64,
+        balloon_mib: balloon.actual_mib as f64,
+        plugged_mib: memory.plugged_mib as f64,
     })
 }
 
@@ -73,7 +74,7 @@ pub fn run(args: &DemoArgs) -> Result<(), GuestError> {
         "[demo] booting a {} MiB guest with a virtio-balloon and {} hot-add slot(s) of {} MiB ...",
         vm.memory_mib, vm.hotplug_slots, vm.slot_mib
     );
-    let mut g = BenchGuest::boot(&vm, "demo")?;
+    let mut g = crate::commands::bench::guest::boot(&vm, "demo")?;
     println!(
         "| {:<28} | {:>8} | {:>7} | {:>7} | {:>7} | {:>12} | {:>7} |",
         "step (MiB)", "plugged", "balloon", "total", "free", "host-resident", "took"
@@ -87,18 +88,13 @@ pub fn run(args: &DemoArgs) -> Result<(), GuestError> {
         args.balloon_mib
     );
     let t = Instant::now();
-    call(
-        &g.sock,
-        "PUT",
-        "/balloon",
-        &format!("{{\"target_mib\":{}}}", args.balloon_mib),
-    )?;
-    let target = args.balloon_mib as f64;
+    g.api().set_balloon_target(args.balloon_mib)?;
+    let target = args.balloon_mib;
     g.wait_until(
         "the balloon to inflate",
         STEP_DEADLINE,
         Duration::from_millis(20),
-        |g| Ok(field(&get_json(&g.sock, "/balloon")?, "actual_mib")? >= target),
+        |g| Ok(g.api().get_balloon()?.actual_mib >= target),
     )?;
     let took = t.elapsed();
     row(
@@ -112,19 +108,14 @@ pub fn run(args: &DemoArgs) -> Result<(), GuestError> {
         vm.slot_mib
     );
     let t = Instant::now();
-    call(
-        &g.sock,
-        "PUT",
-        "/memory",
-        &format!("{{\"size_mib\":{}}}", vm.slot_mib),
-    )?;
+    g.api().hot_add(vm.slot_mib)?;
     g.wait_until(
         "the guest to online the memory",
         STEP_DEADLINE,
         Duration::from_millis(50),
         |g| {
-            let m = get_json(&g.sock, "/memory")?;
-            Ok(m["slots"][0]["ost_status"].is_number())
+            let m = g.api().get_memory()?;
+            Ok(m.slots.first().is_some_and(|s| s.ost_status.is_some()))
         },
     )?;
     let took = t.elapsed();
@@ -136,12 +127,12 @@ pub fn run(args: &DemoArgs) -> Result<(), GuestError> {
 
     println!("[demo] deflating the balloon ...");
     let t = Instant::now();
-    call(&g.sock, "PUT", "/balloon", "{\"target_mib\":0}")?;
+    g.api().set_balloon_target(0)?;
     g.wait_until(
         "the balloon to deflate",
         STEP_DEADLINE,
         Duration::from_millis(20),
-        |g| Ok(field(&get_json(&g.sock, "/balloon")?, "actual_mib")? == 0.0),
+        |g| Ok(g.api().get_balloon()?.actual_mib == 0),
     )?;
     let took = t.elapsed();
     row("balloon deflated", &snapshot(&mut g)?, Some(took));

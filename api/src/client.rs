@@ -1,0 +1,329 @@
+//! A small blocking client: one HTTP/1.1 request per connection over the
+//! API's Unix socket.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::types::{
+    paths, BalancerStatus, BalloonStatistics, BalloonStatus, BalloonTarget, GuestMemory, HotAdd,
+    MemoryStatus, VsockStatus,
+};
+
+/// Largest answer body accepted.
+const MAX_BODY: usize = 16 << 20;
+/// Longest status or header line accepted.
+const MAX_LINE: u64 = 8 * 1024;
+
+/// Errors from one API exchange.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Nothing listens on the socket.
+    #[error("cannot connect to {path}: {source} (is memtide running with --api-sock?)")]
+    Connect {
+        /// The socket path.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The exchange failed half-way.
+    #[error("API exchange failed: i/o: {0}")]
+    Io(#[from] std::io::Error),
+    /// The answer is not HTTP this client understands.
+    #[error("API exchange failed: malformed answer: {0}")]
+    Malformed(&'static str),
+    /// The server answered with a non-2xx status.
+    #[error("memtide answered {status}: {body}")]
+    Status {
+        /// HTTP status.
+        status: u16,
+        /// The answer body (`{"error": "..."}`).
+        body: String,
+    },
+    /// A 2xx answer whose body is not the expected type.
+    #[error("unexpected answer to {request}: {source}: {body}")]
+    Decode {
+        /// `METHOD /path`.
+        request: String,
+        /// What serde could not decode.
+        source: serde_json::Error,
+        /// The body.
+        body: String,
+    },
+    /// A request body that cannot be encoded (not expected for this
+    /// crate's types).
+    #[error("cannot encode the request to {request}: {source}")]
+    Encode {
+        /// `METHOD /path`.
+        request: String,
+        /// The serde error.
+        source: serde_json::Error,
+    },
+}
+
+impl ClientError {
+    /// The HTTP status of a refused request.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Self::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// A client for the API socket at one path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Client {
+    path: PathBuf,
+}
+
+impl Client {
+    /// A client for the socket at `path` (nothing is connected yet).
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self { path: path.into() }
+    }
+
+    /// The socket path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Sends one request; returns the body of a 2xx answer.
+    pub fn call(&self, method: &str, path: &str, body: &str) -> Result<String, ClientError> {
+        let mut stream =
+            UnixStream::connect(&self.path).map_err(|source| ClientError::Connect {
+                path: self.path.clone(),
+                source,
+            })?;
+        write!(
+            stream,
+            "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )?;
+        stream.flush()?;
+        let (status, body) = read_response(&stream)?;
+        if (200..300).contains(&status) {
+            Ok(body)
+        } else {
+            Err(ClientError::Status { status, body })
+        }
+    }
+
+    /// `GET path`, decoded as `T` (`serde_json::Value` for any JSON).
+    pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        let body = self.call("GET", path, "")?;
+        serde_json::from_str(&body).map_err(|source| ClientError::Decode {
+            request: format!("GET {path}"),
+            source,
+            body,
+        })
+    }
+
+    /// `PUT path` with `body` as JSON; the server answers 204.
+    pub fn put<B: Serialize>(&self, path: &str, body: &B) -> Result<(), ClientError> {
+        let json = serde_json::to_string(body).map_err(|source| ClientError::Encode {
+            request: format!("PUT {path}"),
+            source,
+        })?;
+        self.call("PUT", path, &json).map(|_| ())
+    }
+
+    /// `GET /balloon`.
+    pub fn get_balloon(&self) -> Result<BalloonStatus, ClientError> {
+        self.get(paths::BALLOON)
+    }
+
+    /// `PUT /balloon`: sets the balloon target.
+    pub fn set_balloon_target(&self, target_mib: u64) -> Result<(), ClientError> {
+        self.put(paths::BALLOON, &BalloonTarget { target_mib })
+    }
+
+    /// `GET /balloon/statistics`.
+    pub fn get_balloon_statistics(&self) -> Result<BalloonStatistics, ClientError> {
+        self.get(paths::BALLOON_STATISTICS)
+    }
+
+    /// `GET /memory`.
+    pub fn get_memory(&self) -> Result<MemoryStatus, ClientError> {
+        self.get(paths::MEMORY)
+    }
+
+    /// `PUT /memory`: hot-adds `size_mib` (whole slots).
+    pub fn hot_add(&self, size_mib: u64) -> Result<(), ClientError> {
+        self.put(paths::MEMORY, &HotAdd { size_mib })
+    }
+
+    /// `GET /memory/guest`.
+    pub fn get_guest_memory(&self) -> Result<GuestMemory, ClientError> {
+        self.get(paths::MEMORY_GUEST)
+    }
+
+    /// `GET /vsock`.
+    pub fn get_vsock(&self) -> Result<VsockStatus, ClientError> {
+        self.get(paths::VSOCK)
+    }
+
+    /// `GET /balancer`.
+    pub fn get_balancer(&self) -> Result<BalancerStatus, ClientError> {
+        self.get(paths::BALANCER)
+    }
+}
+
+fn read_line<R: BufRead>(r: &mut R) -> Result<String, ClientError> {
+    let mut line = Vec::new();
+    let n = r.take(MAX_LINE + 1).read_until(b'\n', &mut line)?;
+    if n == 0 {
+        return Err(ClientError::Malformed("connection closed"));
+    }
+    if n as u64 > MAX_LINE {
+        return Err(ClientError::Malformed("line too long"));
+    }
+    let s = String::from_utf8(line).map_err(|_| ClientError::Malformed("not UTF-8"))?;
+    Ok(s.trim_end_matches(['\r', '\n']).to_string())
+}
+
+/// Reads an answer: status and body.
+fn read_response<R: Read>(stream: R) -> Result<(u16, String), ClientError> {
+    let mut r = BufReader::new(stream);
+    let line = read_line(&mut r)?;
+    let status = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or(ClientError::Malformed("bad status line"))?;
+    let mut content_length = None;
+    loop {
+        let h = read_line(&mut r)?;
+        if h.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = h.split_once(':') {
+            if name.trim().eq_ignore_ascii_case("content-length") {
+                let n: usize = value
+                    .trim()
+                    .parse()
+                    .map_err(|_| ClientError::Malformed("bad Content-Length"))?;
+                content_length = Some(n);
+            }
+        }
+    }
+    let mut body = Vec::new();
+    match content_length {
+        Some(n) if n <= MAX_BODY => {
+            body.resize(n, 0);
+            r.read_exact(&mut body)?;
+        }
+        Some(_) => return Err(ClientError::Malformed("body too large")),
+        None => {
+            r.take(MAX_BODY as u64).read_to_end(&mut body)?;
+        }
+    }
+    let body = String::from_utf8(body).map_err(|_| ClientError::Malformed("body not UTF-8"))?;
+    Ok((status, body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixListener;
+
+    /// Serves `answers` (status, body) to one connection each, in order,
+    /// and returns the requests it read (request line and body).
+    fn serve(
+        name: &str,
+        answers: Vec<(u16, &'static str)>,
+    ) -> (PathBuf, std::thread::JoinHandle<Vec<(String, String)>>) {
+        let path = std::env::temp_dir().join(format!(
+            "memtide-api-test-{}-{name}.sock",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path).expect("bind");
+        let handle = std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            for (status, body) in answers {
+                let (stream, _) = listener.accept().expect("accept");
+                let mut r = BufReader::new(&stream);
+                let mut line = String::new();
+                r.read_line(&mut line).expect("request line");
+                let mut len = 0;
+                loop {
+                    let mut h = String::new();
+                    r.read_line(&mut h).expect("header");
+                    if h.trim().is_empty() {
+                        break;
+                    }
+                    if let Some(v) = h.strip_prefix("Content-Length:") {
+                        len = v.trim().parse().expect("length");
+                    }
+                }
+                let mut req_body = vec![0; len];
+                r.read_exact(&mut req_body).expect("body");
+                seen.push((
+                    line.trim().to_string(),
+                    String::from_utf8(req_body).expect("utf8"),
+                ));
+                let mut w = &stream;
+                write!(
+                    w,
+                    "HTTP/1.1 {status} X\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                )
+                .expect("answer");
+            }
+            seen
+        });
+        (path, handle)
+    }
+
+    #[test]
+    fn typed_gets_and_puts_round_trip() {
+        let balloon = r#"{"target_mib":64,"actual_mib":60,"inflated_mib":60,"driver_ready":true,"guest_ram_mib":256,"guest_ram_resident_mib":42}"#;
+        let (path, server) = serve("ok", vec![(200, balloon), (204, "")]);
+        let c = Client::new(&path);
+        let b = c.get_balloon().expect("get");
+        assert_eq!((b.target_mib, b.guest_ram_resident_mib), (64, 42));
+        c.set_balloon_target(32).expect("put");
+        let seen = server.join().expect("server");
+        assert_eq!(seen[0].0, "GET /balloon HTTP/1.1");
+        assert_eq!(
+            seen[1],
+            ("PUT /balloon HTTP/1.1".into(), "{\"target_mib\":32}".into())
+        );
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn refusals_and_bad_answers_are_typed_errors() {
+        let (path, server) = serve(
+            "errors",
+            vec![
+                (400, r#"{"error":"this VM has no balloon"}"#),
+                (200, r#"{"target":64}"#),
+                (200, "not json"),
+            ],
+        );
+        let c = Client::new(&path);
+        let e = c.get_balloon().expect_err("400");
+        assert_eq!(e.status(), Some(400));
+        assert!(e.to_string().contains("no balloon"), "{e}");
+        assert!(matches!(c.get_balloon(), Err(ClientError::Decode { .. })));
+        assert!(matches!(
+            c.get::<serde_json::Value>("/x"),
+            Err(ClientError::Decode { .. })
+        ));
+        server.join().expect("server");
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn a_missing_socket_is_a_connect_error() {
+        let c = Client::new("/nonexistent/memtide.sock");
+        let e = c.get_memory().expect_err("no server");
+        assert!(matches!(e, ClientError::Connect { .. }));
+        assert!(e.to_string().contains("is memtide running"), "{e}");
+    }
+}

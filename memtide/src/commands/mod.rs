@@ -1,0 +1,9 @@
+//! One module per `memtide` subcommand.
+
+pub mod balance;
+pub mod bench;
+pub mod ctl;
+pub mod demo;
+pub mod plot;
+pub mod run;
+pub mod top;

@@ -1,0 +1,256 @@
+//! `memtide run`: the command line becomes a [`VmConfig`], which is
+//! validated and booted with [`vm::run`].
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use memtide_devices::virtio::balloon::host::DiscardMode;
+use memtide_vmm::compat::HostKvm;
+use memtide_vmm::config::{
+    cache_dir, BalancerConfig, BalloonConfig, ConfigError, HotplugConfig, VmConfig, VsockConfig,
+    DEFAULT_AGENT_PORT,
+};
+use memtide_vmm::kernel_cmdline::{KernelCmdline, BASE_CMDLINE};
+use memtide_vmm::outcome::VmOutcome;
+use memtide_vmm::vm;
+
+use crate::cli::{DiscardArg, RunArgs};
+
+/// The balancer's settings from the flags and the VM's memory.
+fn balancer_config(args: &RunArgs, hotplug: Option<&HotplugConfig>) -> BalancerConfig {
+    let startup = args.memory_mib;
+    let maximum = hotplug.map_or(startup, |h| h.max_mib);
+    BalancerConfig {
+        startup_mib: startup,
+        minimum_mib: args.min_memory_mib.unwrap_or(startup / 2),
+        maximum_mib: maximum,
+        buffer_pct: args.buffer_pct,
+        weight: args.weight,
+        budget_mib: args.host_budget_mib.unwrap_or(maximum),
+        interval_ms: args.balancer_interval_ms,
+    }
+}
+
+/// Builds the VM configuration from `memtide run`'s flags for a host of
+/// kind `host`, and validates it ([`VmConfig::validate`]).
+pub fn config_from_args(args: &RunArgs, host: HostKvm) -> Result<VmConfig, ConfigError> {
+    let kernel = match &args.kernel {
+        Some(p) => p.clone(),
+        None => cache_dir()?.join("vmlinux"),
+    };
+    let initramfs = match (&args.initramfs, args.no_initramfs) {
+        (_, true) => None,
+        (Some(p), false) => Some(p.clone()),
+        (None, false) => Some(cache_dir()?.join("initramfs.cpio")),
+    };
+    let mut cmdline = KernelCmdline::new(args.cmdline.as_deref().unwrap_or(BASE_CMDLINE))?;
+    if !args.no_compat {
+        if let Some(extra) = host.guest_cmdline() {
+            cmdline.push(extra)?;
+        }
+    }
+    if let Some(extra) = &args.append {
+        cmdline.push(extra)?;
+    }
+    if let Some(cmd) = &args.cmd {
+        cmdline.push_guest_command(cmd)?;
+    }
+    let balloon = args.balloon.then(|| BalloonConfig {
+        stats_interval: (args.balloon_stats_ms > 0)
+            .then(|| Duration::from_millis(args.balloon_stats_ms)),
+        discard: match args.balloon_discard {
+            DiscardArg::Ranges => DiscardMode::Ranges,
+            DiscardArg::PerPage => DiscardMode::PerPage,
+        },
+        free_page_reporting: args.balloon_reporting,
+    });
+    let hotplug = (args.hotplug_slots > 0).then(|| HotplugConfig {
+        slots: args.hotplug_slots,
+        slot_mib: args.slot_mib,
+        max_mib: args
+            .max_memory_mib
+            .unwrap_or(args.memory_mib + u64::from(args.hotplug_slots) * args.slot_mib),
+    });
+    if hotplug.is_some() {
+        cmdline.push("memhp_default_state=online")?;
+    }
+    let vsock = args.vsock_uds.as_ref().map(|path| VsockConfig {
+        guest_cid: args.guest_cid,
+        uds_path: path.clone(),
+        agent_port: args.agent_port,
+    });
+    if vsock.is_some() && args.agent_port != DEFAULT_AGENT_PORT && args.agent_port != 0 {
+        cmdline.push(&format!("memtide.agent_port={}", args.agent_port))?;
+    }
+    let balancer = match (&vsock, args.no_balancer) {
+        (Some(_), false) => Some(balancer_config(args, hotplug.as_ref())),
+        _ => None,
+    };
+    let config = VmConfig {
+        kernel,
+        complete_syscalls: host == HostKvm::NestedPvm && !args.no_compat && !args.no_syscall_gate,
+        vsock,
+        balancer,
+        initramfs,
+        vcpus: args.vcpus,
+        memory_mib: args.memory_mib,
+        cmdline,
+        hotplug,
+        acpi: !args.no_acpi,
+        balloon,
+        api_sock: args.api_sock.clone(),
+        prefault: args.prefault,
+    };
+    config.validate()?;
+    Ok(config)
+}
+
+/// `memtide run`'s exit code when the guest ran but its `--cmd` command
+/// failed or a guest process died of a signal.
+const EXIT_GUEST_FAILED: u8 = 3;
+
+/// Runs the VM and maps its end to the exit code `memtide run` documents.
+pub fn run(config: &VmConfig) -> ExitCode {
+    let report = match vm::run(config) {
+        Ok(r) => r,
+        Err(e) => return crate::fail(&e),
+    };
+    for fault in &report.guest_faults {
+        eprintln!("memtide: {fault}");
+    }
+    if report.guest_faults_dropped > 0 {
+        eprintln!(
+            "memtide: ... and {} more guest process failures (see the console output above)",
+            report.guest_faults_dropped
+        );
+    }
+    if report.panicked {
+        eprintln!("memtide: the guest kernel panicked (see its console output above)");
+        return ExitCode::from(1);
+    }
+    match report.outcome {
+        VmOutcome::Reset | VmOutcome::PowerOff if report.guest_faults.is_empty() => {
+            ExitCode::SUCCESS
+        }
+        VmOutcome::Reset | VmOutcome::PowerOff => ExitCode::from(EXIT_GUEST_FAILED),
+        VmOutcome::TripleFault { vcpu, state } => {
+            eprintln!("memtide: vCPU {vcpu} triple-faulted; the guest crashed");
+            if let Some(state) = state {
+                eprintln!("memtide: vCPU {vcpu} state at the triple fault: {state}");
+            }
+            ExitCode::from(1)
+        }
+        VmOutcome::VcpuFailed { vcpu, error } => {
+            eprintln!("memtide: vCPU {vcpu} stopped: {error}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+    use memtide_vmm::config::{ConfigError, DEFAULT_AGENT_PORT};
+    use memtide_vmm::kernel_cmdline::BASE_CMDLINE;
+
+    fn args(extra: &[&str]) -> RunArgs {
+        let mut argv = vec!["memtide", "run", "--kernel", "/k", "--initramfs", "/i"];
+        argv.extend_from_slice(extra);
+        match crate::cli::Cli::try_parse_from(argv)
+            .expect("parse")
+            .command
+        {
+            crate::cli::Command::Run(a) => a,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_are_one_vcpu_and_256_mib() {
+        let c = config_from_args(&args(&[]), HostKvm::Hardware).expect("valid");
+        assert_eq!((c.vcpus, c.memory_mib), (1, 256));
+        assert_eq!(c.cmdline.as_str(), BASE_CMDLINE);
+    }
+
+    #[test]
+    fn nested_host_adds_options_unless_disabled() {
+        let c = config_from_args(&args(&["--cmd", "true"]), HostKvm::NestedPvm).expect("ok");
+        assert!(c.cmdline.as_str().contains("clearcpuid="));
+        assert!(c.cmdline.as_str().ends_with("memtide.cmd=\"true\""));
+        let c = config_from_args(&args(&["--no-compat"]), HostKvm::NestedPvm).expect("ok");
+        assert!(!c.cmdline.as_str().contains("clearcpuid="));
+    }
+
+    #[test]
+    fn out_of_range_values_are_refused() {
+        assert!(matches!(
+            config_from_args(&args(&["--vcpus", "0"]), HostKvm::Hardware),
+            Err(ConfigError::VcpuCount(0))
+        ));
+        assert!(matches!(
+            config_from_args(&args(&["--memory-mib", "8"]), HostKvm::Hardware),
+            Err(ConfigError::MemorySize(8))
+        ));
+    }
+
+    #[test]
+    fn vsock_settings_are_checked() {
+        let c = config_from_args(&args(&["--vsock-uds", "/tmp/v"]), HostKvm::Hardware).expect("ok");
+        let v = c.vsock.expect("vsock");
+        assert_eq!((v.guest_cid, v.agent_port), (3, DEFAULT_AGENT_PORT));
+        assert!(!c.cmdline.as_str().contains("memtide.agent_port"));
+        assert!(matches!(
+            config_from_args(
+                &args(&["--vsock-uds", "/tmp/v", "--guest-cid", "2"]),
+                HostKvm::Hardware
+            ),
+            Err(ConfigError::GuestCid(2))
+        ));
+        let c = config_from_args(
+            &args(&["--vsock-uds", "/tmp/v", "--agent-port", "6000"]),
+            HostKvm::Hardware,
+        )
+        .expect("ok");
+        assert!(c.cmdline.as_str().contains("memtide.agent_port=6000"));
+        assert!(crate::cli::Cli::try_parse_from(["memtide", "run", "--guest-cid", "5"]).is_err());
+    }
+
+    #[test]
+    fn the_balancer_runs_with_an_agent_channel_and_checks_its_settings() {
+        let c = config_from_args(&args(&[]), HostKvm::Hardware).expect("ok");
+        assert!(c.balancer.is_none(), "no agent channel, no balancer");
+        let c = config_from_args(
+            &args(&["--vsock-uds", "/tmp/v", "--hotplug-slots", "2"]),
+            HostKvm::Hardware,
+        )
+        .expect("ok");
+        let b = c.balancer.expect("balancer");
+        assert_eq!(
+            (b.startup_mib, b.minimum_mib, b.maximum_mib),
+            (256, 128, 512)
+        );
+        assert_eq!(b.budget_mib, 512);
+        let c = config_from_args(
+            &args(&["--vsock-uds", "/tmp/v", "--no-balancer"]),
+            HostKvm::Hardware,
+        )
+        .expect("ok");
+        assert!(c.balancer.is_none());
+        for bad in [
+            &["--vsock-uds", "/tmp/v", "--min-memory-mib", "300"][..],
+            &["--vsock-uds", "/tmp/v", "--weight", "0"],
+            &["--vsock-uds", "/tmp/v", "--balancer-interval-ms", "0"],
+        ] {
+            assert!(
+                config_from_args(&args(bad), HostKvm::Hardware).is_err(),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_flags_are_a_parse_error() {
+        assert!(crate::cli::Cli::try_parse_from(["memtide", "run", "--bogus"]).is_err());
+    }
+}
