@@ -11,10 +11,9 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::cpio::CpioWriter;
+use crate::cpio::{add_binary, CpioWriter};
 use crate::deps::BUSYBOX;
 use crate::error::{io_at, XtaskError};
-use crate::initramfs::add_binary;
 
 /// The applets linked into `/bin` by default.
 pub const CORE_APPLETS: &[&str] = &[

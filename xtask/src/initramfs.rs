@@ -6,8 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::busybox::{self, Applets};
-use crate::cpio::CpioWriter;
-use crate::elf;
+use crate::cpio::{add_binary, CpioWriter};
 use crate::error::{io_at, XtaskError};
 use crate::paths::{cache_dir, workspace_root, INITRAMFS_FILE, INITRAMFS_IDLE_FILE};
 use crate::process::run;
@@ -59,21 +58,6 @@ fn build_guest_programs() -> Result<PathBuf, XtaskError> {
         "",
     )?;
     Ok(target_dir.join(GUEST_TARGET).join("release"))
-}
-
-/// Adds the host binary `host_path` to the archive as `archive_path` (mode
-/// 0755), refusing one that needs a dynamic loader (the guest has none).
-pub fn add_binary(
-    w: &mut CpioWriter,
-    archive_path: &str,
-    host_path: &Path,
-) -> Result<(), XtaskError> {
-    let data = std::fs::read(host_path).map_err(io_at(host_path))?;
-    if !elf::is_static_executable(&data) {
-        return Err(XtaskError::NotStatic(host_path.to_path_buf()));
-    }
-    w.file(archive_path, 0o755, &data)?;
-    Ok(())
 }
 
 /// Assembles `guest/asm/memtide-idle.S` into a static binary.
