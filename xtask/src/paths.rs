@@ -1,5 +1,5 @@
 //! Where things live. The VMM computes the same cache path
-//! (`memtide::config::cache_dir`), so `memtide run` finds the images: keep
+//! (`memtide_vmm::config::cache_dir`), so `memtide run` finds the images: keep
 //! the two in step.
 
 use std::path::PathBuf;
