@@ -36,9 +36,14 @@ impl Response {
 
     /// An error response: `{"error": "..."}`.
     pub fn error(status: u16, message: &str) -> Self {
+        let body = memtide_api::ErrorBody {
+            error: message.to_string(),
+        };
         Self {
             status,
-            body: serde_json::json!({ "error": message }).to_string(),
+            // A struct of one string always encodes; the fallback is the
+            // same JSON shape without the message.
+            body: serde_json::to_string(&body).unwrap_or_else(|_| "{\"error\":\"\"}".to_string()),
         }
     }
 
@@ -149,7 +154,8 @@ pub fn write_response<W: Write>(mut stream: W, resp: &Response) -> std::io::Resu
     stream.flush()
 }
 
-/// Writes a request (used by `memtide ctl`).
+/// Writes a request (the client side lives in `memtide-api`; this one
+/// serves the round-trip tests).
 pub fn write_request<W: Write>(
     mut stream: W,
     method: &str,
@@ -164,7 +170,7 @@ pub fn write_request<W: Write>(
     stream.flush()
 }
 
-/// Reads a response (used by `memtide ctl`): status and body.
+/// Reads a response: status and body (see [`write_request`]).
 pub fn read_response<R: Read>(stream: R) -> Result<Response, HttpError> {
     let mut r = BufReader::new(stream);
     let line = read_line(&mut r)?;
