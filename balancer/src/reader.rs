@@ -118,7 +118,7 @@ impl AgentReports {
                 inner.reports += 1;
             }
             Err(why) => {
-                log::warn!("agent report rejected: {why}");
+                memtide_log_limit::warn_limited!("agent report rejected: {why}");
                 inner.rejected += 1;
                 inner.last_error = Some(why);
             }
@@ -225,7 +225,7 @@ pub fn start(uds: &Path, port: u32, reports: Arc<AgentReports>) -> Result<PathBu
                             log::error!("cannot start an agent reader: {e}");
                         }
                     }
-                    Err(e) => log::warn!("agent listener: {e}"),
+                    Err(e) => memtide_log_limit::warn_limited!("agent listener: {e}"),
                 }
             }
         })
@@ -252,7 +252,9 @@ pub fn read_connection(mut stream: impl Read, reports: &AgentReports) {
             let fatal = matches!(&frame, Err(e) if !is_recoverable(e));
             reports.accept(frame);
             if fatal {
-                log::warn!("agent connection dropped: the stream is out of sync");
+                memtide_log_limit::warn_limited!(
+                    "agent connection dropped: the stream is out of sync"
+                );
                 return;
             }
         }

@@ -304,7 +304,7 @@ impl Balloon {
     fn add_used(&mut self, slot: usize, head: u16) {
         let Some(mem) = self.mem.clone() else { return };
         if let Err(e) = self.queues[slot].queue.add_used(&*mem.memory(), head, 0) {
-            log::warn!("balloon: cannot return a buffer: {e}");
+            memtide_log_limit::warn_limited!("balloon: cannot return a buffer: {e}");
         }
     }
 

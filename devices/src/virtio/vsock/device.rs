@@ -294,7 +294,7 @@ impl Vsock {
         let mem = a.mem.memory();
         let q = a.data_queue(index);
         if let Err(e) = q.add_used(&*mem, head, len) {
-            log::warn!("vsock: cannot return a buffer: {e}");
+            memtide_log_limit::warn_limited!("vsock: cannot return a buffer: {e}");
         }
     }
 

@@ -32,16 +32,21 @@ impl Vsock {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    log::warn!("vsock: accept on {}: {e}", self.uds_path.display());
+                    memtide_log_limit::warn_limited!(
+                        "vsock: accept on {}: {e}",
+                        self.uds_path.display()
+                    );
                     return;
                 }
             };
             if self.clients.len() >= MAX_PENDING_CLIENTS {
-                log::warn!("vsock: {MAX_PENDING_CLIENTS} clients still connecting; dropping one");
+                memtide_log_limit::warn_limited!(
+                    "vsock: {MAX_PENDING_CLIENTS} clients still connecting; dropping one"
+                );
                 continue;
             }
             if let Err(e) = stream.set_nonblocking(true) {
-                log::warn!("vsock: client socket: {e}");
+                memtide_log_limit::warn_limited!("vsock: client socket: {e}");
                 continue;
             }
             self.clients.insert(
