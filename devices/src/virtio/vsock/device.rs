@@ -61,6 +61,8 @@ pub(super) struct PendingClient {
     pub(super) stream: UnixStream,
     pub(super) line: Vec<u8>,
     pub(super) registered: Option<EventSet>,
+    /// When it was accepted.
+    pub(super) since: std::time::Instant,
 }
 
 /// Which fixed fds the event loop watches already.
