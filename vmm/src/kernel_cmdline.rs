@@ -1,6 +1,6 @@
 //! Building and validating the guest kernel command line.
 
-use crate::layout::CMDLINE_MAX_SIZE;
+use crate::arch::x86_64::layout::CMDLINE_MAX_SIZE;
 
 /// Options every memtide guest gets: console on COM1, reset through the
 /// i8042 on reboot (memtide's stop signal), reboot at once on panic.

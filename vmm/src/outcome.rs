@@ -4,7 +4,7 @@ use std::sync::Mutex;
 
 use vmm_sys_util::eventfd::EventFd;
 
-use crate::vcpu::VcpuError;
+use crate::vcpu::{StopSink, VcpuError, VcpuStop};
 
 /// Why the VM stopped.
 #[derive(Debug)]
@@ -64,6 +64,17 @@ impl ExitSignal {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take()
+    }
+}
+
+impl StopSink for ExitSignal {
+    fn vcpu_stopped(&self, vcpu: u8, stop: VcpuStop) {
+        self.report(match stop {
+            VcpuStop::Reset => VmOutcome::Reset,
+            VcpuStop::PowerOff => VmOutcome::PowerOff,
+            VcpuStop::TripleFault(state) => VmOutcome::TripleFault { vcpu, state },
+            VcpuStop::Failed(error) => VmOutcome::VcpuFailed { vcpu, error },
+        });
     }
 }
 

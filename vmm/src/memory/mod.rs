@@ -1,10 +1,14 @@
-//! Guest RAM: anonymous host mappings registered as KVM memory slots.
+//! Guest RAM: anonymous host mappings registered as KVM memory slots
+//! ([`register_region`] is the one place a region becomes a KVM slot, for
+//! boot RAM and hot-added slots alike); memory hot-add is [`hotplug`].
+
+pub mod hotplug;
 
 use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::VmFd;
 use vm_memory::{GuestMemoryBackend, GuestMemoryRegion, MemoryRegionAddress};
 
-use crate::layout;
+use crate::arch::x86_64::layout;
 
 /// The guest's RAM as the VMM sees it.
 pub type GuestMemoryMmap = vm_memory::GuestMemoryMmap<()>;

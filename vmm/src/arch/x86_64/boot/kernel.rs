@@ -8,7 +8,7 @@ use linux_loader::loader::elf::Error as ElfError;
 use linux_loader::loader::{BzImage, Elf, KernelLoader};
 use vm_memory::{Bytes, GuestAddress};
 
-use crate::layout;
+use crate::arch::x86_64::layout;
 use crate::memory::{low_ram_end, GuestMemoryMmap};
 
 /// Offset of the 64-bit entry point from the start of a bzImage's

@@ -6,7 +6,7 @@
 
 use vm_memory::{Bytes, GuestAddress};
 
-use crate::layout;
+use crate::arch::x86_64::layout;
 use crate::memory::GuestMemoryMmap;
 
 /// Most vCPUs the table (and the 1 KiB EBDA) can describe.

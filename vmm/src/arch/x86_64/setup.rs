@@ -6,7 +6,7 @@ use kvm_ioctls::VcpuFd;
 use vm_memory::{Address, Bytes, GuestAddress};
 
 use super::gdt;
-use crate::layout;
+use crate::arch::x86_64::layout;
 use crate::memory::GuestMemoryMmap;
 
 /// Errors from setting up a vCPU.

@@ -4,7 +4,7 @@ use linux_loader::loader::bootparam::{boot_e820_entry, boot_params, setup_header
 use vm_memory::{Bytes, GuestMemoryBackend, GuestMemoryRegion};
 
 use super::InitramfsPlacement;
-use crate::layout;
+use crate::arch::x86_64::layout;
 use crate::memory::GuestMemoryMmap;
 
 /// `type_of_loader` value for a boot loader without an assigned ID.
