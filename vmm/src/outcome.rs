@@ -2,6 +2,7 @@
 
 use std::sync::Mutex;
 
+use memtide_devices::bus::lock;
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::vcpu::{StopSink, VcpuError, VcpuStop};
@@ -47,7 +48,7 @@ impl ExitSignal {
 
     /// Records `outcome` unless one is already recorded, and wakes the main thread.
     pub fn report(&self, outcome: VmOutcome) {
-        let mut slot = self.outcome.lock().unwrap_or_else(|p| p.into_inner());
+        let mut slot = lock(&self.outcome);
         match &*slot {
             Some(first) => log::debug!("VM already stopping ({first:?}); ignoring {outcome:?}"),
             None => *slot = Some(outcome),
@@ -60,10 +61,7 @@ impl ExitSignal {
 
     /// Takes the recorded outcome, if any.
     pub fn take(&self) -> Option<VmOutcome> {
-        self.outcome
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
+        lock(&self.outcome).take()
     }
 }
 

@@ -12,6 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use memtide_devices::bus::lock;
+
 use super::{kick, VcpuHandle};
 
 /// Environment variable naming the output file.
@@ -29,7 +31,7 @@ pub struct GuestProfile {
 impl GuestProfile {
     /// Records one sample.
     pub fn record(&self, rip: u64) {
-        let mut hits = self.hits.lock().unwrap_or_else(|p| p.into_inner());
+        let mut hits = lock(&self.hits);
         *hits.entry(rip).or_insert(0) += 1;
     }
 
@@ -41,7 +43,7 @@ impl GuestProfile {
     /// Writes the samples, most frequent first.
     pub fn write_to(&self, path: &PathBuf) -> std::io::Result<()> {
         self.stop_sampling();
-        let hits = self.hits.lock().unwrap_or_else(|p| p.into_inner());
+        let hits = lock(&self.hits);
         let mut v: Vec<_> = hits.iter().collect();
         v.sort_by(|a, b| b.1.cmp(a.1));
         let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);

@@ -35,6 +35,9 @@ pub enum BootError {
     /// Writing the command line.
     #[error("cannot write the kernel command line: {0}")]
     Cmdline(vm_memory::GuestMemoryError),
+    /// The command line itself.
+    #[error(transparent)]
+    CmdlineText(#[from] crate::kernel_cmdline::CmdlineError),
 }
 
 /// What to boot.
@@ -59,7 +62,7 @@ pub fn load_guest(mem: &GuestMemoryMmap, src: &BootSource<'_>) -> Result<GuestAd
         Some(path) => Some(load_initramfs(mem, path, kernel.end)?),
         None => None,
     };
-    let cmdline = src.cmdline.to_bytes_with_nul();
+    let cmdline = src.cmdline.to_bytes_with_nul()?;
     mem.write_slice(&cmdline, layout::CMDLINE_START)
         .map_err(BootError::Cmdline)?;
     params::write_boot_params(
