@@ -50,7 +50,7 @@ pub enum Fallback {
     },
     /// `xsave64` or `xrstor64` (standard form): memtide moves the guest's
     /// extended state between KVM and the save area at `mem`
-    /// (`vcpu/xstate.rs`), then advances RIP by `len`.
+    /// ([`super::xstate`]), then advances RIP by `len`.
     Xstate {
         /// Instruction length.
         len: u64,
