@@ -139,7 +139,7 @@ fn load_guest(
         &BootSource {
             kernel: &config.kernel,
             initramfs: config.initramfs.as_deref(),
-            cmdline: &cmdline,
+            cmdline: &cmdline.to_bytes_with_nul()?,
             vcpus: config.vcpus,
             acpi_rsdp: devices.boot.acpi_rsdp,
         },

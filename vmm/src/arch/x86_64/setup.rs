@@ -7,7 +7,7 @@ use vm_memory::{Address, Bytes, GuestAddress};
 
 use super::gdt;
 use crate::arch::x86_64::layout;
-use crate::memory::GuestMemoryMmap;
+use vm_memory::GuestMemoryMmap;
 
 /// Errors from setting up a vCPU.
 #[derive(Debug, thiserror::Error)]

@@ -14,8 +14,7 @@ pub use kernel::{load_initramfs, load_kernel, InitramfsPlacement, LoadedKernel};
 
 use super::layout;
 use super::setup::{self, SetupError};
-use crate::kernel_cmdline::KernelCmdline;
-use crate::memory::GuestMemoryMmap;
+use vm_memory::GuestMemoryMmap;
 
 /// Errors from writing the guest's boot state.
 #[derive(Debug, thiserror::Error)]
@@ -35,9 +34,6 @@ pub enum BootError {
     /// Writing the command line.
     #[error("cannot write the kernel command line: {0}")]
     Cmdline(vm_memory::GuestMemoryError),
-    /// The command line itself.
-    #[error(transparent)]
-    CmdlineText(#[from] crate::kernel_cmdline::CmdlineError),
 }
 
 /// What to boot.
@@ -46,8 +42,8 @@ pub struct BootSource<'a> {
     pub kernel: &'a Path,
     /// The initramfs, if any.
     pub initramfs: Option<&'a Path>,
-    /// The kernel command line.
-    pub cmdline: &'a KernelCmdline,
+    /// The kernel command line with its terminating NUL.
+    pub cmdline: &'a [u8],
     /// vCPU count (for the MP table).
     pub vcpus: u8,
     /// Address of the ACPI RSDP, if the VM has ACPI tables.
@@ -62,13 +58,13 @@ pub fn load_guest(mem: &GuestMemoryMmap, src: &BootSource<'_>) -> Result<GuestAd
         Some(path) => Some(load_initramfs(mem, path, kernel.end)?),
         None => None,
     };
-    let cmdline = src.cmdline.to_bytes_with_nul()?;
-    mem.write_slice(&cmdline, layout::CMDLINE_START)
+    let cmdline = src.cmdline;
+    mem.write_slice(cmdline, layout::CMDLINE_START)
         .map_err(BootError::Cmdline)?;
     params::write_boot_params(
         mem,
         kernel.setup_header,
-        cmdline.len() - 1,
+        cmdline.len().saturating_sub(1),
         initramfs,
         src.acpi_rsdp,
     )?;
