@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use memtide_devices::virtio::balloon::host::DiscardMode;
 
-use crate::boot::mptable::MAX_VCPUS;
+use crate::arch::x86_64::boot::mptable::MAX_VCPUS;
 use crate::cli::{DiscardArg, RunArgs};
-use crate::compat::HostKvm;
 use crate::kernel_cmdline::{CmdlineError, KernelCmdline, BASE_CMDLINE};
+use crate::vcpu::nested::HostKvm;
 
 /// The host port the guest agent reports to unless told otherwise.
 pub const DEFAULT_AGENT_PORT: u32 = 5100;
@@ -31,7 +31,7 @@ pub enum ConfigError {
     Cmdline(#[from] CmdlineError),
     /// Bad hot-add settings.
     #[error(transparent)]
-    Hotplug(#[from] crate::hotplug::HotplugError),
+    Hotplug(#[from] crate::memory::hotplug::HotplugError),
     /// A guest CID below 3 (0-2 are reserved).
     #[error("--guest-cid {0}: must be between 3 and 4294967294 (0-2 and 2^32-1 are reserved)")]
     GuestCid(u64),
@@ -225,7 +225,7 @@ impl VmConfig {
             return Err(ConfigError::HotplugNeedsAcpi);
         }
         let hotplug = if args.hotplug_slots > 0 {
-            crate::hotplug::HotplugLayout::new(
+            crate::memory::hotplug::HotplugLayout::new(
                 args.memory_mib << 20,
                 args.hotplug_slots,
                 args.slot_mib,

@@ -5,9 +5,9 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use memtide::cli::{BenchCommand, Cli, Command};
-use memtide::compat::HostKvm;
 use memtide::config::VmConfig;
 use memtide::outcome::VmOutcome;
+use memtide::vcpu::nested::HostKvm;
 use memtide::{balance_remote, bench, ctl, demo, logger, plot, top, vm};
 
 fn main() -> ExitCode {

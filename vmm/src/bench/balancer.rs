@@ -25,7 +25,7 @@ use super::figure::Figure;
 use super::guest::{get_json, BenchGuest, GuestError};
 use super::stats::{median, min_max};
 use crate::cli::BalancerBenchArgs;
-use crate::host::HostInfo;
+use crate::host_info::HostInfo;
 use crate::scripted_agent::{frame, guest_memory, REPORT_INTERVAL};
 
 /// How long a round may wait for the memory to arrive.

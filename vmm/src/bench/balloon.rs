@@ -14,7 +14,7 @@ use super::guest::{field, get_json, BenchGuest, GuestError};
 use super::stats::median;
 use crate::cli::{BalloonBenchArgs, DiscardArg};
 use crate::ctl::call;
-use crate::host::HostInfo;
+use crate::host_info::HostInfo;
 
 /// How long one inflate or deflate may take.
 const STEP_DEADLINE: Duration = Duration::from_secs(300);

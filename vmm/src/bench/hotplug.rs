@@ -10,7 +10,7 @@ use super::guest::{get_json, BenchGuest, GuestError};
 use super::stats::{median, min_max};
 use crate::cli::HotplugBenchArgs;
 use crate::ctl::call;
-use crate::host::HostInfo;
+use crate::host_info::HostInfo;
 
 /// How long one slot may take to come online.
 const ONLINE_DEADLINE: Duration = Duration::from_secs(300);

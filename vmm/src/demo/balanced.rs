@@ -16,7 +16,7 @@ use crate::bench::guest::{BenchGuest, GuestError};
 use crate::cli::{DemoArgs, WorkloadSource};
 use crate::config::{cache_dir, DEFAULT_AGENT_PORT};
 use crate::ctl::call;
-use crate::host::HostInfo;
+use crate::host_info::HostInfo;
 use crate::scripted_agent::ScriptedAgent;
 
 /// The guests' names and their committed memory (MiB) in each phase.

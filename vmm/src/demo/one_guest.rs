@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use crate::bench::guest::{field, get_json, BenchGuest, GuestError};
 use crate::cli::DemoArgs;
 use crate::ctl::call;
-use crate::host::HostInfo;
+use crate::host_info::HostInfo;
 
 const STEP_DEADLINE: Duration = Duration::from_secs(300);
 
