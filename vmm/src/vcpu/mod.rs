@@ -234,7 +234,10 @@ impl Vcpu {
                 return Err(self.not_emulated());
             }
             if exit_is_debug {
-                log::warn!("vcpu{}: debug exit without an armed gate", self.id);
+                memtide_log_limit::warn_limited!(
+                    "vcpu{}: debug exit without an armed gate",
+                    self.id
+                );
             }
             return Ok(Step::Continue);
         };

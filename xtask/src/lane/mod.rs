@@ -47,7 +47,12 @@ pub struct LaneOpts {
     pub l1_kernel: String,
     /// Parameters for `insmod kvm-amd.ko` (space-separated `name=value`).
     pub kvm_amd_params: String,
+    /// QEMU's `-cpu` model for L1.
+    pub cpu_model: String,
 }
+
+/// L1's CPU model.
+pub const DEFAULT_CPU_MODEL: &str = "max";
 
 impl Default for LaneOpts {
     fn default() -> Self {
@@ -59,6 +64,7 @@ impl Default for LaneOpts {
             cpus: None,
             l1_kernel: l1_kernel::META_PACKAGE.into(),
             kvm_amd_params: String::new(),
+            cpu_model: DEFAULT_CPU_MODEL.into(),
         }
     }
 }
@@ -126,6 +132,7 @@ pub fn run(argv: &[String], executables: &[PathBuf], opts: &LaneOpts) -> Result<
         results_disk: &results_disk,
         memory_mib: opts.memory_mib,
         tcg_thread: &opts.tcg_thread,
+        cpu_model: &opts.cpu_model,
         heartbeat: &heartbeat,
         kernel_log: &kernel_log,
         cpus: opts

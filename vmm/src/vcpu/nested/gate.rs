@@ -82,12 +82,12 @@ impl GateState {
     /// `syscall`, or let an ordinary page fault go on.
     pub fn at_breakpoint(&self, cpu: &GuestCpu<'_>) -> Result<(), NestedError> {
         let Some(gate) = self.armed else {
-            log::warn!("vcpu{}: debug exit without an armed gate", cpu.id);
+            memtide_log_limit::warn_limited!("vcpu{}: debug exit without an armed gate", cpu.id);
             return Ok(());
         };
         let mut regs = cpu.fd.get_regs().map_err(kvm("get registers"))?;
         if regs.rip != gate.pf_entry {
-            log::warn!(
+            memtide_log_limit::warn_limited!(
                 "vcpu{}: debug exit at {:#x}, not the gate",
                 cpu.id,
                 regs.rip

@@ -123,7 +123,10 @@ impl NestedAssist {
         match &self.gate {
             Some(gate) => gate.at_breakpoint(cpu),
             None => {
-                log::warn!("vcpu{}: debug exit without an armed gate", cpu.id);
+                memtide_log_limit::warn_limited!(
+                    "vcpu{}: debug exit without an armed gate",
+                    cpu.id
+                );
                 Ok(())
             }
         }
