@@ -113,8 +113,9 @@ struct LaneArgs {
     /// The Debian meta-package whose dependency is the L1 kernel package.
     #[arg(long, default_value = "linux-image-cloud-amd64")]
     l1_kernel: String,
-    /// Parameters for L1's `insmod kvm-amd.ko`, e.g. "vgif=0".
-    #[arg(long, default_value = "")]
+    /// Parameters for L1's `insmod kvm-amd.ko` (default: shadow paging,
+    /// see docs/lanes.md; "npt=1" brings back the faulty nested paging).
+    #[arg(long, default_value = lane::DEFAULT_KVM_AMD_PARAMS)]
     kvm_amd_params: String,
     /// L1 vCPUs (default: the host's CPU count).
     #[arg(long)]
