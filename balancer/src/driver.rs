@@ -220,7 +220,7 @@ impl Driver {
             view.committed_mib = committed;
             view.pressure_pct = committed
                 .filter(|_| view.assigned_mib > 0)
-                .map(|c| c * 100 / view.assigned_mib);
+                .map(|c| crate::resize::pressure_pct(c, view.assigned_mib));
             view.reason = d.reason.clone();
             if !d.is_noop() {
                 view.last_action = Some((now_ms, d.reason.clone()));

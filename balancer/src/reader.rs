@@ -7,12 +7,20 @@
 //! failure, so there is rarely more than one). A connection that sends a
 //! frame the reader cannot parse in sync (oversized, or a broken stream) is
 //! dropped; a frame of an unknown version is counted and skipped.
+//!
+//! The socket is the trust boundary: it is made mode 0600, connections from
+//! another user are refused (`SO_PEERCRED`), at most [`MAX_CONNECTIONS`]
+//! are read at once, one silent for [`IDLE_TIMEOUT`] is closed, and the
+//! first connection that delivers a good report owns the VM's reports until
+//! it ends: a second writer cannot interleave its figures with the agent's.
 
 use std::io::Read;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::io::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use memtide_agent_proto::{DecodeError, FrameReader, GuestReport};
 
@@ -29,10 +37,28 @@ pub enum ReaderError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// Something other than a socket is at the path; it is left alone.
+    #[error("{0} exists and is not a socket; refusing to replace it")]
+    NotASocket(PathBuf),
+    /// The socket's mode could not be set.
+    #[error("cannot make {path} private: {source}")]
+    Permissions {
+        /// The socket path.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
     /// The acceptor thread could not start.
     #[error("cannot start the agent reader thread: {0}")]
     Thread(std::io::Error),
 }
+
+/// Most agent connections of one VM read at once; more are refused.
+pub const MAX_CONNECTIONS: usize = 4;
+
+/// A connection that sends nothing for this long is closed (the agent
+/// reports every 250 ms).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A report and when the host received it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +94,30 @@ struct Inner {
     rejected: u64,
     connections: u64,
     last_error: Option<String>,
+    /// Connections being read now.
+    open: usize,
+    /// Id of the next connection.
+    next_id: u64,
+    /// The connection whose reports are believed.
+    owner: Option<u64>,
+}
+
+/// One open agent connection; closing it (drop) frees its place and, if it
+/// owned the VM's reports, lets the next connection take them.
+#[derive(Debug)]
+pub struct Connection<'a> {
+    id: u64,
+    reports: &'a AgentReports,
+}
+
+impl Drop for Connection<'_> {
+    fn drop(&mut self) {
+        let mut inner = self.reports.lock();
+        inner.open = inner.open.saturating_sub(1);
+        if inner.owner == Some(self.id) {
+            inner.owner = None;
+        }
+    }
 }
 
 /// The latest agent report of one VM, shared between the reader threads,
@@ -105,12 +155,43 @@ impl AgentReports {
     /// Takes one decoded frame: plausible reports replace the latest one,
     /// others are counted as rejected with the reason.
     pub fn accept(&self, frame: Result<GuestReport, DecodeError>) {
+        self.accept_from(None, frame);
+    }
+
+    /// Opens a connection, or `None` when [`MAX_CONNECTIONS`] are open.
+    pub fn open(&self) -> Option<Connection<'_>> {
+        let mut inner = self.lock();
+        if inner.open >= MAX_CONNECTIONS {
+            return None;
+        }
+        inner.open += 1;
+        inner.connections += 1;
+        let id = inner.next_id;
+        inner.next_id += 1;
+        Some(Connection { id, reports: self })
+    }
+
+    /// [`accept`](Self::accept) for a frame read from connection `conn`: a
+    /// good report from a connection other than the owner is rejected.
+    fn accept_from(&self, conn: Option<u64>, frame: Result<GuestReport, DecodeError>) {
         let now = self.now_ms();
         let mut inner = self.lock();
-        match frame.map_err(|e| e.to_string()).and_then(|r| {
-            implausible(&r).map_or(Ok(r), |why| Err(format!("implausible report: {why}")))
-        }) {
+        let owner = inner.owner;
+        match frame
+            .map_err(|e| e.to_string())
+            .and_then(|r| {
+                implausible(&r).map_or(Ok(r), |why| Err(format!("implausible report: {why}")))
+            })
+            .and_then(|r| match (conn, owner) {
+                (Some(c), Some(o)) if c != o => Err(format!(
+                "report from agent connection {c} ignored: connection {o} owns this VM's reports"
+            )),
+                _ => Ok(r),
+            }) {
             Ok(report) => {
+                if conn.is_some() {
+                    inner.owner = conn;
+                }
                 inner.latest = Some(Received {
                     report,
                     received_ms: now,
@@ -118,15 +199,11 @@ impl AgentReports {
                 inner.reports += 1;
             }
             Err(why) => {
-                log::warn!("agent report rejected: {why}");
+                memtide_log_limit::warn_limited!("agent report rejected: {why}");
                 inner.rejected += 1;
                 inner.last_error = Some(why);
             }
         }
-    }
-
-    fn connected(&self) {
-        self.lock().connections += 1;
     }
 
     /// Everything known now.
@@ -199,16 +276,28 @@ pub fn port_socket_path(uds: &Path, port: u32) -> PathBuf {
     PathBuf::from(s)
 }
 
-/// Listens on `<uds>_<port>` (replacing a stale socket file) and feeds
-/// every agent connection into `reports`, on background threads.
+/// Listens on `<uds>_<port>` (replacing a stale socket, never another kind
+/// of file), mode 0600, and feeds every agent connection of this user into
+/// `reports`, on background threads.
 pub fn start(uds: &Path, port: u32, reports: Arc<AgentReports>) -> Result<PathBuf, ReaderError> {
     let path = port_socket_path(uds, port);
-    if path.exists() && UnixStream::connect(&path).is_err() {
-        let _ = std::fs::remove_file(&path);
+    if let Ok(meta) = std::fs::symlink_metadata(&path) {
+        if !meta.file_type().is_socket() {
+            return Err(ReaderError::NotASocket(path));
+        }
+        if UnixStream::connect(&path).is_err() {
+            let _ = std::fs::remove_file(&path);
+        }
     }
     let listener = UnixListener::bind(&path).map_err(|source| ReaderError::Bind {
         path: path.clone(),
         source,
+    })?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(|source| {
+        ReaderError::Permissions {
+            path: path.clone(),
+            source,
+        }
     })?;
     std::thread::Builder::new()
         .name("agent-accept".into())
@@ -216,7 +305,14 @@ pub fn start(uds: &Path, port: u32, reports: Arc<AgentReports>) -> Result<PathBu
             for conn in listener.incoming() {
                 match conn {
                     Ok(stream) => {
-                        reports.connected();
+                        if let Err(why) = same_user(&stream) {
+                            memtide_log_limit::warn_limited!("agent connection refused: {why}");
+                            continue;
+                        }
+                        if let Err(e) = stream.set_read_timeout(Some(IDLE_TIMEOUT)) {
+                            memtide_log_limit::warn_limited!("agent connection: {e}");
+                            continue;
+                        }
                         let reports = reports.clone();
                         let spawned = std::thread::Builder::new()
                             .name("agent-read".into())
@@ -225,7 +321,7 @@ pub fn start(uds: &Path, port: u32, reports: Arc<AgentReports>) -> Result<PathBu
                             log::error!("cannot start an agent reader: {e}");
                         }
                     }
-                    Err(e) => log::warn!("agent listener: {e}"),
+                    Err(e) => memtide_log_limit::warn_limited!("agent listener: {e}"),
                 }
             }
         })
@@ -233,8 +329,54 @@ pub fn start(uds: &Path, port: u32, reports: Arc<AgentReports>) -> Result<PathBu
     Ok(path)
 }
 
-/// Reads frames from one connection until it ends or breaks.
+/// Whether the peer of `stream` runs as this process's user (or root).
+fn same_user(stream: &UnixStream) -> Result<(), String> {
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: SO_PEERCRED writes at most `len` bytes into `cred`, a live
+    // `ucred` on this stack frame, and updates `len`; the fd is owned by
+    // `stream` for the whole call.
+    let rc = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(format!(
+            "no peer credentials: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if cred.uid == me || cred.uid == 0 {
+        Ok(())
+    } else {
+        Err(format!(
+            "peer pid {} runs as uid {}, not {me}",
+            cred.pid, cred.uid
+        ))
+    }
+}
+
+/// Reads frames from one connection until it ends, breaks, or stays silent
+/// for the stream's read timeout; refused when [`MAX_CONNECTIONS`] are
+/// being read.
 pub fn read_connection(mut stream: impl Read, reports: &AgentReports) {
+    let Some(conn) = reports.open() else {
+        memtide_log_limit::warn_limited!(
+            "agent connection refused: {MAX_CONNECTIONS} already open"
+        );
+        return;
+    };
     let mut frames = FrameReader::new();
     let mut buf = [0u8; 4096];
     loop {
@@ -250,9 +392,11 @@ pub fn read_connection(mut stream: impl Read, reports: &AgentReports) {
         frames.push(&buf[..n]);
         while let Some(frame) = frames.next_frame() {
             let fatal = matches!(&frame, Err(e) if !is_recoverable(e));
-            reports.accept(frame);
+            reports.accept_from(Some(conn.id), frame);
             if fatal {
-                log::warn!("agent connection dropped: the stream is out of sync");
+                memtide_log_limit::warn_limited!(
+                    "agent connection dropped: the stream is out of sync"
+                );
                 return;
             }
         }
@@ -306,6 +450,68 @@ mod tests {
             (256, 78, 146)
         );
         assert_eq!(p.psi_some_avg10, Some(1.25));
+    }
+
+    #[test]
+    fn the_first_connection_with_a_good_report_owns_the_vm_until_it_closes() {
+        let reports = AgentReports::new();
+        let agent = reports.open().expect("agent");
+        let intruder = reports.open().expect("intruder");
+        reports.accept_from(Some(agent.id), Ok(report(1)));
+        reports.accept_from(Some(intruder.id), Ok(report(99)));
+        let s = reports.snapshot();
+        assert_eq!(
+            s.latest.map(|r| r.report.seq),
+            Some(1),
+            "the intruder is ignored"
+        );
+        assert_eq!(s.rejected, 1);
+        assert!(s
+            .last_error
+            .unwrap_or_default()
+            .contains("owns this VM's reports"));
+        drop(agent);
+        reports.accept_from(Some(intruder.id), Ok(report(100)));
+        assert_eq!(
+            reports.snapshot().latest.map(|r| r.report.seq),
+            Some(100),
+            "after the owner left, the next source takes over"
+        );
+    }
+
+    #[test]
+    fn at_most_max_connections_are_read_at_once() {
+        let reports = AgentReports::new();
+        let open: Vec<_> = (0..MAX_CONNECTIONS)
+            .map(|_| reports.open().expect("within the cap"))
+            .collect();
+        assert!(reports.open().is_none(), "one more is refused");
+        read_connection(&encode(&report(5))[..], &reports);
+        assert_eq!(
+            reports.snapshot().reports,
+            0,
+            "a refused connection is not read"
+        );
+        drop(open);
+        read_connection(&encode(&report(5))[..], &reports);
+        assert_eq!(reports.snapshot().reports, 1);
+    }
+
+    #[test]
+    fn a_regular_file_at_the_socket_path_is_left_alone() {
+        let dir = std::env::temp_dir().join(format!("memtide-reader-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let uds = dir.join("v.vsock");
+        let path = port_socket_path(&uds, 5100);
+        std::fs::write(&path, b"precious").expect("file");
+        let err = start(&uds, 5100, Arc::new(AgentReports::new())).expect_err("refused");
+        assert!(matches!(err, ReaderError::NotASocket(_)), "{err}");
+        assert_eq!(std::fs::read(&path).expect("still there"), b"precious");
+        std::fs::remove_file(&path).expect("rm");
+        let sock = start(&uds, 5100, Arc::new(AgentReports::new())).expect("socket");
+        let mode = std::fs::metadata(&sock).expect("meta").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

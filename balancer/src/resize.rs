@@ -1,13 +1,17 @@
 //! Pure helpers that turn a wanted size into a resize step.
 
-/// `committed / assigned x 100`, 0 when nothing is assigned.
+/// `committed / assigned x 100`, 0 when nothing is assigned; computed
+/// wide, so an absurd committed figure saturates instead of wrapping.
 pub fn pressure_pct(committed_mib: u64, assigned_mib: u64) -> u64 {
-    (committed_mib * 100).checked_div(assigned_mib).unwrap_or(0)
+    let pct = (u128::from(committed_mib) * 100)
+        .checked_div(u128::from(assigned_mib))
+        .unwrap_or(0);
+    u64::try_from(pct).unwrap_or(u64::MAX)
 }
 
 /// Changes smaller than `max(min_mib, pct % of assigned)` are ignored.
 pub fn hysteresis_mib(assigned_mib: u64, min_mib: u64, pct: u64) -> u64 {
-    min_mib.max(assigned_mib * pct / 100)
+    min_mib.max(assigned_mib.saturating_mul(pct) / 100)
 }
 
 /// How a VM grows: balloon first, then whole hot-add slots.
@@ -70,6 +74,14 @@ pub fn plan_shrink(assigned_mib: u64, want_mib: u64, floor_mib: u64, cap_mib: u6
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn huge_figures_saturate_instead_of_wrapping() {
+        // A report of 2^62 KiB committed is 2^52 MiB.
+        assert_eq!(pressure_pct(1 << 52, 256), (1u64 << 52) / 256 * 100);
+        assert_eq!(pressure_pct(u64::MAX, 1), u64::MAX);
+        assert_eq!(hysteresis_mib(u64::MAX, 16, 5), u64::MAX / 100);
+    }
 
     #[test]
     fn pressure_and_hysteresis() {

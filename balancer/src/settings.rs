@@ -99,8 +99,11 @@ impl VmSettings {
     /// The memory this VM should have for `committed_mib`:
     /// `committed * (1 + buffer/100)`, within [minimum, maximum].
     pub fn target_mib(&self, committed_mib: u64) -> u64 {
-        let with_buffer =
-            committed_mib + (committed_mib * u64::from(self.buffer_pct)).div_ceil(100);
+        let with_buffer = committed_mib.saturating_add(
+            committed_mib
+                .saturating_mul(u64::from(self.buffer_pct))
+                .div_ceil(100),
+        );
         with_buffer.clamp(self.minimum_mib, self.maximum_mib)
     }
 }
@@ -161,5 +164,6 @@ mod tests {
         assert_eq!(s.target_mib(10), 256, "never below minimum");
         assert_eq!(s.target_mib(2000), 1024, "never above maximum");
         assert_eq!(s.target_mib(1), 256);
+        assert_eq!(s.target_mib(u64::MAX), 1024, "a lying report saturates");
     }
 }

@@ -11,7 +11,7 @@ use clap::Parser;
 
 use cli::{BenchCommand, Cli, Command};
 use commands::{balance, bench, ctl, demo, plot, top};
-use memtide_vmm::compat::HostKvm;
+use memtide_vmm::vcpu::nested::HostKvm;
 
 /// The log level variable (error, warn, info, debug, trace, or
 /// env_logger's `target=level` directives).

@@ -12,8 +12,18 @@ use memtide_balancer::{Action, PolicyConfig, Report, VmSettings};
 use memtide_devices::virtio::balloon::BalloonShared;
 
 use crate::config::BalancerConfig;
-use crate::hot_add::MemoryHotplug;
-use crate::vm::VmError;
+use crate::memory::hotplug::MemoryHotplug;
+
+/// Errors from starting the balancer.
+#[derive(Debug, thiserror::Error)]
+pub enum BalanceError {
+    /// The balancer settings do not work.
+    #[error("balancer: {0}")]
+    Settings(#[from] memtide_balancer::SettingsError),
+    /// The thread could not start.
+    #[error("start the balancer thread: {0}")]
+    Thread(std::io::Error),
+}
 
 /// A VM in this process.
 pub struct LocalVm {
@@ -52,7 +62,7 @@ impl VmPort for LocalVm {
                     .hotplug
                     .as_ref()
                     .ok_or(ApplyError::Unsupported("this VM has no hot-add slots"))?;
-                crate::api::lock(hotplug)
+                memtide_devices::bus::lock(hotplug)
                     .add(u64::from(slots) * slot_mib)
                     .map(|_| ())
                     .map_err(|e| ApplyError::Failed {
@@ -86,7 +96,7 @@ pub fn start(
     vm: LocalVm,
     slot_mib: u64,
     stop: Arc<AtomicBool>,
-) -> Result<SharedStatus, VmError> {
+) -> Result<SharedStatus, BalanceError> {
     let policy = PolicyConfig {
         slot_mib,
         ..PolicyConfig::default()
@@ -96,9 +106,6 @@ pub fn start(
     let status = driver.status();
     driver
         .spawn(Duration::from_millis(cfg.interval_ms), stop)
-        .map_err(|source| VmError::Io {
-            what: "start the balancer thread",
-            source,
-        })?;
+        .map_err(BalanceError::Thread)?;
     Ok(status)
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use memtide_devices::virtio::balloon::host::DiscardMode;
 
-use crate::boot::mptable::MAX_VCPUS;
+use crate::arch::x86_64::boot::mptable::MAX_VCPUS;
 #[cfg(test)]
 use crate::kernel_cmdline::BASE_CMDLINE;
 use crate::kernel_cmdline::{CmdlineError, KernelCmdline};
@@ -32,7 +32,7 @@ pub enum ConfigError {
     Cmdline(#[from] CmdlineError),
     /// Bad hot-add settings.
     #[error(transparent)]
-    Hotplug(#[from] crate::hotplug::HotplugError),
+    Hotplug(#[from] crate::memory::hotplug::HotplugError),
     /// A guest CID below 3 (0-2 are reserved).
     #[error("--guest-cid {0}: must be between 3 and 4294967294 (0-2 and 2^32-1 are reserved)")]
     GuestCid(u64),
@@ -173,7 +173,7 @@ impl VmConfig {
             if !self.acpi {
                 return Err(ConfigError::HotplugNeedsAcpi);
             }
-            crate::hotplug::HotplugLayout::new(self.memory_mib << 20, h.slots, h.slot_mib)?;
+            crate::memory::hotplug::HotplugLayout::new(self.memory_mib << 20, h.slots, h.slot_mib)?;
             if h.max_mib < self.memory_mib {
                 return Err(ConfigError::MaxBelowMemory {
                     max: h.max_mib,

@@ -1,6 +1,10 @@
-//! Building and validating the guest kernel command line.
+//! Building and validating the guest kernel command line, on
+//! `linux_loader::cmdline::Cmdline`; memtide adds errors a user can act
+//! on and the quoted `memtide.cmd="..."` parameter for the guest init.
 
-use crate::layout::CMDLINE_MAX_SIZE;
+use linux_loader::cmdline::Cmdline;
+
+use crate::arch::x86_64::layout::CMDLINE_MAX_SIZE;
 
 /// Options every memtide guest gets: console on COM1, reset through the
 /// i8042 on reboot (memtide's stop signal), reboot at once on panic.
@@ -26,11 +30,34 @@ pub enum CmdlineError {
     /// A guest command that cannot be quoted on the command line.
     #[error("the guest command may not contain a double quote or a newline: {0:?}")]
     UnquotableCommand(String),
+    /// linux-loader refused the line.
+    #[error("kernel command line: {0}")]
+    Loader(linux_loader::cmdline::Error),
 }
 
 /// A kernel command line under construction.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct KernelCmdline(String);
+#[derive(Debug, Clone)]
+pub struct KernelCmdline(Cmdline);
+
+impl Default for KernelCmdline {
+    fn default() -> Self {
+        Self(Cmdline::new(CMDLINE_MAX_SIZE).expect("CMDLINE_MAX_SIZE is not zero"))
+    }
+}
+
+impl PartialEq for KernelCmdline {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for KernelCmdline {}
+
+impl std::fmt::Display for KernelCmdline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.as_str())
+    }
+}
 
 impl KernelCmdline {
     /// Starts from `base` (validated).
@@ -49,16 +76,13 @@ impl KernelCmdline {
         if let Some(c) = args.chars().find(|c| !(c.is_ascii_graphic() || *c == ' ')) {
             return Err(CmdlineError::BadCharacter(c));
         }
-        let len = self.0.len() + usize::from(!self.0.is_empty()) + args.len();
+        let current = self.as_str().len();
+        let len = current + usize::from(current > 0) + args.len();
         let max = CMDLINE_MAX_SIZE - 1;
-        if len > max {
-            return Err(CmdlineError::TooLong { len, max });
-        }
-        if !self.0.is_empty() {
-            self.0.push(' ');
-        }
-        self.0.push_str(args);
-        Ok(())
+        self.0.insert_str(args).map_err(|e| match e {
+            linux_loader::cmdline::Error::TooLarge => CmdlineError::TooLong { len, max },
+            e => CmdlineError::Loader(e),
+        })
     }
 
     /// Appends the command the guest init runs with `/bin/sh -c`.
@@ -69,16 +93,20 @@ impl KernelCmdline {
         self.push(&format!("{GUEST_CMD_PARAM}=\"{cmd}\""))
     }
 
-    /// The line as text.
-    pub fn as_str(&self) -> &str {
-        &self.0
+    /// The line as text (a copy).
+    pub fn as_str(&self) -> String {
+        self.0
+            .as_cstring()
+            .map(|c| c.to_string_lossy().into_owned())
+            .unwrap_or_default()
     }
 
     /// The line with its terminating NUL, as written into guest memory.
-    pub fn to_bytes_with_nul(&self) -> Vec<u8> {
-        let mut v = self.0.as_bytes().to_vec();
-        v.push(0);
-        v
+    pub fn to_bytes_with_nul(&self) -> Result<Vec<u8>, CmdlineError> {
+        self.0
+            .as_cstring()
+            .map(|c| c.into_bytes_with_nul())
+            .map_err(CmdlineError::Loader)
     }
 }
 
@@ -92,7 +120,7 @@ mod tests {
         c.push("  quiet ").expect("push");
         c.push("").expect("empty");
         assert_eq!(c.as_str(), format!("{BASE_CMDLINE} quiet"));
-        assert_eq!(c.to_bytes_with_nul().last(), Some(&0));
+        assert_eq!(c.to_bytes_with_nul().expect("bytes").last(), Some(&0));
     }
 
     #[test]

@@ -10,19 +10,13 @@
 
 pub mod acpi;
 pub mod api;
+pub mod arch;
 pub mod balance;
-pub mod boot;
-pub mod compat;
 pub mod config;
-pub mod guest_channel;
-pub mod host;
-pub mod hot_add;
-pub mod hotplug;
+pub mod device_manager;
+pub mod host_info;
 pub mod kernel_cmdline;
-pub mod layout;
 pub mod memory;
-pub mod mmio_devices;
 pub mod outcome;
-pub mod platform_acpi;
 pub mod vcpu;
 pub mod vm;

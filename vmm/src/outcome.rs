@@ -2,9 +2,10 @@
 
 use std::sync::Mutex;
 
+use memtide_devices::bus::lock;
 use vmm_sys_util::eventfd::EventFd;
 
-use crate::vcpu::VcpuError;
+use crate::vcpu::{StopSink, VcpuError, VcpuStop};
 
 /// Why the VM stopped.
 #[derive(Debug)]
@@ -47,7 +48,7 @@ impl ExitSignal {
 
     /// Records `outcome` unless one is already recorded, and wakes the main thread.
     pub fn report(&self, outcome: VmOutcome) {
-        let mut slot = self.outcome.lock().unwrap_or_else(|p| p.into_inner());
+        let mut slot = lock(&self.outcome);
         match &*slot {
             Some(first) => log::debug!("VM already stopping ({first:?}); ignoring {outcome:?}"),
             None => *slot = Some(outcome),
@@ -60,10 +61,18 @@ impl ExitSignal {
 
     /// Takes the recorded outcome, if any.
     pub fn take(&self) -> Option<VmOutcome> {
-        self.outcome
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
+        lock(&self.outcome).take()
+    }
+}
+
+impl StopSink for ExitSignal {
+    fn vcpu_stopped(&self, vcpu: u8, stop: VcpuStop) {
+        self.report(match stop {
+            VcpuStop::Reset => VmOutcome::Reset,
+            VcpuStop::PowerOff => VmOutcome::PowerOff,
+            VcpuStop::TripleFault(state) => VmOutcome::TripleFault { vcpu, state },
+            VcpuStop::Failed(error) => VmOutcome::VcpuFailed { vcpu, error },
+        });
     }
 }
 

@@ -113,8 +113,9 @@ struct LaneArgs {
     /// The Debian meta-package whose dependency is the L1 kernel package.
     #[arg(long, default_value = "linux-image-cloud-amd64")]
     l1_kernel: String,
-    /// Parameters for L1's `insmod kvm-amd.ko`, e.g. "vgif=0".
-    #[arg(long, default_value = "")]
+    /// Parameters for L1's `insmod kvm-amd.ko` (default: shadow paging,
+    /// see docs/lanes.md; "npt=1" brings back the faulty nested paging).
+    #[arg(long, default_value = lane::DEFAULT_KVM_AMD_PARAMS)]
     kvm_amd_params: String,
     /// L1 vCPUs (default: the host's CPU count).
     #[arg(long)]
@@ -130,6 +131,9 @@ struct LaneArgs {
     /// default) or `single` (one thread for all; to tell TCG races apart).
     #[arg(long, default_value = "multi", value_parser = ["multi", "single"])]
     tcg_thread: String,
+    /// QEMU's `-cpu` model for L1.
+    #[arg(long, default_value = lane::DEFAULT_CPU_MODEL)]
+    cpu_model: String,
     /// Carry the integration test executables into L1 too; without a
     /// COMMAND, run them all there (what `cargo xtask test` does in this lane).
     #[arg(long)]
@@ -185,6 +189,7 @@ fn main() -> ExitCode {
                 l1_kernel: args.l1_kernel.clone(),
                 kvm_amd_params: args.kvm_amd_params.clone(),
                 tcg_thread: args.tcg_thread.clone(),
+                cpu_model: args.cpu_model.clone(),
             };
             let ran = images(Applets::Core).and_then(|()| {
                 if args.tests {

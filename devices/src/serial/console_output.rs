@@ -32,10 +32,7 @@ impl GuestWatch {
     /// The guest process failures seen on the console, first ones first
     /// (at most [`MAX_FAULTS`]).
     pub fn faults(&self) -> Vec<GuestFault> {
-        self.faults
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        crate::bus::lock(&self.faults).clone()
     }
 
     /// How many failures were seen beyond the first [`MAX_FAULTS`].
@@ -44,7 +41,7 @@ impl GuestWatch {
     }
 
     fn record(&self, fault: GuestFault) {
-        let mut faults = self.faults.lock().unwrap_or_else(|p| p.into_inner());
+        let mut faults = crate::bus::lock(&self.faults);
         if faults.len() < MAX_FAULTS {
             faults.push(fault);
         } else {

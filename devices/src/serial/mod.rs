@@ -63,7 +63,7 @@ impl SerialConsole {
         match self.uart.enqueue_raw_bytes(bytes) {
             Ok(n) => n,
             Err(e) => {
-                log::warn!("serial: input dropped: {e}");
+                memtide_log_limit::warn_limited!("serial: input dropped: {e}");
                 0
             }
         }
@@ -84,7 +84,7 @@ impl BusDevice for SerialConsole {
             return;
         };
         if let Err(e) = self.uart.write(off, value) {
-            log::warn!("serial: write failed: {e}");
+            memtide_log_limit::warn_limited!("serial: write failed: {e}");
         }
     }
 }

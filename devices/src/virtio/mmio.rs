@@ -144,7 +144,7 @@ impl MmioTransport {
         }
         // The driver may only add bits, in order (virtio 1.x §3.1.1).
         if value & self.status != self.status {
-            log::warn!(
+            memtide_log_limit::warn_limited!(
                 "virtio-mmio: driver cleared status bits ({:#x} -> {value:#x})",
                 self.status
             );
@@ -156,7 +156,7 @@ impl MmioTransport {
             let ok = self.acked_features & !avail == 0
                 && self.acked_features & (1 << VIRTIO_F_VERSION_1) != 0;
             if !ok {
-                log::warn!(
+                memtide_log_limit::warn_limited!(
                     "virtio-mmio: refusing features {:#x} (offered {avail:#x})",
                     self.acked_features
                 );
@@ -294,7 +294,7 @@ impl BusDevice for MmioTransport {
             return;
         }
         let Ok(bytes) = <[u8; 4]>::try_from(data) else {
-            log::warn!(
+            memtide_log_limit::warn_limited!(
                 "virtio-mmio: {}-byte write to register {offset:#x} ignored",
                 data.len()
             );

@@ -34,6 +34,12 @@ pub enum ActivateError {
         /// Queues ready.
         got: usize,
     },
+    /// A queue the negotiated features need was not made ready.
+    #[error("queue {index} is needed but the driver did not make it ready")]
+    QueueNotReady {
+        /// The queue's transport index.
+        index: usize,
+    },
     /// The device could not signal its event loop.
     #[error("cannot wake the device's event loop")]
     Wake,

@@ -5,13 +5,13 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use memtide_devices::virtio::balloon::host::DiscardMode;
-use memtide_vmm::compat::HostKvm;
 use memtide_vmm::config::{
     cache_dir, BalancerConfig, BalloonConfig, ConfigError, HotplugConfig, VmConfig, VsockConfig,
     DEFAULT_AGENT_PORT,
 };
 use memtide_vmm::kernel_cmdline::{KernelCmdline, BASE_CMDLINE};
 use memtide_vmm::outcome::VmOutcome;
+use memtide_vmm::vcpu::nested::HostKvm;
 use memtide_vmm::vm;
 
 use crate::cli::{DiscardArg, RunArgs};

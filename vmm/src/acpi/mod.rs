@@ -19,7 +19,7 @@ use zerocopy::IntoBytes;
 
 pub use dsdt::{HotplugAml, VirtioMmioAml};
 
-use crate::layout;
+use crate::arch::x86_64::layout;
 use crate::memory::GuestMemoryMmap;
 
 /// Start of the area the tables go to.

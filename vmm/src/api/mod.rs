@@ -27,10 +27,9 @@ pub enum ApiError {
     Thread(std::io::Error),
 }
 
-/// Locks a mutex, recovering from poisoning (the data is plain values).
-pub fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
+/// Locks a mutex, recovering from poisoning (the one helper, re-exported
+/// for the routes).
+pub use memtide_devices::bus::lock;
 
 /// Binds `path` (replacing a stale socket file) and serves requests on a
 /// thread named `api`.

@@ -40,7 +40,7 @@ pub struct ApiState {
     /// The balloon, if the VM has one.
     pub balloon: Option<Arc<BalloonShared>>,
     /// Memory hot-add, if the VM has slots.
-    pub hotplug: Option<Arc<std::sync::Mutex<crate::hot_add::MemoryHotplug>>>,
+    pub hotplug: Option<Arc<std::sync::Mutex<crate::memory::hotplug::MemoryHotplug>>>,
     /// Boot RAM in MiB (with hot-added memory: the upper bound for balloon
     /// targets).
     pub ram_mib: u64,
@@ -107,7 +107,7 @@ fn memory_route(state: &ApiState, req: &Request) -> Response {
             };
             match crate::api::lock(hp).add(add.size_mib) {
                 Ok(_) => Response::no_content(),
-                Err(crate::hot_add::HotAddError::Refused(e)) => {
+                Err(crate::memory::hotplug::HotAddError::Refused(e)) => {
                     Response::error(400, &e.to_string())
                 }
                 Err(e) => Response::error(500, &e.to_string()),

@@ -12,7 +12,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use vmm_sys_util::signal::{register_signal_handler, SIGRTMIN};
+use memtide_devices::bus::lock;
+
+use super::{kick, VcpuHandle};
 
 /// Environment variable naming the output file.
 pub const PROFILE_ENV: &str = "MEMTIDE_PROFILE_GUEST";
@@ -29,14 +31,19 @@ pub struct GuestProfile {
 impl GuestProfile {
     /// Records one sample.
     pub fn record(&self, rip: u64) {
-        let mut hits = self.hits.lock().unwrap_or_else(|p| p.into_inner());
+        let mut hits = lock(&self.hits);
         *hits.entry(rip).or_insert(0) += 1;
+    }
+
+    /// Tells the sampling thread to stop (it ends within one period).
+    pub fn stop_sampling(&self) {
+        self.stop.store(true, Ordering::SeqCst);
     }
 
     /// Writes the samples, most frequent first.
     pub fn write_to(&self, path: &PathBuf) -> std::io::Result<()> {
-        self.stop.store(true, Ordering::SeqCst);
-        let hits = self.hits.lock().unwrap_or_else(|p| p.into_inner());
+        self.stop_sampling();
+        let hits = lock(&self.hits);
         let mut v: Vec<_> = hits.iter().collect();
         v.sort_by(|a, b| b.1.cmp(a.1));
         let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
@@ -47,8 +54,6 @@ impl GuestProfile {
     }
 }
 
-extern "C" fn kick(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
-
 /// The output path, if profiling was asked for.
 pub fn requested() -> Option<PathBuf> {
     std::env::var_os(PROFILE_ENV)
@@ -56,26 +61,27 @@ pub fn requested() -> Option<PathBuf> {
         .map(PathBuf::from)
 }
 
-/// Installs the no-op signal handler that makes `KVM_RUN` return `EINTR`.
-pub fn install_kick_handler() -> Result<(), vmm_sys_util::errno::Error> {
-    register_signal_handler(SIGRTMIN(), kick)
-}
-
-/// Starts the sampling thread against `vcpu`'s thread.
-pub fn start_sampler(profile: Arc<GuestProfile>, vcpu: &JoinHandle<()>) -> std::io::Result<()> {
-    let target = std::os::unix::thread::JoinHandleExt::as_pthread_t(vcpu);
+/// Starts the sampling thread against `vcpu`'s thread, with the kick
+/// signal (`vcpu/kick.rs`), which makes `KVM_RUN` return `EINTR`. Stop it
+/// ([`GuestProfile::stop_sampling`]) and join it before joining `vcpu`.
+pub fn start_sampler(
+    profile: Arc<GuestProfile>,
+    vcpu: &VcpuHandle,
+) -> std::io::Result<JoinHandle<()>> {
+    let target = std::os::unix::thread::JoinHandleExt::as_pthread_t(vcpu.thread());
     std::thread::Builder::new()
         .name("profiler".into())
         .spawn(move || {
             while !profile.stop.load(Ordering::SeqCst) {
                 std::thread::sleep(SAMPLE_PERIOD);
-                // SAFETY: `target` is the vCPU thread, which lives as long
-                // as the process (vCPU threads are never joined); the signal
-                // has a handler installed by `install_kick_handler`.
-                if unsafe { libc::pthread_kill(target, SIGRTMIN()) } != 0 {
+                // SAFETY: `target` is the vCPU thread, which is not joined
+                // before this thread is: the VMM stops and joins the sampler
+                // first (`vm/vmm.rs`), so the pthread_t stays valid; the
+                // signal has the handler `kick::install_handler` installed
+                // before any vCPU started.
+                if unsafe { libc::pthread_kill(target, kick::kick_signal()) } != 0 {
                     break;
                 }
             }
         })
-        .map(|_| ())
 }

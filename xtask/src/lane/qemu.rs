@@ -78,6 +78,8 @@ pub struct L1Machine<'a> {
     pub cpus: usize,
     /// TCG threading (`multi` or `single`).
     pub tcg_thread: &'a str,
+    /// QEMU's `-cpu` model.
+    pub cpu_model: &'a str,
     /// File that receives L1's heartbeats (its second serial port).
     pub heartbeat: &'a Path,
     /// File that receives the L1 kernel's own console (its third serial
@@ -100,7 +102,7 @@ pub fn parse_status(line: &str) -> Option<L1End> {
 pub fn run(m: &L1Machine, console_log: &Path, limit: Duration) -> Result<L1End, XtaskError> {
     let mut cmd = Command::new("qemu-system-x86_64");
     cmd.args(["-accel", &format!("tcg,thread={}", m.tcg_thread)])
-        .args(["-cpu", "max", "-nodefaults"])
+        .args(["-cpu", m.cpu_model, "-nodefaults"])
         .args(["-display", "none", "-serial", "stdio", "-monitor", "none"])
         .arg("-serial")
         .arg(format!("file:{}", m.heartbeat.display()))

@@ -43,6 +43,35 @@ pub(super) fn roles(acked: u64) -> Vec<Role> {
     r
 }
 
+/// Gives each ready queue its role by its transport index (never by its
+/// position among the ready ones): a driver that readies queue 1 but not
+/// queue 0 must not have its deflate requests taken for inflates. Every
+/// queue the negotiated features need must be ready; extra ones are
+/// ignored.
+pub(super) fn assign_roles(
+    acked: u64,
+    queues: Vec<(usize, Queue)>,
+) -> Result<Vec<ActiveQueue>, ActivateError> {
+    let roles = roles(acked);
+    let mut slots: Vec<Option<Queue>> = roles.iter().map(|_| None).collect();
+    for (index, queue) in queues {
+        match slots.get_mut(index) {
+            Some(slot) => *slot = Some(queue),
+            None => log::debug!("balloon: ignored ready queue {index}"),
+        }
+    }
+    slots
+        .into_iter()
+        .zip(roles)
+        .enumerate()
+        .map(|(index, (queue, role))| {
+            queue
+                .map(|queue| ActiveQueue { role, index, queue })
+                .ok_or(ActivateError::QueueNotReady { index })
+        })
+        .collect()
+}
+
 /// An active queue.
 pub(super) struct ActiveQueue {
     pub(super) role: Role,
@@ -275,7 +304,7 @@ impl Balloon {
     fn add_used(&mut self, slot: usize, head: u16) {
         let Some(mem) = self.mem.clone() else { return };
         if let Err(e) = self.queues[slot].queue.add_used(&*mem.memory(), head, 0) {
-            log::warn!("balloon: cannot return a buffer: {e}");
+            memtide_log_limit::warn_limited!("balloon: cannot return a buffer: {e}");
         }
     }
 
@@ -355,18 +384,7 @@ impl VirtioDevice for Balloon {
         mem: GuestMemory,
         interrupt: Arc<Interrupt>,
     ) -> Result<(), ActivateError> {
-        let roles = roles(acked);
-        if queues.len() < roles.len() {
-            return Err(ActivateError::QueueCount {
-                needed: roles.len(),
-                got: queues.len(),
-            });
-        }
-        self.queues = queues
-            .into_iter()
-            .zip(roles)
-            .map(|((index, queue), role)| ActiveQueue { role, index, queue })
-            .collect();
+        self.queues = assign_roles(acked, queues)?;
         self.mem = Some(mem);
         self.interrupt = Some(interrupt);
         self.shared.activated.store(true, Ordering::SeqCst);
@@ -395,6 +413,33 @@ mod tests {
             roles(1 << F_REPORTING),
             vec![Role::Inflate, Role::Deflate, Role::Reporting]
         );
+    }
+
+    fn ready(indices: &[usize]) -> Vec<(usize, Queue)> {
+        indices
+            .iter()
+            .map(|&i| (i, Queue::new(256).expect("queue")))
+            .collect()
+    }
+
+    #[test]
+    fn queue_roles_follow_the_transport_index_not_the_ready_order() {
+        let active = assign_roles(0, ready(&[1, 0])).expect("both ready");
+        let by_index: Vec<(usize, Role)> = active.iter().map(|q| (q.index, q.role)).collect();
+        assert_eq!(by_index, vec![(0, Role::Inflate), (1, Role::Deflate)]);
+        // Queues 1-3 ready, queue 0 not: refused, never "queue 1 inflates".
+        let stats = (1 << F_STATS_VQ) | (1 << F_REPORTING);
+        assert!(matches!(
+            assign_roles(stats, ready(&[1, 2, 3])),
+            Err(ActivateError::QueueNotReady { index: 0 })
+        ));
+        assert!(matches!(
+            assign_roles(stats, ready(&[0, 1, 3])),
+            Err(ActivateError::QueueNotReady { index: 2 })
+        ));
+        // A queue beyond the negotiated ones is ignored.
+        let active = assign_roles(0, ready(&[0, 1, 2])).expect("extra ignored");
+        assert_eq!(active.len(), 2);
     }
 
     #[test]

@@ -76,7 +76,9 @@ pub struct BalloonShared {
 pub struct BalloonStatus {
     /// Requested balloon size, MiB.
     pub target_mib: u64,
-    /// Balloon size the guest driver reports, MiB.
+    /// Balloon size the guest driver reports, MiB, never more than the
+    /// host has seen inflated (`actual` is guest-written: a driver that
+    /// claims pages it never gave up is not believed).
     pub actual_mib: u64,
     /// Memory the host has discarded and not seen deflated, MiB.
     pub inflated_mib: u64,
@@ -100,18 +102,20 @@ impl BalloonShared {
 
     /// Sets the balloon target; the device tells the guest at once.
     pub fn set_target_mib(&self, mib: u64) -> std::io::Result<()> {
-        let pages = (mib * (1 << 20) / PAGE_SIZE).min(u64::from(u32::MAX)) as u32;
+        let pages = (mib.saturating_mul(1 << 20) / PAGE_SIZE).min(u64::from(u32::MAX)) as u32;
         self.target_pages.store(pages, Ordering::SeqCst);
         self.target_evt.write(1)
     }
 
     /// The current status.
     pub fn status(&self) -> BalloonStatus {
-        let mib = |pages: u64| (pages * PAGE_SIZE) >> 20;
+        let mib = |pages: u64| pages.saturating_mul(PAGE_SIZE) >> 20;
+        let inflated = self.inflated_pages.load(Ordering::SeqCst);
+        let claimed = u64::from(self.actual_pages.load(Ordering::SeqCst));
         BalloonStatus {
             target_mib: mib(u64::from(self.target_pages.load(Ordering::SeqCst))),
-            actual_mib: mib(u64::from(self.actual_pages.load(Ordering::SeqCst))),
-            inflated_mib: mib(self.inflated_pages.load(Ordering::SeqCst)),
+            actual_mib: mib(claimed.min(inflated)),
+            inflated_mib: mib(inflated),
             driver_ready: self.activated.load(Ordering::SeqCst),
         }
     }
@@ -121,8 +125,31 @@ impl BalloonShared {
         self.target_pages.load(Ordering::SeqCst)
     }
 
-    /// Balloon size the guest reports, in pages.
+    /// Balloon size the guest reports, in pages (as written: unchecked).
     pub fn actual_pages(&self) -> u32 {
         self.actual_pages.load(Ordering::SeqCst)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_guest_claim_above_what_it_inflated_is_not_believed() {
+        let shared = BalloonShared::new().expect("shared");
+        shared.actual_pages.store(u32::MAX, Ordering::SeqCst);
+        shared.inflated_pages.store(28 * 256, Ordering::SeqCst);
+        let s = shared.status();
+        assert_eq!((s.actual_mib, s.inflated_mib), (28, 28));
+        shared.actual_pages.store(16 * 256, Ordering::SeqCst);
+        assert_eq!(shared.status().actual_mib, 16, "an honest claim is shown");
+    }
+
+    #[test]
+    fn a_huge_target_saturates_instead_of_wrapping() {
+        let shared = BalloonShared::new().expect("shared");
+        shared.set_target_mib(u64::MAX).expect("target");
+        assert_eq!(shared.target_pages(), u32::MAX);
     }
 }

@@ -61,6 +61,8 @@ pub(super) struct PendingClient {
     pub(super) stream: UnixStream,
     pub(super) line: Vec<u8>,
     pub(super) registered: Option<EventSet>,
+    /// When it was accepted.
+    pub(super) since: std::time::Instant,
 }
 
 /// Which fixed fds the event loop watches already.
@@ -294,7 +296,7 @@ impl Vsock {
         let mem = a.mem.memory();
         let q = a.data_queue(index);
         if let Err(e) = q.add_used(&*mem, head, len) {
-            log::warn!("vsock: cannot return a buffer: {e}");
+            memtide_log_limit::warn_limited!("vsock: cannot return a buffer: {e}");
         }
     }
 

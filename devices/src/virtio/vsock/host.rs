@@ -4,6 +4,7 @@
 use std::io::{self, Read};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use vmm_sys_util::epoll::EventSet;
 
@@ -11,7 +12,7 @@ use super::connection::Connection;
 use super::device::{PendingClient, Vsock};
 use super::packet::Op;
 use super::stream::{ConnKey, HostConn};
-use super::{uds, MAX_CONNECTIONS, MAX_CONNECT_LINE, MAX_PENDING_CLIENTS};
+use super::{uds, CONNECT_LINE_TIMEOUT, MAX_CONNECTIONS, MAX_CONNECT_LINE, MAX_PENDING_CLIENTS};
 
 /// What reading a client's line gave.
 enum Line {
@@ -32,26 +33,67 @@ impl Vsock {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    log::warn!("vsock: accept on {}: {e}", self.uds_path.display());
+                    memtide_log_limit::warn_limited!(
+                        "vsock: accept on {}: {e}",
+                        self.uds_path.display()
+                    );
                     return;
                 }
             };
-            if self.clients.len() >= MAX_PENDING_CLIENTS {
-                log::warn!("vsock: {MAX_PENDING_CLIENTS} clients still connecting; dropping one");
-                continue;
-            }
             if let Err(e) = stream.set_nonblocking(true) {
-                log::warn!("vsock: client socket: {e}");
+                memtide_log_limit::warn_limited!("vsock: client socket: {e}");
                 continue;
             }
-            self.clients.insert(
-                stream.as_raw_fd(),
-                PendingClient {
-                    stream,
-                    line: Vec::new(),
-                    registered: None,
-                },
-            );
+            let mut cl = PendingClient {
+                stream,
+                line: Vec::new(),
+                registered: None,
+                since: Instant::now(),
+            };
+            // Most clients send their line with the connect: serve it now,
+            // without taking a pending place.
+            match Self::read_line(&mut cl) {
+                Line::Complete => {
+                    self.finish_line(cl);
+                    continue;
+                }
+                Line::Dead => {
+                    self.graveyard.push((cl.stream, cl.registered));
+                    continue;
+                }
+                Line::Partial => {}
+            }
+            self.make_room_for_a_client(cl.since);
+            self.clients.insert(cl.stream.as_raw_fd(), cl);
+        }
+    }
+
+    /// Drops pending clients that have not sent their line within
+    /// [`CONNECT_LINE_TIMEOUT`] and, if all [`MAX_PENDING_CLIENTS`] places
+    /// are still taken, the one that has waited longest: silent clients
+    /// can never lock the others out.
+    fn make_room_for_a_client(&mut self, now: Instant) {
+        let expired: Vec<RawFd> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| now.saturating_duration_since(c.since) >= CONNECT_LINE_TIMEOUT)
+            .map(|(fd, _)| *fd)
+            .collect();
+        for fd in expired {
+            self.drop_client(fd);
+        }
+        if self.clients.len() >= MAX_PENDING_CLIENTS {
+            if let Some(oldest) = self
+                .clients
+                .iter()
+                .min_by_key(|(_, c)| c.since)
+                .map(|(fd, _)| *fd)
+            {
+                memtide_log_limit::warn_limited!(
+                    "vsock: {MAX_PENDING_CLIENTS} clients have not sent CONNECT; dropping the oldest"
+                );
+                self.drop_client(oldest);
+            }
         }
     }
 
@@ -92,9 +134,13 @@ impl Vsock {
             }
             Line::Complete => {}
         }
-        let Some(cl) = self.clients.remove(&fd) else {
-            return;
-        };
+        if let Some(cl) = self.clients.remove(&fd) {
+            self.finish_line(cl);
+        }
+    }
+
+    /// A client's whole line: connect it, or drop it if the line is bad.
+    fn finish_line(&mut self, cl: PendingClient) {
         match uds::parse_connect_line(&cl.line) {
             Some(port) => self.host_connect(cl, port),
             None => {

@@ -53,6 +53,9 @@ pub const MAX_CONNECTIONS: usize = 128;
 pub const MAX_PENDING_CLIENTS: usize = 32;
 /// Longest `CONNECT <port>\n` line accepted, newline included.
 pub const MAX_CONNECT_LINE: usize = 32;
+/// How long a host client may take to send its `CONNECT` line before it
+/// may be dropped to make room for others.
+pub const CONNECT_LINE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 /// First local port of host-initiated connections.
 pub const FIRST_EPHEMERAL_PORT: u32 = 1 << 30;
 /// Control packets queued for the guest before the device stops reading

@@ -11,7 +11,9 @@ use super::packet::{Header, Op, HEADER_LEN, HOST_CID, MAX_PAYLOAD};
 use super::test_driver::{
     guest_header, host_sees_eof, read_host, temp_dir, test_mem, Driver, Segments, GUEST_CID,
 };
-use super::{uds, Vsock, VsockError, VsockShared, BUF_ALLOC, FIRST_EPHEMERAL_PORT};
+use super::{
+    uds, Vsock, VsockError, VsockShared, BUF_ALLOC, FIRST_EPHEMERAL_PORT, MAX_PENDING_CLIENTS,
+};
 use crate::bus::lock;
 use crate::virtio::{ActivateError, VirtioDevice, TYPE_VSOCK, VIRTIO_F_VERSION_1};
 
@@ -392,6 +394,23 @@ fn bad_connect_lines_close_the_client() {
     }
     assert!(d.take_rx().is_empty(), "nothing reached the guest");
     assert_eq!(d.status().connections, 0);
+}
+
+#[test]
+fn silent_clients_cannot_lock_out_a_real_one() {
+    let mem = test_mem();
+    let mut d = Driver::new(&mem, "silent");
+    d.give_rx(4, 4096);
+    // More silent clients than there are pending places.
+    let silent: Vec<UnixStream> = (0..MAX_PENDING_CLIENTS + 8)
+        .map(|_| UnixStream::connect(&d.uds).expect("connect"))
+        .collect();
+    d.pump();
+    let mut c = UnixStream::connect(&d.uds).expect("connect");
+    c.write_all(b"CONNECT 52\n").expect("write");
+    let (req, _) = d.next_rx();
+    assert_eq!((req.op, req.dst_port), (Op::Request, 52));
+    drop(silent);
 }
 
 #[test]

@@ -193,7 +193,9 @@ impl Vsock {
             return;
         }
         if self.conns.len() >= MAX_CONNECTIONS {
-            log::warn!("vsock: {MAX_CONNECTIONS} connections open; refusing {key:?}");
+            memtide_log_limit::warn_limited!(
+                "vsock: {MAX_CONNECTIONS} connections open; refusing {key:?}"
+            );
             self.refuse(key);
             return;
         }

@@ -9,7 +9,7 @@ use super::{balancer, balloon, boot, hotplug};
 use crate::cli::{
     AllBenchArgs, BalancerBenchArgs, BalloonBenchArgs, BootBenchArgs, HotplugBenchArgs,
 };
-use memtide_vmm::host::HostInfo;
+use memtide_vmm::host_info::HostInfo;
 
 /// Errors of `memtide bench all`.
 #[derive(Debug, thiserror::Error)]

@@ -26,7 +26,7 @@ use super::guest::GuestError;
 use super::stats::{median, min_max};
 use crate::cli::BalancerBenchArgs;
 use memtide_test_support::scripted_agent::{frame, guest_memory, REPORT_INTERVAL};
-use memtide_vmm::host::HostInfo;
+use memtide_vmm::host_info::HostInfo;
 
 /// How long a round may wait for the memory to arrive.
 const ROUND_DEADLINE: Duration = Duration::from_secs(300);

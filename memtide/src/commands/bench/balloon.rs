@@ -13,7 +13,7 @@ use super::figure::Figure;
 use super::guest::{Guest, GuestError};
 use super::stats::median;
 use crate::cli::{BalloonBenchArgs, DiscardArg};
-use memtide_vmm::host::HostInfo;
+use memtide_vmm::host_info::HostInfo;
 
 /// How long one inflate or deflate may take.
 const STEP_DEADLINE: Duration = Duration::from_secs(300);

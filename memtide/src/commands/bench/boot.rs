@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use super::figure::Figure;
 use super::stats::{median, min_max};
 use crate::cli::{BootBenchArgs, RunArgs};
-use memtide_vmm::host::HostInfo;
+use memtide_vmm::host_info::HostInfo;
 
 /// The marker the guest init prints once user space is up.
 pub const READY_MARKER: &str = "memtide-init: ready";

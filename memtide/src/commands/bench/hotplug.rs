@@ -10,7 +10,7 @@ use super::guest::{Guest, GuestError};
 use super::stats::{median, min_max};
 use crate::cli::HotplugBenchArgs;
 use memtide_api::Client;
-use memtide_vmm::host::HostInfo;
+use memtide_vmm::host_info::HostInfo;
 
 /// How long one slot may take to come online.
 const ONLINE_DEADLINE: Duration = Duration::from_secs(300);

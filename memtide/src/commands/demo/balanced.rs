@@ -17,7 +17,7 @@ use crate::commands::bench::guest::{Guest, GuestError};
 use memtide_api::Client;
 use memtide_test_support::scripted_agent::ScriptedAgent;
 use memtide_vmm::config::{cache_dir, DEFAULT_AGENT_PORT};
-use memtide_vmm::host::HostInfo;
+use memtide_vmm::host_info::HostInfo;
 
 /// The guests' names and their committed memory (MiB) in each phase.
 pub const WORKLOAD: [(&str, [u64; 5]); 3] = [

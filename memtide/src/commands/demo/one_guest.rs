@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::cli::DemoArgs;
 use crate::commands::bench::guest::{Guest, GuestError};
-use memtide_vmm::host::HostInfo;
+use memtide_vmm::host_info::HostInfo;
 
 const STEP_DEADLINE: Duration = Duration::from_secs(300);
 

@@ -4,8 +4,8 @@ use linux_loader::loader::bootparam::{boot_e820_entry, boot_params, setup_header
 use vm_memory::{Bytes, GuestMemoryBackend, GuestMemoryRegion};
 
 use super::InitramfsPlacement;
-use crate::layout;
-use crate::memory::GuestMemoryMmap;
+use crate::arch::x86_64::layout;
+use vm_memory::GuestMemoryMmap;
 
 /// `type_of_loader` value for a boot loader without an assigned ID.
 const LOADER_TYPE_UNDEFINED: u8 = 0xff;
@@ -123,7 +123,15 @@ pub fn write_boot_params(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::memory::create_guest_memory;
+
+    /// 64 MiB of guest RAM as memtide lays it out.
+    fn create_guest_memory(mib: u64) -> Result<GuestMemoryMmap, vm_memory::mmap::FromRangesError> {
+        let ranges: Vec<_> = layout::ram_regions(mib << 20)
+            .into_iter()
+            .map(|(a, len)| (a, len as usize))
+            .collect();
+        GuestMemoryMmap::from_ranges(&ranges)
+    }
 
     #[test]
     fn e820_reserves_bios_area_and_covers_all_ram() {

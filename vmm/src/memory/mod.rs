@@ -1,10 +1,14 @@
-//! Guest RAM: anonymous host mappings registered as KVM memory slots.
+//! Guest RAM: anonymous host mappings registered as KVM memory slots
+//! ([`register_region`] is the one place a region becomes a KVM slot, for
+//! boot RAM and hot-added slots alike); memory hot-add is [`hotplug`].
+
+pub mod hotplug;
 
 use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::VmFd;
 use vm_memory::{GuestMemoryBackend, GuestMemoryRegion, MemoryRegionAddress};
 
-use crate::layout;
+use crate::arch::x86_64::layout;
 
 /// The guest's RAM as the VMM sees it.
 pub type GuestMemoryMmap = vm_memory::GuestMemoryMmap<()>;
@@ -120,20 +124,6 @@ pub fn register_with_kvm(vm: &VmFd, mem: &GuestMemoryMmap) -> Result<u32, Memory
     Ok(slot)
 }
 
-/// Bytes of RAM below the 32-bit device window.
-pub fn low_ram_end(mem: &GuestMemoryMmap) -> u64 {
-    mem.iter()
-        .map(|r| r.start_addr().0 + r.len())
-        .filter(|end| *end <= layout::MMIO32_START)
-        .max()
-        .unwrap_or(0)
-}
-
-/// Total bytes of guest RAM.
-pub fn ram_bytes(mem: &GuestMemoryMmap) -> u64 {
-    mem.iter().map(|r| r.len()).sum()
-}
-
 /// Bytes of guest RAM currently resident on the host, measured with
 /// `mincore` over every RAM mapping.
 pub fn resident_bytes(mem: &GuestMemoryMmap) -> u64 {
@@ -182,7 +172,7 @@ mod tests {
         let after = resident_bytes(&mem);
         assert!(after >= 16 << 20, "resident after prefault: {after}");
         assert!(before < after);
-        assert_eq!(ram_bytes(&mem), 16 << 20);
-        assert_eq!(low_ram_end(&mem), 16 << 20);
+        assert_eq!(layout::ram_bytes(&mem), 16 << 20);
+        assert_eq!(layout::low_ram_end(&mem), 16 << 20);
     }
 }

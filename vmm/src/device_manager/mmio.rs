@@ -12,7 +12,7 @@ use memtide_devices::virtio::{GuestMemory, Interrupt, VirtioDevice};
 use vm_allocator::{AddressAllocator, AllocPolicy, IdAllocator};
 use vmm_sys_util::eventfd::EventFd;
 
-use crate::layout;
+use crate::arch::x86_64::layout;
 
 /// Base of the virtio-mmio windows (start of the 32-bit device window).
 pub const MMIO_DEVICES_START: u64 = layout::MMIO32_START;

@@ -4,7 +4,7 @@
 
 use memtide_devices::memory_hotplug::Slot;
 
-use crate::hotplug::{plan_hot_add, HotplugError};
+use super::layout::{plan_hot_add, HotplugError};
 
 /// Errors from hot-adding memory at run time.
 #[derive(Debug, thiserror::Error)]

@@ -10,9 +10,22 @@ use memtide_devices::bus::lock;
 use memtide_devices::virtio::vsock::{Vsock, VsockHandler, VsockShared};
 use memtide_devices::virtio::{GuestMemory, VirtioDevice};
 
+use super::mmio::{MmioDeviceError, MmioDeviceManager};
 use crate::config::VsockConfig;
-use crate::mmio_devices::MmioDeviceManager;
-use crate::vm::VmError;
+
+/// Errors from setting up the guest channel.
+#[derive(Debug, thiserror::Error)]
+pub enum GuestChannelError {
+    /// The virtio-vsock device.
+    #[error("virtio-vsock: {0}")]
+    Vsock(#[from] memtide_devices::virtio::vsock::VsockError),
+    /// Its place on the MMIO bus.
+    #[error(transparent)]
+    Mmio(#[from] MmioDeviceError),
+    /// The guest agent's report reader.
+    #[error(transparent)]
+    AgentReader(#[from] reader::ReaderError),
+}
 
 /// What the VM keeps of the channel.
 pub struct GuestChannel {
@@ -30,7 +43,7 @@ pub fn wire(
     vm: &VmFd,
     mmio: &mut MmioDeviceManager,
     guest_mem: GuestMemory,
-) -> Result<GuestChannel, VmError> {
+) -> Result<GuestChannel, GuestChannelError> {
     let shared = Arc::new(VsockShared::new(config.guest_cid));
     let vsock = Vsock::new(config.guest_cid, config.uds_path.clone(), shared.clone())?;
     let vsock = Arc::new(Mutex::new(vsock));

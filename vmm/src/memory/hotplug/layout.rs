@@ -8,7 +8,7 @@
 
 use memtide_devices::memory_hotplug::Slot;
 
-use crate::layout;
+use crate::arch::x86_64::layout;
 
 /// The Linux x86 memory block size: the unit the guest onlines.
 pub const BLOCK_MIB: u64 = 128;

@@ -8,8 +8,8 @@ use linux_loader::loader::elf::Error as ElfError;
 use linux_loader::loader::{BzImage, Elf, KernelLoader};
 use vm_memory::{Bytes, GuestAddress};
 
-use crate::layout;
-use crate::memory::{low_ram_end, GuestMemoryMmap};
+use crate::arch::x86_64::layout;
+use vm_memory::GuestMemoryMmap;
 
 /// Offset of the 64-bit entry point from the start of a bzImage's
 /// protected-mode code (Documentation/arch/x86/boot.rst).
@@ -108,7 +108,7 @@ pub fn load_kernel(mem: &GuestMemoryMmap, path: &Path) -> Result<LoadedKernel, K
             return Err(KernelError::Elf {
                 path: path.to_path_buf(),
                 source,
-                ram_mib: crate::memory::ram_bytes(mem) >> 20,
+                ram_mib: layout::ram_bytes(mem) >> 20,
             })
         }
     };
@@ -148,7 +148,7 @@ pub fn load_initramfs(
     };
     let mut file = File::open(path).map_err(open_err)?;
     let size = file.metadata().map_err(open_err)?.len();
-    let limit = low_ram_end(mem);
+    let limit = layout::low_ram_end(mem);
     let addr = place_initramfs(size, kernel_end, limit).ok_or(KernelError::InitramfsTooLarge {
         path: path.to_path_buf(),
         size,

@@ -6,8 +6,8 @@ use kvm_ioctls::VcpuFd;
 use vm_memory::{Address, Bytes, GuestAddress};
 
 use super::gdt;
-use crate::layout;
-use crate::memory::GuestMemoryMmap;
+use crate::arch::x86_64::layout;
+use vm_memory::GuestMemoryMmap;
 
 /// Errors from setting up a vCPU.
 #[derive(Debug, thiserror::Error)]

@@ -6,8 +6,8 @@
 
 use vm_memory::{Bytes, GuestAddress};
 
-use crate::layout;
-use crate::memory::GuestMemoryMmap;
+use crate::arch::x86_64::layout;
+use vm_memory::GuestMemoryMmap;
 
 /// Most vCPUs the table (and the 1 KiB EBDA) can describe.
 pub const MAX_VCPUS: u8 = 32;

@@ -1,6 +1,6 @@
 //! A one-line description of the host, printed with every benchmark figure.
 
-use crate::compat::HostKvm;
+use crate::vcpu::nested::HostKvm;
 
 /// What a benchmark ran on.
 #[derive(Debug, Clone)]

@@ -4,8 +4,8 @@
 //! On the nested `kvm_pvm` host, whose KVM cannot emulate every instruction
 //! the guest kernel executes, memtide steps in for a few (the emulation
 //! fallback, [`plan`]; see `docs/nested-host.md`). On any other host it never
-//! does: [`decide`] turns the exit into an error naming the instruction, and
-//! the VM stops.
+//! does: the vCPU turns the exit into an error naming the instruction
+//! ([`crate::vcpu::insn::not_emulated`]), and the VM stops.
 //!
 //! This module is pure: it decides what to do with the instruction bytes at
 //! the guest's RIP. The vCPU loop reads the bytes and applies the decision.
@@ -14,10 +14,8 @@ use iced_x86::{
     Decoder, DecoderOptions, Formatter, Instruction, IntelFormatter, Mnemonic, OpKind, Register,
 };
 
-use crate::compat::HostKvm;
+use crate::vcpu::insn::{hex, mnemonic_name, CpuContext};
 
-/// Longest x86 instruction.
-pub const MAX_INSN_LEN: usize = 15;
 /// Vector of the breakpoint exception (#BP).
 pub const VECTOR_BP: u8 = 3;
 /// Vector of the x87 floating-point exception (#MF).
@@ -52,7 +50,7 @@ pub enum Fallback {
     },
     /// `xsave64` or `xrstor64` (standard form): memtide moves the guest's
     /// extended state between KVM and the save area at `mem`
-    /// (`vcpu/xstate.rs`), then advances RIP by `len`.
+    /// ([`super::xstate`]), then advances RIP by `len`.
     Xstate {
         /// Instruction length.
         len: u64,
@@ -115,19 +113,6 @@ impl MemOperand {
     }
 }
 
-/// The guest CPU state the decision depends on.
-#[derive(Debug, Clone, Copy)]
-pub struct CpuContext {
-    /// Guest RIP of the failing instruction.
-    pub rip: u64,
-    /// Code size: 16, 32 or 64.
-    pub bitness: u32,
-    /// x87 status word (for `fwait`).
-    pub fpu_status: u16,
-    /// x87 control word (for `fwait`).
-    pub fpu_control: u16,
-}
-
 /// Why the fallback cannot handle an instruction.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum EmulationError {
@@ -157,75 +142,6 @@ pub enum EmulationError {
     /// The CPU mode is not one the decoder knows.
     #[error("unknown code size {0}")]
     BadBitness(u32),
-    /// KVM could not emulate an instruction on a host where memtide does
-    /// not step in (anything but the nested `kvm_pvm` host).
-    #[error(
-        "KVM could not emulate {} at guest RIP {rip:#x}; memtide works around this only on \
-         the nested kvm_pvm host, so the VM stops",
-        describe(.mnemonic.as_deref(), .text.as_deref(), .bytes)
-    )]
-    NotEmulated {
-        /// Guest RIP.
-        rip: u64,
-        /// The instruction's bytes in hex (all bytes read if it does not
-        /// decode).
-        bytes: String,
-        /// iced-x86's mnemonic name, if the bytes decode.
-        mnemonic: Option<String>,
-        /// The instruction in Intel syntax, if the bytes decode.
-        text: Option<String>,
-    },
-}
-
-/// "`text` (mnemonic, bytes ..)", or "an undecodable instruction (bytes ..)".
-fn describe(mnemonic: Option<&str>, text: Option<&str>, bytes: &str) -> String {
-    match (mnemonic, text) {
-        (Some(m), Some(t)) => format!("`{t}` ({m}, bytes {bytes})"),
-        (Some(m), None) => format!("an instruction ({m}, bytes {bytes})"),
-        _ => format!("an undecodable instruction (bytes {bytes})"),
-    }
-}
-
-/// Decides what to do about the instruction in `bytes` (read at `ctx.rip`)
-/// that `host`'s KVM could not emulate: the fallback's [`plan`] where the
-/// host has one ([`HostKvm::emulation_fallback`]), else
-/// [`EmulationError::NotEmulated`].
-pub fn decide(host: HostKvm, bytes: &[u8], ctx: CpuContext) -> Result<Fallback, EmulationError> {
-    if host.emulation_fallback() {
-        plan(bytes, ctx)
-    } else {
-        Err(not_emulated(bytes, ctx))
-    }
-}
-
-/// The error for an instruction KVM could not emulate, naming it as far as
-/// it decodes.
-fn not_emulated(bytes: &[u8], ctx: CpuContext) -> EmulationError {
-    let insn = matches!(ctx.bitness, 16 | 32 | 64)
-        .then(|| Decoder::with_ip(ctx.bitness, bytes, ctx.rip, DecoderOptions::NONE).decode())
-        .filter(|insn| !insn.is_invalid());
-    match insn {
-        Some(insn) => {
-            let mut text = String::new();
-            IntelFormatter::new().format(&insn, &mut text);
-            EmulationError::NotEmulated {
-                rip: ctx.rip,
-                bytes: hex(&bytes[..insn.len().min(bytes.len())]),
-                mnemonic: Some(mnemonic_name(&insn)),
-                text: Some(text),
-            }
-        }
-        None => EmulationError::NotEmulated {
-            rip: ctx.rip,
-            bytes: hex(bytes),
-            mnemonic: None,
-            text: None,
-        },
-    }
-}
-
-fn mnemonic_name(insn: &Instruction) -> String {
-    format!("{:?}", insn.mnemonic()).to_lowercase()
 }
 
 /// Decides how to get past the instruction in `bytes` (read at `ctx.rip`).
@@ -288,23 +204,6 @@ fn unsupported(insn: &Instruction, bytes: &[u8], rip: u64) -> EmulationError {
         bytes: hex(&bytes[..insn.len().min(bytes.len())]),
         mnemonic: mnemonic_name(insn),
         text,
-    }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-/// Code size of the current mode from CS's L and D/B bits.
-pub fn bitness(cs_l: u8, cs_db: u8) -> u32 {
-    match (cs_l, cs_db) {
-        (1, _) => 64,
-        (_, 1) => 32,
-        _ => 16,
     }
 }
 
@@ -431,91 +330,7 @@ mod tests {
     }
 
     #[test]
-    fn the_nested_host_gets_the_fallback() {
-        assert_eq!(
-            decide(HostKvm::NestedPvm, &[0xcc], ctx(0x1000)),
-            Ok(Fallback::SkipAndInject {
-                len: 1,
-                vector: VECTOR_BP
-            })
-        );
-        assert_eq!(
-            decide(HostKvm::NestedPvm, &[0x9b], ctx(0x1000)),
-            Ok(Fallback::Skip { len: 1 })
-        );
-    }
-
-    #[test]
-    fn other_hosts_never_patch_and_name_the_instruction() {
-        // int3, fwait and verw are what the nested host's fallback handles;
-        // elsewhere each stops the VM with the instruction named.
-        for (bytes, mnemonic, hex_bytes) in [
-            (&[0xcc, 0x90][..], "int3", "cc"),
-            (&[0x9b, 0xc3][..], "wait", "9b"),
-            (
-                &[0x0f, 0x00, 0x2d, 0xac, 0xea, 0xff, 0xff][..],
-                "verw",
-                "0f 00 2d ac ea ff ff",
-            ),
-            (&[0x48, 0x0f, 0xae, 0x2f][..], "xrstor64", "48 0f ae 2f"),
-        ] {
-            let err = decide(HostKvm::Hardware, bytes, ctx(0xffff_ffff_8102_0304))
-                .expect_err("no fallback on hardware KVM");
-            assert!(
-                matches!(&err, EmulationError::NotEmulated { mnemonic: Some(m), .. } if m == mnemonic),
-                "{err:?}"
-            );
-            let msg = err.to_string();
-            assert!(msg.contains("KVM could not emulate"), "{msg}");
-            assert!(
-                msg.contains(&format!("({mnemonic}, bytes {hex_bytes})")),
-                "{msg}"
-            );
-            assert!(msg.contains("guest RIP 0xffffffff81020304"), "{msg}");
-        }
-    }
-
-    #[test]
-    fn the_error_reads_as_one_sentence() {
-        let err = decide(
-            HostKvm::Hardware,
-            &[0x48, 0x0f, 0xae, 0x2f],
-            ctx(0xffff_ffff_8102_0304),
-        )
-        .expect_err("stops");
-        assert_eq!(
-            err.to_string(),
-            "KVM could not emulate `xrstor64 [rdi]` (xrstor64, bytes 48 0f ae 2f) at guest RIP \
-             0xffffffff81020304; memtide works around this only on the nested kvm_pvm host, so \
-             the VM stops"
-        );
-    }
-
-    #[test]
-    fn other_hosts_report_undecodable_bytes_in_full() {
-        // `push es` does not exist in 64-bit mode.
-        let err = decide(HostKvm::Hardware, &[0x06, 0x90, 0x90], ctx(0x10)).expect_err("stops");
-        assert_eq!(
-            err,
-            EmulationError::NotEmulated {
-                rip: 0x10,
-                bytes: "06 90 90".into(),
-                mnemonic: None,
-                text: None,
-            }
-        );
-        let msg = err.to_string();
-        assert!(
-            msg.starts_with("KVM could not emulate an undecodable instruction (bytes 06 90 90) at guest RIP 0x10;"),
-            "{msg}"
-        );
-    }
-
-    #[test]
-    fn bitness_follows_cs() {
-        assert_eq!(bitness(1, 0), 64);
-        assert_eq!(bitness(0, 1), 32);
-        assert_eq!(bitness(0, 0), 16);
+    fn unknown_code_sizes_are_refused() {
         assert!(plan(
             &[0xcc],
             CpuContext {

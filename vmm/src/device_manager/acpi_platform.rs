@@ -1,25 +1,43 @@
 //! The ACPI platform of a VM: the tables (MADT for the vCPUs, DSDT for the
 //! virtio-mmio devices), the ACPI sleep register (so `poweroff` works), and,
-//! when configured, memory hot-add: the hot-plug controller's MMIO window
-//! and the GED interrupt.
+//! when configured, the place of the memory hot-plug controller: its MMIO
+//! window and GED IRQ (the controller itself is `memory::hotplug`).
 
 use std::sync::{Arc, Mutex};
 
 use kvm_ioctls::VmFd;
 use memtide_devices::acpi_sleep::AcpiSleep;
-use memtide_devices::bus::Bus;
-use memtide_devices::memory_hotplug::{MemoryHotplugController, WINDOW_SIZE};
+use memtide_devices::bus::{Bus, BusError};
+use memtide_devices::memory_hotplug::WINDOW_SIZE;
 use memtide_devices::virtio::mmio::MMIO_WINDOW_SIZE;
 use vm_memory::GuestMemoryAtomic;
 use vmm_sys_util::eventfd::EventFd;
 
-use crate::acpi::{self, dsdt, HotplugAml, VirtioMmioAml, SLEEP_CONTROL_PORT};
+use super::mmio::{MmioDeviceError, MmioDeviceManager};
+use crate::acpi::{self, dsdt, AcpiError, HotplugAml, VirtioMmioAml, SLEEP_CONTROL_PORT};
 use crate::config::HotplugConfig;
-use crate::hot_add::MemoryHotplug;
-use crate::hotplug::HotplugLayout;
+use crate::memory::hotplug::{HotplugSetup, HotplugSetupError, MemoryHotplug};
 use crate::memory::GuestMemoryMmap;
-use crate::mmio_devices::MmioDeviceManager;
-use crate::vm::VmError;
+
+/// Errors from building the ACPI platform.
+#[derive(Debug, thiserror::Error)]
+pub enum AcpiPlatformError {
+    /// Memory hot-add could not be set up.
+    #[error("memory hot-add set-up: {0}")]
+    Hotplug(#[from] HotplugSetupError),
+    /// The controller window or the GED IRQ could not be placed.
+    #[error(transparent)]
+    Mmio(#[from] MmioDeviceError),
+    /// The sleep register could not be placed (a bug).
+    #[error("device wiring: {0}")]
+    Bus(#[from] BusError),
+    /// The power-off eventfd could not be cloned.
+    #[error("cannot clone the power-off eventfd: {0}")]
+    Eventfd(std::io::Error),
+    /// The ACPI tables could not be written.
+    #[error("memory hot-add set-up: {0}")]
+    Tables(#[from] AcpiError),
+}
 
 /// What the VM keeps from the wiring.
 pub struct AcpiPlatform {
@@ -51,42 +69,28 @@ pub struct WiringInputs<'a> {
     pub memory_mib: u64,
 }
 
-/// Sets up hot-add as `hc` describes: the controller, the GED and the
-/// run-time state; returns the state and what the DSDT must describe.
-fn wire_hotplug(
+/// Places the hot-plug controller and its GED as `hc` describes; returns
+/// the run-time state and what the DSDT must describe.
+fn place_hotplug(
     hc: &HotplugConfig,
     inp: &mut WiringInputs<'_>,
-) -> Result<(MemoryHotplug, HotplugAml), VmError> {
-    let layout = HotplugLayout::new(inp.memory_mib << 20, hc.slots, hc.slot_mib)
-        .map_err(|e| VmError::Hotplug(e.to_string()))?;
-    let slots = Arc::new(Mutex::new(layout.empty_slots()));
-    let controller = Arc::new(Mutex::new(MemoryHotplugController::new(slots.clone())));
-    let controller_base = inp.mmio.add_raw(0x1000, controller)?;
+) -> Result<(MemoryHotplug, HotplugAml), AcpiPlatformError> {
+    let setup = HotplugSetup::new(inp.memory_mib, hc.slots, hc.slot_mib)?;
+    let base = setup.layout.base;
+    let controller_base = inp.mmio.add_raw(0x1000, setup.controller.clone())?;
     let ged_irq = inp.mmio.allocate_irq()?;
-    let ged = EventFd::new(libc::EFD_NONBLOCK).map_err(|source| VmError::Io {
-        what: "create the GED eventfd",
-        source,
-    })?;
-    inp.vm
-        .register_irqfd(&ged, ged_irq)
-        .map_err(|source| VmError::Kvm {
-            what: "register the GED irqfd",
-            source,
-        })?;
-    log::info!(
-        "memory hot-add: {} x {} MiB slots from {:#x}, controller at {controller_base:#x}, GED IRQ {ged_irq}",
-        hc.slots,
-        hc.slot_mib,
-        layout.base
-    );
-    let runtime = MemoryHotplug::new(
-        inp.vm.clone(),
+    let runtime = setup.connect(
+        inp.vm,
         inp.guest_mem.clone(),
-        slots,
-        ged,
+        ged_irq,
         inp.next_kvm_slot,
         inp.memory_mib,
         hc.max_mib,
+    )?;
+    log::info!(
+        "memory hot-add: {} x {} MiB slots from {base:#x}, controller at {controller_base:#x}, GED IRQ {ged_irq}",
+        hc.slots,
+        hc.slot_mib,
     );
     let aml = HotplugAml {
         controller_base,
@@ -102,18 +106,18 @@ fn wire_hotplug(
 pub fn wire(
     hotplug: Option<&HotplugConfig>,
     mut inp: WiringInputs<'_>,
-) -> Result<AcpiPlatform, VmError> {
+) -> Result<AcpiPlatform, AcpiPlatformError> {
     let (runtime, aml) = match hotplug {
         Some(hc) => {
-            let (rt, aml) = wire_hotplug(hc, &mut inp)?;
+            let (rt, aml) = place_hotplug(hc, &mut inp)?;
             (Some(Arc::new(Mutex::new(rt))), Some(aml))
         }
         None => (None, None),
     };
-    let off = inp.off_evt.try_clone().map_err(|source| VmError::Io {
-        what: "clone the power-off eventfd",
-        source,
-    })?;
+    let off = inp
+        .off_evt
+        .try_clone()
+        .map_err(AcpiPlatformError::Eventfd)?;
     inp.pio.insert(
         SLEEP_CONTROL_PORT.into(),
         2,
@@ -129,8 +133,7 @@ pub fn wire(
             irq: s.irq,
         })
         .collect();
-    let rsdp = acpi::write(inp.mem, inp.vcpus, aml.as_ref(), &virtio)
-        .map_err(|e| VmError::Hotplug(e.to_string()))?;
+    let rsdp = acpi::write(inp.mem, inp.vcpus, aml.as_ref(), &virtio)?;
     Ok(AcpiPlatform {
         hotplug: runtime,
         rsdp,

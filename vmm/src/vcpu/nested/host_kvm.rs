@@ -1,5 +1,7 @@
-//! Detection of hosts whose KVM needs the guest kernel's help, and the
-//! command-line options that give it.
+//! Which KVM this host offers (hardware, or the nested `kvm_pvm` that needs
+//! the guest kernel's help), and the guest command-line options that help.
+//! (Not to be confused with `host_info.rs`, the one-line host description
+//! printed with benchmark figures.)
 //!
 //! On the nested `kvm_pvm` host the guest kernel runs under an instruction
 //! emulator that rejects `xrstor`, `cmpxchg16b`, `popcnt` and more, and
@@ -11,7 +13,7 @@
 //! AVX-512 whatever the guest kernel enables, and only a kernel that saves
 //! those registers on a context switch keeps one process's vector state
 //! from leaking into the next (docs/nested-host.md). memtide carries out
-//! the kernel's `xsave64`/`xrstor64` itself (`vcpu/xstate.rs`), in the
+//! the kernel's `xsave64`/`xrstor64` itself (`vcpu/nested/xstate.rs`), in the
 //! standard form: `xsaveopt`, `xsavec` and `xsaves` are cleared, and so is
 //! `amx_tile` (AMX state does not fit KVM's 4096-byte XSAVE region).
 
@@ -59,7 +61,7 @@ impl HostKvm {
     }
 
     /// Whether memtide steps in when this host's KVM cannot emulate an
-    /// instruction (the emulation fallback, `vcpu/emulate.rs`). Only the
+    /// instruction (the emulation fallback, `vcpu/nested/emulate.rs`). Only the
     /// nested host: anywhere else such an instruction stops the VM with an
     /// error naming it.
     pub fn emulation_fallback(self) -> bool {

@@ -13,7 +13,7 @@
 //! 0x1_0000_0000 RAM above 3 GiB continues here, then the hot-add window
 //! ```
 
-use vm_memory::GuestAddress;
+use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
 /// Global descriptor table used for the 64-bit boot.
 pub const BOOT_GDT_START: GuestAddress = GuestAddress(0x500);
@@ -65,6 +65,20 @@ pub fn ram_regions(ram_bytes: u64) -> Vec<(GuestAddress, u64)> {
             ),
         ]
     }
+}
+
+/// Bytes of RAM below the 32-bit device window.
+pub fn low_ram_end(mem: &GuestMemoryMmap) -> u64 {
+    mem.iter()
+        .map(|r| r.start_addr().0 + r.len())
+        .filter(|end| *end <= MMIO32_START)
+        .max()
+        .unwrap_or(0)
+}
+
+/// Total bytes of guest RAM.
+pub fn ram_bytes(mem: &GuestMemoryMmap) -> u64 {
+    mem.iter().map(|r| r.len()).sum()
 }
 
 #[cfg(test)]
