@@ -39,8 +39,20 @@ fn wait_status(
 ) -> serde_json::Value {
     let deadline = deadline.into();
     let start = Instant::now();
+    let mut progress = Instant::now();
     loop {
-        if let Some(v) = api_get(api, "/balancer") {
+        let got = api_get(api, "/balancer");
+        if progress.elapsed() >= Duration::from_secs(10) {
+            progress = Instant::now();
+            eprintln!(
+                "[{:>5.1} s of {:.0} s] still waiting for {what}: {}",
+                start.elapsed().as_secs_f64(),
+                deadline.as_secs_f64(),
+                got.as_ref()
+                    .map_or("no answer".to_string(), |v| v.to_string())
+            );
+        }
+        if let Some(v) = got {
             if done(&v) {
                 eprintln!("[{:>5.1} s] {what}: {v}", start.elapsed().as_secs_f64());
                 return v;
@@ -69,6 +81,11 @@ fn wait_balloon(api: &Path, deadline: impl Into<Duration>) -> serde_json::Value 
                 "balloon never reached its target: {v}"
             );
         }
+        assert!(
+            start.elapsed() < deadline,
+            "no balloon answer from {} within {deadline:?}",
+            api.display()
+        );
         std::thread::sleep(Duration::from_millis(250));
     }
 }
@@ -266,8 +283,11 @@ fn a_guest_workload_gets_memory_from_an_idle_guest_and_gives_it_back() {
     let dir = test_dir("agent");
     let (_, initramfs) = guest_images();
     // The real agent in both guests. A's workload commits 290 MiB 20 s after
-    // its init starts and exits 50 s later; B idles for 60 s, then commits
-    // 222 MiB. (memtide-hog commits a phase's memory at once.)
+    // its init starts and frees it 50 s later; B idles for 60 s, then commits
+    // 222 MiB. (memtide-hog commits a phase's memory at once.) Both end in
+    // a long idle phase: a guest whose command ends powers off, and the
+    // checks at the end ask both guests' balloons, whichever lane finishes
+    // the steps sooner.
     let start = |name: &str, cmd: &str| {
         let uds = dir.join(format!("{name}.vsock"));
         let mut args = guest_args(&uds);
@@ -275,8 +295,8 @@ fn a_guest_workload_gets_memory_from_an_idle_guest_and_gives_it_back() {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         Guest::start(&format!("balance-agent-{name}"), &initramfs, &args)
     };
-    let mut a = start("a", "memtide-hog 0:20 290:50");
-    let mut b = start("b", "memtide-hog 0:60 222:90");
+    let mut a = start("a", "memtide-hog 0:20 290:50 0:600");
+    let mut b = start("b", "memtide-hog 0:60 222:90 0:600");
     for g in [&mut a, &mut b] {
         g.wait_for("the balloon driver", BOOT_DEADLINE, |v| {
             v["driver_ready"] == true
