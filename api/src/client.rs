@@ -428,7 +428,11 @@ mod tests {
         let took = start.elapsed();
         println!("silent server: timeout after {took:?} (limit {limit:?})");
         assert!(e.is_timeout(), "{e}");
-        assert!(e.to_string().starts_with("API timed out reading the answer from"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("API timed out reading the answer from"),
+            "{e}"
+        );
         assert!(took < limit * 3, "{took:?}");
         drop(listener);
         let _ = std::fs::remove_file(&path);

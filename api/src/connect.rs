@@ -16,9 +16,7 @@ use std::time::{Duration, Instant};
 /// The time left until `until`, seen at `now`; `None` once it has passed
 /// (a zero timeout would mean "no timeout" to the socket calls).
 pub fn remaining(until: Instant, now: Instant) -> Option<Duration> {
-    until
-        .checked_duration_since(now)
-        .filter(|d| !d.is_zero())
+    until.checked_duration_since(now).filter(|d| !d.is_zero())
 }
 
 fn timed_out(what: &str) -> io::Error {

@@ -77,7 +77,10 @@ fn misbehaving_clients_do_not_delay_a_normal_request() {
         let start = Instant::now();
         // One byte every 50 ms, forever unless the server gives up: the
         // request never ends (`X-Pad` header lines).
-        for b in b"GET /balancer HTTP/1.1\r\n".iter().chain(b"X-Pad: a".iter().cycle()) {
+        for b in b"GET /balancer HTTP/1.1\r\n"
+            .iter()
+            .chain(b"X-Pad: a".iter().cycle())
+        {
             if s.write_all(&[*b]).is_err() || start.elapsed() > DEADLINE * 10 {
                 break;
             }
