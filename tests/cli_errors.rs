@@ -76,3 +76,27 @@ fn zero_vcpus_is_rejected() {
     let r = run_memtide(&["run", "--vcpus", "0"], QUICK);
     assert_clean_failure(&r, "--vcpus 0");
 }
+
+#[test]
+fn a_regular_file_at_api_sock_is_refused_and_left_alone() {
+    let path = std::env::temp_dir().join(format!("memtide-api-file-{}", std::process::id()));
+    std::fs::write(&path, b"not a socket").expect("write the file");
+    let p = path.to_str().expect("utf-8").to_string();
+    // The check comes before KVM and the kernel: no guest is booted.
+    let r = run_memtide(
+        &[
+            "run",
+            "--kernel",
+            "/nonexistent/vmlinux",
+            "--no-initramfs",
+            "--api-sock",
+            &p,
+        ],
+        QUICK,
+    );
+    let contents = std::fs::read(&path).expect("the file is still there");
+    let _ = std::fs::remove_file(&path);
+    assert_clean_failure(&r, &p);
+    assert!(r.stderr.contains("not a socket"), "{}", r.stderr);
+    assert_eq!(contents, b"not a socket");
+}

@@ -2,12 +2,13 @@
 //! API's Unix socket.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::connect::{connect, Deadline};
 use crate::types::{
     paths, BalancerStatus, BalloonStatistics, BalloonStatus, BalloonTarget, GuestMemory, HotAdd,
     MemoryStatus, VsockStatus,
@@ -17,6 +18,37 @@ use crate::types::{
 const MAX_BODY: usize = 16 << 20;
 /// Longest status or header line accepted.
 const MAX_LINE: u64 = 8 * 1024;
+
+/// How long one exchange may take, phase by phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Waiting for the server to take the connection.
+    pub connect: Duration,
+    /// Sending the whole request.
+    pub write: Duration,
+    /// Receiving the whole answer (status, headers and body), counted from
+    /// the end of the request.
+    pub read: Duration,
+}
+
+impl Timeouts {
+    /// Every phase limited to `limit`.
+    pub fn all(limit: Duration) -> Self {
+        Self {
+            connect: limit,
+            write: limit,
+            read: limit,
+        }
+    }
+}
+
+impl Default for Timeouts {
+    /// 5 s per phase: far above any answer of a healthy memtide (routes
+    /// answer in milliseconds; a hot-add waits for at most a few hundred).
+    fn default() -> Self {
+        Self::all(Duration::from_secs(5))
+    }
+}
 
 /// Errors from one API exchange.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +60,18 @@ pub enum ClientError {
         path: PathBuf,
         /// The OS error.
         source: std::io::Error,
+    },
+    /// The server did not take the connection, the request or the answer
+    /// in time (a stopped or stuck memtide).
+    #[error("API timed out {phase} {path} (limit {limit:?})")]
+    Timeout {
+        /// The socket path.
+        path: PathBuf,
+        /// `connecting to`, `sending the request to` or `reading the answer
+        /// from`.
+        phase: &'static str,
+        /// The limit that ran out.
+        limit: Duration,
     },
     /// The exchange failed half-way.
     #[error("API exchange failed: i/o: {0}")]
@@ -72,18 +116,56 @@ impl ClientError {
             _ => None,
         }
     }
+
+    /// Whether the server did not answer in time.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Self::Timeout { .. })
+    }
 }
 
 /// A client for the API socket at one path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Client {
     path: PathBuf,
+    timeouts: Timeouts,
 }
 
 impl Client {
-    /// A client for the socket at `path` (nothing is connected yet).
+    /// A client for the socket at `path` with [`Timeouts::default`]
+    /// (nothing is connected yet).
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        Self { path: path.into() }
+        Self {
+            path: path.into(),
+            timeouts: Timeouts::default(),
+        }
+    }
+
+    /// The same client with other time limits.
+    pub fn with_timeouts(mut self, timeouts: Timeouts) -> Self {
+        self.timeouts = timeouts;
+        self
+    }
+
+    /// The time limits of every exchange.
+    pub fn timeouts(&self) -> Timeouts {
+        self.timeouts
+    }
+
+    /// A timeout error of `phase` for an I/O error that is one, else the
+    /// I/O error.
+    fn io_error(&self, e: std::io::Error, phase: &'static str, limit: Duration) -> ClientError {
+        if matches!(
+            e.kind(),
+            std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+        ) {
+            ClientError::Timeout {
+                path: self.path.clone(),
+                phase,
+                limit,
+            }
+        } else {
+            ClientError::Io(e)
+        }
     }
 
     /// The socket path.
@@ -93,18 +175,29 @@ impl Client {
 
     /// Sends one request; returns the body of a 2xx answer.
     pub fn call(&self, method: &str, path: &str, body: &str) -> Result<String, ClientError> {
-        let mut stream =
-            UnixStream::connect(&self.path).map_err(|source| ClientError::Connect {
-                path: self.path.clone(),
-                source,
-            })?;
-        write!(
-            stream,
+        let t = self.timeouts;
+        let stream = connect(&self.path, t.connect).map_err(|source| {
+            if source.kind() == std::io::ErrorKind::TimedOut {
+                self.io_error(source, "connecting to", t.connect)
+            } else {
+                ClientError::Connect {
+                    path: self.path.clone(),
+                    source,
+                }
+            }
+        })?;
+        let request = format!(
             "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
             body.len()
-        )?;
-        stream.flush()?;
-        let (status, body) = read_response(&stream)?;
+        );
+        Deadline::new(&stream, t.write)
+            .write_all(request.as_bytes())
+            .map_err(|e| self.io_error(e, "sending the request to", t.write))?;
+        let (status, body) =
+            read_response(Deadline::new(&stream, t.read)).map_err(|e| match e {
+                ClientError::Io(io) => self.io_error(io, "reading the answer from", t.read),
+                other => other,
+            })?;
         if (200..300).contains(&status) {
             Ok(body)
         } else {
@@ -316,6 +409,32 @@ mod tests {
             Err(ClientError::Decode { .. })
         ));
         server.join().expect("server");
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn a_silent_server_is_a_timeout_within_the_limit() {
+        let path = std::env::temp_dir().join(format!(
+            "memtide-api-test-{}-silent.sock",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path).expect("bind");
+        let limit = std::time::Duration::from_millis(200);
+        let c = Client::new(&path).with_timeouts(Timeouts::all(limit));
+        let start = std::time::Instant::now();
+        // The kernel takes the connection (backlog); nobody ever answers.
+        let e = c.get_balloon().expect_err("no answer");
+        let took = start.elapsed();
+        println!("silent server: timeout after {took:?} (limit {limit:?})");
+        assert!(e.is_timeout(), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("API timed out reading the answer from"),
+            "{e}"
+        );
+        assert!(took < limit * 3, "{took:?}");
+        drop(listener);
         let _ = std::fs::remove_file(&path);
     }
 

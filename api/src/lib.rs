@@ -18,7 +18,8 @@
 //! client instead of a silently empty value.
 
 pub mod client;
+pub mod connect;
 pub mod types;
 
-pub use client::{Client, ClientError};
+pub use client::{Client, ClientError, Timeouts};
 pub use types::*;

@@ -45,6 +45,11 @@ pub trait VmPort: Send {
     fn latest(&mut self) -> Option<(Report, u64)>;
     /// Applies one resize step.
     fn apply(&mut self, action: &Action) -> Result<(), ApplyError>;
+    /// Why the VM cannot be reached now, if it cannot (a control socket
+    /// that timed out); published as the VM's `last_error`.
+    fn fault(&self) -> Option<String> {
+        None
+    }
 }
 
 /// One VM's line in the balancer's status.
@@ -148,6 +153,7 @@ impl Driver {
     pub fn tick_at(&mut self, now_ms: u64) -> Vec<Decision> {
         let mut reports = Vec::new();
         let mut latest: Vec<Option<Report>> = Vec::with_capacity(self.ports.len());
+        let mut errors: Vec<Option<String>> = self.ports.iter().map(|p| p.fault()).collect();
         for (i, port) in self.ports.iter_mut().enumerate() {
             let seen = port.latest().map(|(mut r, age_ms)| {
                 r.received_ms = now_ms.saturating_sub(age_ms);
@@ -164,7 +170,6 @@ impl Driver {
             latest.push(seen);
         }
         let decisions = self.balancer.step(&reports, self.budget_mib, now_ms);
-        let mut errors: Vec<Option<String>> = vec![None; self.ports.len()];
         for d in &decisions {
             let Some(port) = self.ports.get_mut(d.vm) else {
                 continue;

@@ -6,11 +6,22 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use memtide_balancer::driver::{self, ApplyError, Driver, VmPort};
+use memtide_balancer::driver::{self, Driver, VmPort};
 use memtide_balancer::trace::{Trace, TRACE_VERSION};
-use memtide_balancer::{Action, PolicyConfig, Report, SettingsError, VmSettings};
+use memtide_balancer::{PolicyConfig, SettingsError, VmSettings};
 
-use memtide_api::{AgentReport, BalloonTarget, Client, ClientError, GuestMemory, HotAdd};
+use memtide_api::{Client, ClientError, Timeouts};
+
+use super::remote_vm::RemoteVm;
+
+/// Time limit of each phase of one request to a VM's API: a VM that does
+/// not answer within it is marked (`API timed out`) and skipped.
+pub const VM_API_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A client for one VM's API with [`VM_API_TIMEOUT`].
+fn client(sock: &Path) -> Client {
+    Client::new(sock).with_timeouts(Timeouts::all(VM_API_TIMEOUT))
+}
 
 /// Errors of `memtide balance`.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +51,14 @@ pub enum BalanceError {
     /// The status API could not start.
     #[error(transparent)]
     ApiServer(#[from] memtide_vmm::api::ApiError),
+    /// A VM's poller thread could not start.
+    #[error("cannot start the poller of VM {sock}: {source}")]
+    Poller {
+        /// Its socket.
+        sock: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
 }
 
 /// One `--vm` argument: `SOCKET[,name=N][,weight=W][,min=MIB][,buffer=PCT]`.
@@ -96,64 +115,6 @@ impl std::str::FromStr for VmArg {
     }
 }
 
-/// A VM behind its control socket.
-pub struct RemoteVm {
-    api: Client,
-}
-
-/// The policy's report from a `GET /memory/guest` answer, with its age.
-pub fn report_from_api(v: &GuestMemory) -> Option<(Report, u64)> {
-    let l: &AgentReport = v.latest.as_ref()?;
-    let report = Report {
-        committed_mib: l.committed_as_kib >> 10,
-        visible_mib: l.mem_total_kib >> 10,
-        available_mib: l.mem_available_kib >> 10,
-        psi_some_avg10: l.psi.map(|p| p.some_avg10 as f32),
-        timestamp_ms: l.uptime_ms,
-        received_ms: 0,
-    };
-    Some((report, l.age_ms))
-}
-
-impl VmPort for RemoteVm {
-    fn latest(&mut self) -> Option<(Report, u64)> {
-        match self.api.get_guest_memory() {
-            Ok(v) => report_from_api(&v),
-            Err(e) => {
-                log::debug!("balance: {}: {e}", self.api.path().display());
-                None
-            }
-        }
-    }
-
-    fn apply(&mut self, action: &Action) -> Result<(), ApplyError> {
-        let (what, result) = match *action {
-            Action::Inflate { to_balloon_mib } | Action::Deflate { to_balloon_mib } => (
-                "set the balloon target",
-                self.api.put(
-                    memtide_api::paths::BALLOON,
-                    &BalloonTarget {
-                        target_mib: to_balloon_mib,
-                    },
-                ),
-            ),
-            Action::HotAdd { slots, slot_mib } => (
-                "hot-add memory",
-                self.api.put(
-                    memtide_api::paths::MEMORY,
-                    &HotAdd {
-                        size_mib: u64::from(slots) * slot_mib,
-                    },
-                ),
-            ),
-        };
-        result.map_err(|e| ApplyError::Failed {
-            what,
-            detail: e.to_string(),
-        })
-    }
-}
-
 /// What one VM's API says about its memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Probed {
@@ -173,7 +134,7 @@ fn probe(sock: &Path) -> Result<Probed, BalanceError> {
         sock: sock.to_path_buf(),
         source,
     };
-    let client = Client::new(sock);
+    let client = client(sock);
     if client.get_balancer().is_ok() {
         return Err(BalanceError::OwnBalancer(sock.to_path_buf()));
     }
@@ -240,6 +201,10 @@ pub struct BalanceOptions {
 /// Runs the balancer until the duration ends or every VM is gone; returns
 /// the recorded trace.
 pub fn run(opts: &BalanceOptions) -> Result<Trace, BalanceError> {
+    if let Some(sock) = &opts.api_sock {
+        // Refuse a path that cannot become the socket before asking any VM.
+        memtide_vmm::api::check_path(sock)?;
+    }
     let mut vms: Vec<(VmSettings, Box<dyn VmPort>)> = Vec::new();
     for (i, arg) in opts.vms.iter().enumerate() {
         let probed = probe(&arg.sock)?;
@@ -257,12 +222,13 @@ pub fn run(opts: &BalanceOptions) -> Result<Trace, BalanceError> {
                 .map(|m| format!(", slot {m} MiB"))
                 .unwrap_or_default()
         );
-        vms.push((
-            s,
-            Box::new(RemoteVm {
-                api: Client::new(&arg.sock),
-            }),
-        ));
+        let port = RemoteVm::start(client(&arg.sock), opts.interval).map_err(|source| {
+            BalanceError::Poller {
+                sock: arg.sock.clone(),
+                source,
+            }
+        })?;
+        vms.push((s, Box::new(port)));
     }
     let settings: Vec<VmSettings> = vms.iter().map(|(s, _)| s.clone()).collect();
     let policy = PolicyConfig::default();
@@ -318,6 +284,8 @@ fn write_trace(path: &Path, trace: &Trace) -> Result<(), BalanceError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::commands::remote_vm::report_from_api;
+    use memtide_api::GuestMemory;
 
     #[test]
     fn vm_arguments_parse_with_and_without_options() {

@@ -5,5 +5,6 @@ pub mod bench;
 pub mod ctl;
 pub mod demo;
 pub mod plot;
+pub mod remote_vm;
 pub mod run;
 pub mod top;

@@ -61,13 +61,25 @@ impl Response {
 pub enum HttpError {
     /// The connection failed.
     #[error("i/o: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
+    /// The peer did not finish in time.
+    #[error("timed out")]
+    TimedOut,
     /// Not a request this server understands.
     #[error("malformed request: {0}")]
     Malformed(&'static str),
     /// Body over [`MAX_BODY`].
     #[error("request body too large")]
     TooLarge,
+}
+
+impl From<std::io::Error> for HttpError {
+    fn from(e: std::io::Error) -> Self {
+        match e.kind() {
+            std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => Self::TimedOut,
+            _ => Self::Io(e),
+        }
+    }
 }
 
 fn read_line<R: BufRead>(r: &mut R) -> Result<String, HttpError> {
@@ -135,22 +147,24 @@ fn reason(status: u16) -> &'static str {
         400 => "Bad Request",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        408 => "Request Timeout",
         413 => "Payload Too Large",
         500 => "Internal Server Error",
+        503 => "Service Unavailable",
         _ => "Unknown",
     }
 }
 
 /// Writes `resp` to `stream` and closes the exchange.
 pub fn write_response<W: Write>(mut stream: W, resp: &Response) -> std::io::Result<()> {
-    write!(
-        stream,
+    let text = format!(
         "HTTP/1.1 {} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
         resp.status,
         reason(resp.status),
         resp.body.len(),
         resp.body
-    )?;
+    );
+    stream.write_all(text.as_bytes())?;
     stream.flush()
 }
 
@@ -230,6 +244,8 @@ mod tests {
             Err(HttpError::TooLarge)
         ));
         assert!(read_request(&b"PUT / HTTP/1.1\r\nContent-Length: 10\r\n\r\nshort"[..]).is_err());
+        let timeout = std::io::Error::new(std::io::ErrorKind::TimedOut, "late");
+        assert!(matches!(HttpError::from(timeout), HttpError::TimedOut));
         let q = read_request(&b"GET /balloon?x=1 HTTP/1.0\r\n\r\n"[..]).expect("query stripped");
         assert_eq!(q.path, "/balloon");
     }

@@ -1,22 +1,46 @@
 //! The control API: HTTP/JSON on a Unix socket, in the style of
-//! Firecracker's API (`PUT /balloon {"target_mib": 64}`), served by one
-//! thread, one request per connection.
+//! Firecracker's API (`PUT /balloon {"target_mib": 64}`), one request per
+//! connection.
+//!
+//! No client can hold up another: connections are served concurrently (at
+//! most [`ApiLimits::max_connections`], the rest answered 503), each with a
+//! deadline for its whole request (408 after it) and one for its whole
+//! answer; request lines, headers and bodies have size limits
+//! ([`http::MAX_BODY`]). The socket is mode 0600 and replaces only a stale
+//! socket at its path ([`listen`]).
 
 pub mod http;
+pub mod listen;
 pub mod routes;
+pub mod server;
 
-use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub use listen::check_path;
 pub use routes::ApiState;
+pub use server::ApiLimits;
 
 /// Errors from starting the API server.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    /// The socket path exists and is in use or cannot be replaced.
+    /// The socket could not be bound.
     #[error("cannot listen on {path}: {source}")]
     Bind {
+        /// The socket path.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Something other than a socket is at the path; it is left alone.
+    #[error("--api-sock {0}: exists and is not a socket; refusing to replace it")]
+    NotASocket(PathBuf),
+    /// A live socket is at the path: another process serves it.
+    #[error("--api-sock {0}: another process is listening on it (another memtide?)")]
+    InUse(PathBuf),
+    /// The socket's mode could not be set.
+    #[error("cannot make {path} private (mode 0600): {source}")]
+    Permissions {
         /// The socket path.
         path: PathBuf,
         /// The OS error.
@@ -31,42 +55,19 @@ pub enum ApiError {
 /// for the routes).
 pub use memtide_devices::bus::lock;
 
-/// Binds `path` (replacing a stale socket file) and serves requests on a
-/// thread named `api`.
+/// Binds `path` (replacing only a stale socket, mode 0600) and serves
+/// requests with the default [`ApiLimits`] on a thread named `api`.
 pub fn start(path: &Path, state: ApiState) -> Result<(), ApiError> {
-    if path.exists() {
-        // A socket left by a previous run; a live one would still accept.
-        if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            return Err(ApiError::Bind {
-                path: path.to_path_buf(),
-                source: std::io::Error::new(
-                    std::io::ErrorKind::AddrInUse,
-                    "another memtide is serving it",
-                ),
-            });
-        }
-        let _ = std::fs::remove_file(path);
-    }
-    let listener = UnixListener::bind(path).map_err(|source| ApiError::Bind {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    start_with(path, state, ApiLimits::default())
+}
+
+/// [`start`] with other limits.
+pub fn start_with(path: &Path, state: ApiState, limits: ApiLimits) -> Result<(), ApiError> {
+    let listener = listen::bind_private(path)?;
     let state = Arc::new(state);
     std::thread::Builder::new()
         .name("api".into())
-        .spawn(move || {
-            for conn in listener.incoming() {
-                let Ok(stream) = conn else { continue };
-                let response = match http::read_request(&stream) {
-                    Ok(req) => routes::handle(&state, &req),
-                    Err(http::HttpError::TooLarge) => http::Response::error(413, "body too large"),
-                    Err(e) => http::Response::error(400, &e.to_string()),
-                };
-                if let Err(e) = http::write_response(&stream, &response) {
-                    log::debug!("api: cannot answer: {e}");
-                }
-            }
-        })
+        .spawn(move || server::accept_loop(listener, state, limits))
         .map_err(ApiError::Thread)?;
     Ok(())
 }

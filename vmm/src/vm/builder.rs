@@ -38,6 +38,11 @@ impl<'a> VmmBuilder<'a> {
     /// threads, if configured.
     pub fn build(self) -> Result<Vmm, VmError> {
         let config = self.config;
+        // Before anything is created: a path that cannot become the API
+        // socket (a regular file, a live socket) ends the run untouched.
+        if let Some(sock) = &config.api_sock {
+            api::check_path(sock)?;
+        }
         let kvm = open_kvm()?;
         let vm = Arc::new(create_vm(&kvm)?);
         let (mem, next_kvm_slot) = build_memory(config, &vm)?;

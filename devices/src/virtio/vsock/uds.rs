@@ -6,7 +6,7 @@ use std::ffi::OsString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::FileTypeExt;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 
@@ -33,9 +33,12 @@ pub(super) fn check_path(uds: &Path) -> Result<(), VsockError> {
     Ok(())
 }
 
-/// Binds a non-blocking listener at `path`, first removing a stale socket
-/// file left by an earlier run (but nothing that is not a socket, and no
-/// socket another process still listens on).
+/// Mode of the listening socket: only this user may connect.
+pub(super) const SOCKET_MODE: u32 = 0o600;
+
+/// Binds a non-blocking listener at `path`, mode 0600, first removing a
+/// stale socket file left by an earlier run (but nothing that is not a
+/// socket, and no socket another process still listens on).
 pub(super) fn listen(path: &Path) -> Result<UnixListener, VsockError> {
     let err = |source| VsockError::Listen {
         path: path.to_path_buf(),
@@ -53,6 +56,7 @@ pub(super) fn listen(path: &Path) -> Result<UnixListener, VsockError> {
         Err(e) => return Err(err(e)),
     }
     let l = UnixListener::bind(path).map_err(err)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(SOCKET_MODE)).map_err(err)?;
     l.set_nonblocking(true).map_err(err)?;
     Ok(l)
 }
@@ -196,6 +200,8 @@ mod tests {
         drop(listen(&sock).expect("first bind"));
         assert!(sock.exists(), "the stale socket stays behind");
         let l = listen(&sock).expect("rebind over the stale socket");
+        let mode = std::fs::metadata(&sock).expect("meta").permissions().mode();
+        assert_eq!(mode & 0o777, SOCKET_MODE, "{mode:o}");
         assert!(
             matches!(listen(&sock), Err(VsockError::InUse(_))),
             "a live listener is not taken over"
@@ -211,6 +217,7 @@ mod tests {
         let file = dir.join("f");
         std::fs::write(&file, b"keep").expect("file");
         assert!(matches!(listen(&file), Err(VsockError::NotASocket(_))));
+        assert_eq!(std::fs::read(&file).expect("left alone"), b"keep");
         assert!(connect(&dir.join("nobody")).is_err());
         let _ = std::fs::remove_dir_all(&dir);
     }

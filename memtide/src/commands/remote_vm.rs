@@ -1,0 +1,139 @@
+//! A VM behind its control socket, for `memtide balance`.
+//!
+//! A poller thread per VM asks `GET /memory/guest` every interval, with the
+//! client's time limits, and keeps the latest answer; the balancer reads
+//! that copy and never waits on a socket. A VM whose API times out (a
+//! stopped or stuck memtide) shows why as its `last_error`, its actions
+//! fail at once, and the other VMs keep being balanced.
+
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
+
+use memtide_api::{AgentReport, BalloonTarget, Client, GuestMemory, HotAdd};
+use memtide_balancer::driver::{ApplyError, VmPort};
+use memtide_balancer::{Action, Report};
+
+/// The policy's report from a `GET /memory/guest` answer, with its age.
+pub fn report_from_api(v: &GuestMemory) -> Option<(Report, u64)> {
+    let l: &AgentReport = v.latest.as_ref()?;
+    let report = Report {
+        committed_mib: l.committed_as_kib >> 10,
+        visible_mib: l.mem_total_kib >> 10,
+        available_mib: l.mem_available_kib >> 10,
+        psi_some_avg10: l.psi.map(|p| p.some_avg10 as f32),
+        timestamp_ms: l.uptime_ms,
+        received_ms: 0,
+    };
+    Some((report, l.age_ms))
+}
+
+/// What the poller last saw.
+#[derive(Debug, Default)]
+struct Polled {
+    /// The latest report, its age when fetched, and when it was fetched.
+    latest: Option<(Report, u64, Instant)>,
+    /// Why the last poll failed.
+    fault: Option<String>,
+}
+
+fn lock(p: &Mutex<Polled>) -> MutexGuard<'_, Polled> {
+    p.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A VM reached through its control socket.
+pub struct RemoteVm {
+    api: Client,
+    polled: Arc<Mutex<Polled>>,
+}
+
+impl RemoteVm {
+    /// Starts polling `api` every `interval` on a thread that ends when
+    /// this value is dropped (after its current request).
+    pub fn start(api: Client, interval: Duration) -> std::io::Result<Self> {
+        let polled = Arc::new(Mutex::new(Polled::default()));
+        let weak = Arc::downgrade(&polled);
+        let poller = api.clone();
+        std::thread::Builder::new()
+            .name("balance-poll".into())
+            .spawn(move || poll(&poller, &weak, interval))?;
+        Ok(Self { api, polled })
+    }
+}
+
+/// Asks for the guest's memory until the [`RemoteVm`] is gone.
+fn poll(api: &Client, polled: &Weak<Mutex<Polled>>, interval: Duration) {
+    loop {
+        let answer = api.get_guest_memory();
+        let Some(polled) = polled.upgrade() else {
+            return;
+        };
+        {
+            let mut p = lock(&polled);
+            match answer {
+                Ok(v) => {
+                    p.latest = report_from_api(&v).map(|(r, age)| (r, age, Instant::now()));
+                    p.fault = None;
+                }
+                Err(e) => {
+                    log::debug!("balance: {}: {e}", api.path().display());
+                    p.latest = None;
+                    p.fault = Some(e.to_string());
+                }
+            }
+        }
+        drop(polled);
+        std::thread::sleep(interval);
+    }
+}
+
+impl VmPort for RemoteVm {
+    fn latest(&mut self) -> Option<(Report, u64)> {
+        let p = lock(&self.polled);
+        p.latest.map(|(r, age, at)| {
+            let since = u64::try_from(at.elapsed().as_millis()).unwrap_or(u64::MAX);
+            (r, age.saturating_add(since))
+        })
+    }
+
+    fn apply(&mut self, action: &Action) -> Result<(), ApplyError> {
+        let what = match action {
+            Action::Inflate { .. } | Action::Deflate { .. } => "set the balloon target",
+            Action::HotAdd { .. } => "hot-add memory",
+        };
+        if let Some(fault) = self.fault() {
+            // Do not wait out another timeout on a VM that is not answering.
+            return Err(ApplyError::Failed {
+                what,
+                detail: fault,
+            });
+        }
+        let result = match *action {
+            Action::Inflate { to_balloon_mib } | Action::Deflate { to_balloon_mib } => {
+                self.api.put(
+                    memtide_api::paths::BALLOON,
+                    &BalloonTarget {
+                        target_mib: to_balloon_mib,
+                    },
+                )
+            }
+            Action::HotAdd { slots, slot_mib } => self.api.put(
+                memtide_api::paths::MEMORY,
+                &HotAdd {
+                    size_mib: u64::from(slots) * slot_mib,
+                },
+            ),
+        };
+        result.map_err(|e| ApplyError::Failed {
+            what,
+            detail: e.to_string(),
+        })
+    }
+
+    fn fault(&self) -> Option<String> {
+        lock(&self.polled).fault.clone()
+    }
+}
+
+#[cfg(test)]
+#[path = "remote_vm_tests.rs"]
+mod tests;
