@@ -271,4 +271,68 @@ mod tests {
             DiscardOutcome::default()
         );
     }
+
+    /// Ballooned pages of `m` still resident on the host, after asking the
+    /// kernel to collapse the mapping into huge pages as khugepaged would
+    /// (`MADV_COLLAPSE`). `None` if this host cannot collapse at all.
+    fn resident_after_collapse(m: &GuestMemoryMmap<()>, pfns: &[u64]) -> Option<usize> {
+        const MADV_COLLAPSE: libc::c_int = 25;
+        let host = m.get_host_address(GuestAddress(0)).expect("host address");
+        let len = 8usize << 20;
+        // SAFETY: `host..host+len` is `m`'s one mapping; MADV_COLLAPSE only
+        // changes how it is backed, and mincore only reads residency into
+        // `vec`, which has one byte per page.
+        let mut vec = vec![0u8; len / 4096];
+        let collapsed = unsafe { libc::madvise(host.cast(), len, MADV_COLLAPSE) } == 0;
+        let rc = unsafe { libc::mincore(host.cast(), len, vec.as_mut_ptr()) };
+        assert_eq!(rc, 0);
+        let resident = pfns.iter().filter(|&&p| vec[p as usize] & 1 != 0).count();
+        (collapsed || resident < pfns.len()).then_some(resident)
+    }
+
+    #[test]
+    fn scattered_balloon_pages_are_not_refilled_by_huge_page_collapse() {
+        let fresh = || {
+            let m = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 8 << 20)]).expect("mem");
+            let host = m.get_host_address(GuestAddress(0)).expect("host");
+            // SAFETY: the range is `m`'s own mapping; the advice only
+            // changes how it is backed.
+            unsafe { libc::madvise(host.cast(), 8 << 20, libc::MADV_HUGEPAGE) };
+            for pfn in 0..2048u64 {
+                m.write_obj(1u8, GuestAddress(pfn * PAGE_SIZE))
+                    .expect("write");
+            }
+            m
+        };
+        // Every 4th page: every block is partly ballooned.
+        let pfns: Vec<u64> = (0..2048).step_by(4).collect();
+        let ranges: Vec<PfnRange> = pfns
+            .iter()
+            .map(|&start_pfn| PfnRange {
+                start_pfn,
+                pages: 1,
+            })
+            .collect();
+        // The untracked path: a collapse refills the holes.
+        let old = fresh();
+        discard(&old, &ranges, DiscardMode::Ranges);
+        let Some(refilled) = resident_after_collapse(&old, &pfns) else {
+            eprintln!("skipped: no MADV_COLLAPSE / THP on this host");
+            return;
+        };
+        // The tracked path: partly ballooned blocks are not collapsed.
+        let new = fresh();
+        let mut t = crate::virtio::balloon::thp::BlockTracker::new();
+        let mut plan = Plan::default();
+        for r in &ranges {
+            for p in host_pieces(&new, *r) {
+                t.inflate(p.run, p.mapping, &mut plan).expect("inflate");
+            }
+        }
+        let out = apply(&new, &plan, DiscardMode::Ranges);
+        assert_eq!((out.errors, out.advice_errors), (0, 0));
+        let kept_out = resident_after_collapse(&new, &pfns).unwrap_or(0);
+        eprintln!("ballooned pages resident after collapse: untracked {refilled}, tracked {kept_out} of {}", pfns.len());
+        assert_eq!(kept_out, 0, "tracked ballooned pages came back");
+    }
 }
