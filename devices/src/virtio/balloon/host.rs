@@ -279,11 +279,12 @@ mod tests {
         const MADV_COLLAPSE: libc::c_int = 25;
         let host = m.get_host_address(GuestAddress(0)).expect("host address");
         let len = 8usize << 20;
-        // SAFETY: `host..host+len` is `m`'s one mapping; MADV_COLLAPSE only
-        // changes how it is backed, and mincore only reads residency into
-        // `vec`, which has one byte per page.
         let mut vec = vec![0u8; len / 4096];
+        // SAFETY: `host..host+len` is `m`'s one mapping; MADV_COLLAPSE only
+        // changes how it is backed.
         let collapsed = unsafe { libc::madvise(host.cast(), len, MADV_COLLAPSE) } == 0;
+        // SAFETY: same mapping; mincore only writes residency into `vec`,
+        // which has one byte per page of it.
         let rc = unsafe { libc::mincore(host.cast(), len, vec.as_mut_ptr()) };
         assert_eq!(rc, 0);
         let resident = pfns.iter().filter(|&&p| vec[p as usize] & 1 != 0).count();
