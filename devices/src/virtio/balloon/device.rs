@@ -8,8 +8,9 @@ use virtio_queue::{DescriptorChain, Queue, QueueT};
 use vm_memory::{Bytes, GuestAddress, GuestAddressSpace, GuestMemoryBackend, GuestMemoryMmap};
 use vmm_sys_util::eventfd::EventFd;
 
-use super::host::{discard, DiscardMode};
+use super::host::{apply, host_pieces, untracked_plan, DiscardMode, DiscardOutcome};
 use super::pfn::{compact, Compacted, PfnRange};
+use super::thp::{BlockTracker, Plan};
 use super::{
     stats, BalloonShared, F_DEFLATE_ON_OOM, F_REPORTING, F_STATS_VQ, PAGE_SIZE, QUEUE_SIZE,
 };
@@ -93,6 +94,8 @@ pub struct Balloon {
     /// The stats buffer the guest gave us and we hold until the next poll.
     pub(super) stats_head: Option<u16>,
     pub(super) started: Instant,
+    /// Which host pages are ballooned, per 2 MiB block.
+    pub(super) blocks: BlockTracker,
 }
 
 impl Balloon {
@@ -116,6 +119,7 @@ impl Balloon {
             interrupt: None,
             stats_head: None,
             started: Instant::now(),
+            blocks: BlockTracker::new(),
         })
     }
 
@@ -224,31 +228,70 @@ impl Balloon {
 
     fn inflate(&mut self, m: &GuestMemoryMmap<()>, chain: DescriptorChain<&GuestMemoryMmap<()>>) {
         let c = self.pfn_ranges(m, chain);
-        let k = &self.shared.counters;
-        k.inflate_requests.fetch_add(1, Ordering::Relaxed);
-        let t = Instant::now();
-        let out = discard(m, &c.ranges, self.mode);
-        k.discard_ns
-            .fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
-        k.discard_calls.fetch_add(out.calls, Ordering::Relaxed);
-        k.discard_errors.fetch_add(out.errors, Ordering::Relaxed);
         self.shared
-            .inflated_pages
-            .fetch_add(out.pages, Ordering::SeqCst);
+            .counters
+            .inflate_requests
+            .fetch_add(1, Ordering::Relaxed);
+        self.track(m, &c.ranges, true);
     }
 
     fn deflate(&mut self, m: &GuestMemoryMmap<()>, chain: DescriptorChain<&GuestMemoryMmap<()>>) {
-        let pages = self.pfn_ranges(m, chain).pages();
+        let c = self.pfn_ranges(m, chain);
         self.shared
             .counters
             .deflate_requests
             .fetch_add(1, Ordering::Relaxed);
-        let _ = self
-            .shared
+        self.track(m, &c.ranges, false);
+    }
+
+    /// Records inflated (or deflated) `ranges` in the block tracker and
+    /// makes the host calls that follow.
+    fn track(&mut self, m: &GuestMemoryMmap<()>, ranges: &[PfnRange], inflate: bool) {
+        let mut plan = Plan::default();
+        for range in ranges {
+            for piece in host_pieces(m, *range) {
+                let r = if inflate {
+                    self.blocks.inflate(piece.run, piece.mapping, &mut plan)
+                } else {
+                    self.blocks.deflate(piece.run, piece.mapping, &mut plan)
+                };
+                if let Err(e) = r {
+                    memtide_log_limit::warn_limited!("balloon: {e}");
+                }
+            }
+        }
+        self.run_plan(m, &plan);
+        self.shared
             .inflated_pages
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| {
-                Some(v.saturating_sub(pages))
-            });
+            .store(self.blocks.pages(), Ordering::SeqCst);
+        self.shared
+            .counters
+            .partial_blocks
+            .store(self.blocks.partial_blocks(), Ordering::Relaxed);
+    }
+
+    /// Makes the calls of `plan` and counts them.
+    fn run_plan(&self, m: &GuestMemoryMmap<()>, plan: &Plan) -> DiscardOutcome {
+        let k = &self.shared.counters;
+        let t = Instant::now();
+        let out = apply(m, plan, self.mode);
+        k.discard_ns
+            .fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        k.discard_calls.fetch_add(out.calls, Ordering::Relaxed);
+        k.discard_errors.fetch_add(out.errors, Ordering::Relaxed);
+        k.hugepage_advice_calls
+            .fetch_add(out.advice_calls, Ordering::Relaxed);
+        k.hugepage_advice_errors
+            .fetch_add(out.advice_errors, Ordering::Relaxed);
+        k.whole_block_discards
+            .fetch_add(plan.whole_blocks, Ordering::Relaxed);
+        if out.advice_errors > 0 {
+            memtide_log_limit::warn_limited!(
+                "balloon: {} huge-page advice calls failed (vm.max_map_count?)",
+                out.advice_errors
+            );
+        }
+        out
     }
 
     fn stats_arrived(
@@ -294,11 +337,11 @@ impl Balloon {
                 pages: len / PAGE_SIZE,
             });
         }
-        let out = discard(m, &ranges, self.mode);
-        let k = &self.shared.counters;
-        k.discard_calls.fetch_add(out.calls, Ordering::Relaxed);
-        k.discard_errors.fetch_add(out.errors, Ordering::Relaxed);
-        k.reported_pages.fetch_add(out.pages, Ordering::Relaxed);
+        let out = self.run_plan(m, &untracked_plan(m, &ranges));
+        self.shared
+            .counters
+            .reported_pages
+            .fetch_add(out.pages, Ordering::Relaxed);
     }
 
     fn add_used(&mut self, slot: usize, head: u16) {
@@ -392,6 +435,17 @@ impl VirtioDevice for Balloon {
     }
 
     fn reset(&mut self) {
+        // The driver forgets its balloon on reset: so does the host, and
+        // partly ballooned blocks may be huge again.
+        let plan = self.blocks.reset();
+        if let Some(mem) = self.mem.clone() {
+            self.run_plan(&mem.memory(), &plan);
+        }
+        self.shared.inflated_pages.store(0, Ordering::SeqCst);
+        self.shared
+            .counters
+            .partial_blocks
+            .store(0, Ordering::Relaxed);
         self.queues.clear();
         self.stats_head = None;
         self.shared.activated.store(false, Ordering::SeqCst);

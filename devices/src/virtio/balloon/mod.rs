@@ -3,9 +3,12 @@
 //! Inflate: the guest driver takes pages from its allocator and sends their
 //! PFNs; memtide validates them against guest RAM, merges them into ranges
 //! ([`pfn`]) and discards each range with one `madvise(MADV_DONTNEED)`
-//! ([`host`]). Deflate: the guest takes pages back; bookkeeping only (the
-//! next guest touch faults in a zero page). Free page reporting: the guest
-//! reports free 2 MiB blocks, discarded the same way. Statistics: the guest
+//! ([`host`]). Guest RAM is backed by transparent huge pages, so ballooned
+//! pages are also counted per 2 MiB host block ([`thp`]): a fully ballooned
+//! block is discarded whole, a partly ballooned one is kept from
+//! khugepaged (which would refill it). Deflate: bookkeeping and huge-page
+//! advice only (the next guest touch faults in a zero page). Free page
+//! reporting: the guest reports free 2 MiB blocks, discarded the same way. Statistics: the guest
 //! refills a buffer whenever memtide returns it (every stats interval).
 
 mod device;
@@ -14,6 +17,7 @@ pub use event_handler::BalloonHandler;
 pub mod host;
 pub mod pfn;
 pub mod stats;
+pub mod thp;
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -55,6 +59,15 @@ pub struct BalloonCounters {
     pub discard_ns: AtomicU64,
     /// Pages discarded through free page reporting.
     pub reported_pages: AtomicU64,
+    /// 2 MiB host blocks discarded whole (fully ballooned, or reported).
+    pub whole_block_discards: AtomicU64,
+    /// 2 MiB host blocks partly ballooned now, each advised
+    /// `MADV_NOHUGEPAGE` so that khugepaged does not refill it.
+    pub partial_blocks: AtomicU64,
+    /// `MADV_HUGEPAGE`/`MADV_NOHUGEPAGE` calls made for ballooned blocks.
+    pub hugepage_advice_calls: AtomicU64,
+    /// Those that failed (e.g. past `vm.max_map_count`).
+    pub hugepage_advice_errors: AtomicU64,
 }
 
 /// State shared between the device, the control API and benchmarks.
