@@ -12,6 +12,11 @@
 //! (`memtide_test_support::scripted_agent`, the agent's wire format written into each
 //! VM's report socket), where exact demand makes every step certain.
 
+#![allow(
+    clippy::tests_outside_test_module,
+    reason = "integration tests live at the top level of their own test binary"
+)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

@@ -6,6 +6,11 @@
 //! is driven by the guest kernel's driver) and have their RAM prefaulted, so
 //! host residency starts at the full guest size.
 
+#![allow(
+    clippy::tests_outside_test_module,
+    reason = "integration tests live at the top level of their own test binary"
+)]
+
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -42,7 +47,7 @@ fn inflate_returns_memory_to_the_host_and_deflate_returns_it_to_the_guest() {
     let total = g.get("stats")["guest"]["total_memory"]
         .as_f64()
         .expect("total")
-        / (1 << 20) as f64;
+        / f64::from(1 << 20);
     assert!(
         (200.0..=256.0).contains(&total),
         "guest reports {total} MiB total"

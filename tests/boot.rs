@@ -1,5 +1,10 @@
 //! Boots the real guest kernel and initramfs on /dev/kvm.
 
+#![allow(
+    clippy::tests_outside_test_module,
+    reason = "integration tests live at the top level of their own test binary"
+)]
+
 use memtide_test_support::{
     boot_lock, guest_images, kernel_memory_line_kib, require_kvm, run_memtide, BOOT_DEADLINE,
     KERNEL_RUNS_INIT,

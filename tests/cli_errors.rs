@@ -1,5 +1,10 @@
 //! Bad input gets a clear message and a non-zero exit, never a panic.
 
+#![allow(
+    clippy::tests_outside_test_module,
+    reason = "integration tests live at the top level of their own test binary"
+)]
+
 use std::time::Duration;
 
 use memtide_test_support::{guest_images, require_kvm, run_memtide};

@@ -4,6 +4,11 @@
 //! The demand is real: memtide-agent reports from each guest while
 //! memtide-hog commits memory in phases there.
 
+#![allow(
+    clippy::tests_outside_test_module,
+    reason = "integration tests live at the top level of their own test binary"
+)]
+
 use std::time::Duration;
 
 use memtide_balancer::invariants::{check_no_hot_remove, check_safety};

@@ -10,6 +10,11 @@
 //! (the F2-prefixed 0F 38 F1 opcode), so `KVM_RUN` ends with an emulation
 //! failure.
 
+#![allow(
+    clippy::tests_outside_test_module,
+    reason = "integration tests live at the top level of their own test binary"
+)]
+
 use std::time::Duration;
 
 use memtide_test_support::{require_kvm, run_memtide};
@@ -64,8 +69,9 @@ fn the_test_elf_is_well_formed() {
     assert_eq!(elf.len() as u64, HEADERS + code().len() as u64);
     let entry = u64::from_le_bytes(elf[24..32].try_into().expect("8 bytes"));
     assert_eq!(entry, LOAD + HEADERS);
+    let headers = usize::try_from(HEADERS).expect("header size");
     assert_eq!(
-        &elf[HEADERS as usize + 10..HEADERS as usize + 15],
+        &elf[headers + 10..headers + 15],
         [0xf2, 0x0f, 0x38, 0xf1, 0x03]
     );
 }

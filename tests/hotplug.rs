@@ -5,6 +5,11 @@
 //! The guests run `memtide-idle` (no user space needed): the guest's memory
 //! size is read from its balloon statistics, which the kernel fills in.
 
+#![allow(
+    clippy::tests_outside_test_module,
+    reason = "integration tests live at the top level of their own test binary"
+)]
+
 use std::time::{Duration, Instant};
 
 use memtide_test_support::{boot_lock, require_kvm, Boots, Guest};

@@ -8,6 +8,11 @@
 //!   matches the guest, Committed_AS rises while a guest process commits
 //!   memory, and a host client reaches the agent's listener (host -> guest).
 
+#![allow(
+    clippy::tests_outside_test_module,
+    reason = "integration tests live at the top level of their own test binary"
+)]
+
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};

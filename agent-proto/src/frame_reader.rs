@@ -108,7 +108,10 @@ mod tests {
 
     /// A frame of `version` with a payload of `body_len` bytes after it.
     fn foreign_frame(version: u16, body_len: usize) -> Vec<u8> {
-        let mut f = ((body_len + 2) as u32).to_le_bytes().to_vec();
+        let mut f = u32::try_from(body_len + 2)
+            .expect("test frame fits a u32 length")
+            .to_le_bytes()
+            .to_vec();
         f.extend_from_slice(&version.to_le_bytes());
         f.extend(std::iter::repeat_n(0xee, body_len));
         f
@@ -205,7 +208,11 @@ mod tests {
     #[test]
     fn oversized_frame_fails_the_reader_once() {
         let mut bytes = encode(&report(0, false));
-        bytes.extend(((MAX_FRAME_LEN + 1) as u32).to_le_bytes());
+        bytes.extend(
+            u32::try_from(MAX_FRAME_LEN + 1)
+                .expect("limit fits a u32")
+                .to_le_bytes(),
+        );
         bytes.extend(encode(&report(1, false)));
         let mut r = FrameReader::new();
         r.push(&bytes);
@@ -223,7 +230,10 @@ mod tests {
 
     #[test]
     fn largest_allowed_frame_is_read() {
-        let mut frame = (MAX_FRAME_LEN as u32).to_le_bytes().to_vec();
+        let mut frame = u32::try_from(MAX_FRAME_LEN)
+            .expect("limit fits a u32")
+            .to_le_bytes()
+            .to_vec();
         frame.extend_from_slice(&encode(&report(0, false))[FRAME_HEADER_LEN..]);
         frame.resize(FRAME_HEADER_LEN + MAX_FRAME_LEN, 0);
         let mut r = FrameReader::new();

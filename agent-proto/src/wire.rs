@@ -80,8 +80,12 @@ pub fn encode(report: &GuestReport) -> Vec<u8> {
         PAYLOAD_LEN
     };
     let mut out = Vec::with_capacity(FRAME_HEADER_LEN + len);
-    // The payload is at most 99 bytes, so the length always fits a u32.
-    out.extend_from_slice(&(len as u32).to_le_bytes());
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "the payload is at most 99 bytes, so the length always fits a u32"
+    )]
+    let len_prefix = len as u32;
+    out.extend_from_slice(&len_prefix.to_le_bytes());
     out.extend_from_slice(&VERSION.to_le_bytes());
     for v in [
         report.seq,

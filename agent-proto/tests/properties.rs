@@ -2,6 +2,11 @@
 //! the frame reader however the stream is cut; arbitrary bytes never make
 //! the reader panic.
 
+#![allow(
+    clippy::tests_outside_test_module,
+    reason = "integration tests live at the top level of their own test binary"
+)]
+
 use memtide_agent_proto::{
     decode_payload, encode, DecodeError, FrameReader, GuestReport, MemoryPressure, MAX_FRAME_LEN,
 };
@@ -102,7 +107,7 @@ proptest! {
         // good one is always found.
         let mut bytes = Vec::new();
         for j in &junk {
-            bytes.extend((j.len() as u32).to_le_bytes());
+            bytes.extend(u32::try_from(j.len()).expect("junk fits a u32 length").to_le_bytes());
             bytes.extend(j);
         }
         bytes.extend(encode(&r));

@@ -13,6 +13,13 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+/// `AF_UNIX` as the address family field's type.
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "AF_UNIX is 1, which fits sa_family_t"
+)]
+const AF_UNIX_FAMILY: libc::sa_family_t = libc::AF_UNIX as libc::sa_family_t;
+
 /// The time left until `until`, seen at `now`; `None` once it has passed
 /// (a zero timeout would mean "no timeout" to the socket calls).
 pub fn remaining(until: Instant, now: Instant) -> Option<Duration> {
@@ -78,7 +85,7 @@ impl Write for Deadline<'_> {
 pub fn connect(path: &Path, limit: Duration) -> io::Result<UnixStream> {
     let bytes = path.as_os_str().as_bytes();
     let mut addr = libc::sockaddr_un {
-        sun_family: libc::AF_UNIX as libc::sa_family_t,
+        sun_family: AF_UNIX_FAMILY,
         sun_path: [0; 108],
     };
     if bytes.is_empty() || bytes.len() >= addr.sun_path.len() || bytes.contains(&0) {
@@ -88,9 +95,11 @@ pub fn connect(path: &Path, limit: Duration) -> io::Result<UnixStream> {
         ));
     }
     for (d, s) in addr.sun_path.iter_mut().zip(bytes) {
-        *d = *s as libc::c_char;
+        *d = libc::c_char::from_ne_bytes([*s]);
     }
     let len = std::mem::offset_of!(libc::sockaddr_un, sun_path) + bytes.len() + 1;
+    let len = libc::socklen_t::try_from(len)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "socket address too long"))?;
     // SAFETY: socket(2) takes no pointers; the result is checked below.
     let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
@@ -108,7 +117,7 @@ pub fn connect(path: &Path, limit: Duration) -> io::Result<UnixStream> {
         libc::connect(
             stream.as_raw_fd(),
             std::ptr::from_ref(&addr).cast::<libc::sockaddr>(),
-            len as libc::socklen_t,
+            len,
         )
     };
     if rc < 0 {

@@ -109,6 +109,20 @@ pub struct Driver {
     epoch: Instant,
 }
 
+impl std::fmt::Debug for Driver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The ports are trait objects without `Debug`; their count is enough.
+        f.debug_struct("Driver")
+            .field("balancer", &self.balancer)
+            .field("ports", &self.ports.len())
+            .field("budget_mib", &self.budget_mib)
+            .field("status", &self.status)
+            .field("last_seen", &self.last_seen)
+            .field("epoch", &self.epoch)
+            .finish()
+    }
+}
+
 impl Driver {
     /// A driver for `vms` (settings and port, in VM order) under
     /// `budget_mib`.

@@ -68,6 +68,7 @@ impl Default for PolicyConfig {
     }
 }
 
+#[derive(Debug)]
 struct Vm {
     settings: VmSettings,
     state: VmState,
@@ -76,6 +77,7 @@ struct Vm {
 }
 
 /// The balancer over a fixed set of VMs.
+#[derive(Debug)]
 pub struct Balancer {
     cfg: PolicyConfig,
     vms: Vec<Vm>,

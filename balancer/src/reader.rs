@@ -336,6 +336,10 @@ fn same_user(stream: &UnixStream) -> Result<(), String> {
         uid: 0,
         gid: 0,
     };
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "a ucred is 12 bytes, which fits socklen_t"
+    )]
     let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
     // SAFETY: SO_PEERCRED writes at most `len` bytes into `cred`, a live
     // `ucred` on this stack frame, and updates `len`; the fd is owned by

@@ -54,6 +54,16 @@ pub enum Curve {
     },
 }
 
+/// `x` rounded to whole MiB.
+#[allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "a float-to-int `as` saturates (negative and NaN to 0), the clamp a demand curve wants"
+)]
+fn round_mib(x: f64) -> u64 {
+    x.round() as u64
+}
+
 impl Curve {
     /// When the curve stops changing, if it does (ms).
     pub fn settles_at_ms(&self) -> Option<u64> {
@@ -78,7 +88,7 @@ impl Curve {
             } => {
                 let phase = (t_ms % period_ms.max(1)) as f64 / period_ms.max(1) as f64;
                 let swing = amplitude.min(base) as f64 * (phase * std::f64::consts::TAU).sin();
-                (base as f64 + swing).round() as u64
+                round_mib(base as f64 + swing)
             }
             Curve::Step {
                 at_ms,
@@ -93,7 +103,7 @@ impl Curve {
             }
             Curve::Ramp { from, to, over_ms } => {
                 let f = t_ms.min(over_ms) as f64 / over_ms.max(1) as f64;
-                (from as f64 + (to as f64 - from as f64) * f).round() as u64
+                round_mib(from as f64 + (to as f64 - from as f64) * f)
             }
             Curve::Noisy { base, pct, seed } => {
                 let mut x = seed ^ t_ms.wrapping_mul(0x9e37_79b9_7f4a_7c15);

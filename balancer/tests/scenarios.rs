@@ -1,6 +1,11 @@
 //! Scenario tests: synthetic demand through the simulator, checked against
 //! every invariant.
 
+#![allow(
+    clippy::tests_outside_test_module,
+    reason = "integration tests live at the top level of their own test binary"
+)]
+
 use memtide_balancer::invariants::{
     check_demand_met, check_no_hot_remove, check_no_oscillation, check_safety, check_weight_order,
 };

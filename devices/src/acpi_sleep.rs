@@ -13,6 +13,7 @@ pub const SLP_EN: u8 = 1 << 5;
 pub const SLP_TYP_SHIFT: u8 = 2;
 
 /// Sleep control (offset 0) and status (offset 1) registers.
+#[derive(Debug)]
 pub struct AcpiSleep {
     off_evt: EventFd,
     s5_type: u8,

@@ -50,6 +50,15 @@ pub struct Bus {
     entries: Vec<Entry>,
 }
 
+impl std::fmt::Debug for Bus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The devices are trait objects without `Debug`; their ranges are enough.
+        f.debug_list()
+            .entries(self.entries.iter().map(|e| e.base..e.base + e.len))
+            .finish()
+    }
+}
+
 impl Bus {
     /// Creates an empty bus.
     pub fn new() -> Self {
@@ -124,7 +133,7 @@ mod tests {
 
     impl BusDevice for Recorder {
         fn read(&mut self, offset: u64, data: &mut [u8]) {
-            data.fill(offset as u8);
+            data.fill(offset.to_le_bytes()[0]);
         }
         fn write(&mut self, offset: u64, data: &[u8]) {
             self.writes.push((offset, data.to_vec()));

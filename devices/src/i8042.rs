@@ -14,6 +14,7 @@ pub const COMMAND_OFFSET: u64 = 4;
 pub const CMD_RESET_CPU: u8 = 0xfe;
 
 /// The i8042 controller: ports 0x60 (data) and 0x64 (status/command).
+#[derive(Debug)]
 pub struct I8042 {
     reset_evt: EventFd,
 }

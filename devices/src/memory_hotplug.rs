@@ -63,6 +63,7 @@ pub struct Slot {
 pub type SharedSlots = Arc<Mutex<Vec<Slot>>>;
 
 /// The controller device.
+#[derive(Debug)]
 pub struct MemoryHotplugController {
     slots: SharedSlots,
     select: u32,
@@ -98,9 +99,9 @@ impl MemoryHotplugController {
                 }
                 status
             }
-            0x08 => s.base as u32,
+            0x08 => (s.base & 0xffff_ffff) as u32,
             0x0c => (s.base >> 32) as u32,
-            0x10 => s.size as u32,
+            0x10 => (s.size & 0xffff_ffff) as u32,
             0x14 => (s.size >> 32) as u32,
             _ => 0,
         }

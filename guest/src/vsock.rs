@@ -49,7 +49,7 @@ pub enum VsockError {
 /// A `sockaddr_vm` for (cid, port).
 fn address(cid: u32, port: u32) -> libc::sockaddr_vm {
     libc::sockaddr_vm {
-        svm_family: libc::AF_VSOCK as libc::sa_family_t,
+        svm_family: AF_VSOCK_FAMILY,
         svm_reserved1: 0,
         svm_port: port,
         svm_cid: cid,
@@ -57,8 +57,26 @@ fn address(cid: u32, port: u32) -> libc::sockaddr_vm {
     }
 }
 
+/// `AF_VSOCK` as the address family field's type.
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "AF_VSOCK is 40, which fits sa_family_t"
+)]
+const AF_VSOCK_FAMILY: libc::sa_family_t = libc::AF_VSOCK as libc::sa_family_t;
+
 /// Size of `sockaddr_vm` for the socket calls (16 bytes).
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "a sockaddr_vm is 16 bytes, which fits socklen_t"
+)]
 const ADDRESS_LEN: libc::socklen_t = std::mem::size_of::<libc::sockaddr_vm>() as libc::socklen_t;
+
+/// Size of `timeval` for `setsockopt` (16 bytes).
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "a timeval is 16 bytes, which fits socklen_t"
+)]
+const TIMEVAL_LEN: libc::socklen_t = std::mem::size_of::<libc::timeval>() as libc::socklen_t;
 
 /// A new close-on-exec `AF_VSOCK` stream socket.
 fn socket() -> Result<OwnedFd, VsockError> {
@@ -213,7 +231,7 @@ fn set_send_timeout(fd: BorrowedFd<'_>, timeout: Duration) -> Result<(), VsockEr
             libc::SOL_SOCKET,
             libc::SO_SNDTIMEO,
             (&raw const tv).cast(),
-            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            TIMEVAL_LEN,
         )
     };
     if rc != 0 {

@@ -500,6 +500,7 @@ pub enum GuestError {
 /// with [`Guest::start`] and [`Guest::boot`] and panic on failure) and of
 /// the benchmarks and the demo (which spawn their own command and use
 /// [`Guest::from_child`], [`Guest::api`] and [`Guest::wait_until`]).
+#[derive(Debug)]
 pub struct Guest {
     child: Child,
     /// Its API socket.
@@ -664,7 +665,8 @@ impl Guest {
             let s = self.get("stats");
             let updated = s["guest"]["updated_ms"].as_u64().unwrap_or(0);
             if updated > first {
-                return s["guest"]["free_memory"].as_f64().expect("free_memory") / (1 << 20) as f64;
+                return s["guest"]["free_memory"].as_f64().expect("free_memory")
+                    / f64::from(1 << 20);
             }
             assert!(
                 start.elapsed() < deadline,

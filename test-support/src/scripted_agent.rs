@@ -47,6 +47,7 @@ pub fn guest_memory(api: &Path) -> Result<(u64, u64), ClientError> {
 }
 
 /// A background report source for one VM; stops when dropped.
+#[derive(Debug)]
 pub struct ScriptedAgent {
     committed: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,

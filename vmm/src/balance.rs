@@ -26,6 +26,7 @@ pub enum BalanceError {
 }
 
 /// A VM in this process.
+#[derive(Debug)]
 pub struct LocalVm {
     /// The agent's reports.
     pub reports: Arc<AgentReports>,

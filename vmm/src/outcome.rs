@@ -32,6 +32,7 @@ pub enum VmOutcome {
 }
 
 /// The first outcome reported wins; later ones are logged and dropped.
+#[derive(Debug)]
 pub struct ExitSignal {
     evt: EventFd,
     outcome: Mutex<Option<VmOutcome>>,

@@ -54,7 +54,8 @@ mod tests {
         b[5] = DATA_LSB;
         b[0x20..0x28].copy_from_slice(&64u64.to_le_bytes());
         b[0x36..0x38].copy_from_slice(&56u16.to_le_bytes());
-        b[0x38..0x3a].copy_from_slice(&(types.len() as u16).to_le_bytes());
+        b[0x38..0x3a]
+            .copy_from_slice(&u16::try_from(types.len()).expect("few types").to_le_bytes());
         for t in types {
             let mut ph = vec![0u8; 56];
             ph[..4].copy_from_slice(&t.to_le_bytes());

@@ -59,6 +59,16 @@ pub struct ConsoleOutput {
     watch: std::sync::Arc<GuestWatch>,
 }
 
+impl std::fmt::Debug for ConsoleOutput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The sink is a trait object without `Debug`.
+        f.debug_struct("ConsoleOutput")
+            .field("line", &String::from_utf8_lossy(&self.line))
+            .field("watch", &self.watch)
+            .finish_non_exhaustive()
+    }
+}
+
 impl ConsoleOutput {
     /// Creates an output that writes to `sink` and reports into `watch`.
     pub fn new(sink: Box<dyn Write + Send>, watch: std::sync::Arc<GuestWatch>) -> Self {

@@ -27,6 +27,7 @@ pub const COM1_PORT_COUNT: u16 = 8;
 pub const COM1_IRQ: u32 = 4;
 
 /// An interrupt line backed by an eventfd (registered as a KVM irqfd).
+#[derive(Debug)]
 pub struct IrqTrigger(EventFd);
 
 impl IrqTrigger {
@@ -45,6 +46,7 @@ impl Trigger for IrqTrigger {
 }
 
 /// COM1 as seen on the port-I/O bus.
+#[derive(Debug)]
 pub struct SerialConsole {
     uart: Serial<IrqTrigger, vm_superio::serial::NoEvents, ConsoleOutput>,
 }

@@ -11,6 +11,7 @@ use super::SerialConsole;
 use crate::bus::lock;
 
 /// Reads host stdin when it is readable and queues the bytes for the guest.
+#[derive(Debug)]
 pub struct StdinInput {
     console: Arc<Mutex<SerialConsole>>,
     stdin: std::io::Stdin,

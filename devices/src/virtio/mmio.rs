@@ -64,6 +64,20 @@ pub enum MmioError {
     EventFd(std::io::Error),
 }
 
+impl std::fmt::Debug for MmioTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The device is a trait object without `Debug`.
+        f.debug_struct("MmioTransport")
+            .field("queues", &self.queues)
+            .field("acked_features", &self.acked_features)
+            .field("queue_select", &self.queue_select)
+            .field("status", &self.status)
+            .field("config_generation", &self.config_generation)
+            .field("activated", &self.activated)
+            .finish_non_exhaustive()
+    }
+}
+
 impl MmioTransport {
     /// Wraps `device`; `interrupt` is its line to the guest.
     pub fn new(
@@ -203,7 +217,7 @@ impl MmioTransport {
             0x10 => {
                 let f = lock(&self.device).avail_features();
                 match self.device_features_sel {
-                    0 => f as u32,
+                    0 => (f & 0xffff_ffff) as u32,
                     1 => (f >> 32) as u32,
                     _ => 0,
                 }
@@ -250,7 +264,9 @@ impl MmioTransport {
                     return;
                 };
                 match offset {
-                    0x38 => q.set_size(v as u16),
+                    // Saturated, not truncated: an oversized value must not
+                    // wrap to a valid size; the queue refuses u16::MAX.
+                    0x38 => q.set_size(u16::try_from(v).unwrap_or(u16::MAX)),
                     0x44 => q.set_ready(v == 1),
                     0x80 => q.set_desc_table_address(Some(v), None),
                     0x84 => q.set_desc_table_address(None, Some(v)),
@@ -327,11 +343,11 @@ mod tests {
             (1 << VIRTIO_F_VERSION_1) | 0b11
         }
         fn read_config(&self, offset: u64, data: &mut [u8]) {
-            let o = offset as usize;
+            let o = usize::try_from(offset).expect("test offset");
             data.copy_from_slice(&self.config[o..o + data.len()]);
         }
         fn write_config(&mut self, offset: u64, data: &[u8]) {
-            let o = offset as usize;
+            let o = usize::try_from(offset).expect("test offset");
             self.config[o..o + data.len()].copy_from_slice(data);
         }
         fn activate(
@@ -406,6 +422,18 @@ mod tests {
         wr(t, 0xa0, base + 0x200);
         wr(t, 0x44, 1);
         assert_eq!(rd(t, 0x44), 1);
+    }
+
+    #[test]
+    fn queue_size_above_16_bits_is_refused_not_truncated() {
+        let (mut t, _) = setup();
+        negotiate(&mut t, 0b01, 1);
+        wr(&mut t, 0x30, 0);
+        wr(&mut t, 0x38, 8);
+        assert_eq!(t.queues[0].size(), 8);
+        // 0x1_0004 truncated would be the valid size 4.
+        wr(&mut t, 0x38, 0x1_0004);
+        assert_eq!(t.queues[0].size(), 8, "refused, the size stays");
     }
 
     #[test]

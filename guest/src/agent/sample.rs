@@ -37,13 +37,22 @@ pub struct Sample {
     pub psi_error: Option<PsiError>,
 }
 
+/// `seconds` in whole ms.
+#[allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "`as` saturates, and the uptime parser refuses NaN and negatives"
+)]
+fn whole_ms(seconds: f64) -> u64 {
+    (seconds * 1000.0) as u64
+}
+
 /// Assembles a report from what was read. `uptime_s` is seconds since
 /// boot (finite, not negative); it is kept in whole ms.
 pub fn build(seq: u64, uptime_s: f64, mem: &MemInfo, psi: Option<MemoryPressure>) -> GuestReport {
     GuestReport {
         seq,
-        // `as` saturates, and the uptime parser refuses NaN and negatives.
-        uptime_ms: (uptime_s * 1000.0) as u64,
+        uptime_ms: whole_ms(uptime_s),
         mem_total_kib: mem.mem_total_kib,
         mem_free_kib: mem.mem_free_kib,
         mem_available_kib: mem.mem_available_kib,

@@ -133,6 +133,16 @@ fn time_range(ticks: &[Tick]) -> (f64, f64) {
 }
 
 /// A 1-2-5 step of at least `x`.
+/// A tick's time, `x` ms, rounded to whole ms.
+#[allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "`as` saturates; tick times are within the trace's (non-negative) range"
+)]
+fn round_ms(x: f64) -> u64 {
+    x.round() as u64
+}
+
 fn nice_step(x: f64) -> f64 {
     if !(x > 0.0 && x.is_finite()) {
         return 1.0;
@@ -265,7 +275,7 @@ fn axes(o: &mut Out, f: &Frame, title: &str, vlimit: f64) {
     // Power-of-two MiB steps, about five per area.
     let step = 2f64.powf((vlimit.max(1.0) / 5.0).log2().ceil()).max(1.0);
     for v in (0..=12)
-        .map(|k| k as f64 * step)
+        .map(|k| f64::from(k) * step)
         .take_while(|&v| v <= f.vmax)
     {
         let y = f.y(v);
@@ -274,9 +284,9 @@ fn axes(o: &mut Out, f: &Frame, title: &str, vlimit: f64) {
     }
     let step = nice_step((f.t1 - f.t0) / 1000.0 / 10.0);
     let first = (f.t0 / 1000.0 / step).ceil();
-    let seconds = (0..=40).map(|k| (first + k as f64) * step);
+    let seconds = (0..=40).map(|k| (first + f64::from(k)) * step);
     for s in seconds.take_while(|&s| s * 1000.0 <= f.t1 + 1e-6) {
-        let x = f.x((s * 1000.0).round() as u64);
+        let x = f.x(round_ms(s * 1000.0));
         line(o, (x, f.top), (x, f.bottom + 4.0), GRID);
         text(o, (x, f.bottom + 15.0), TICK_LABEL, &num(s));
     }

@@ -20,7 +20,7 @@ pub fn report_from_api(v: &GuestMemory) -> Option<(Report, u64)> {
         committed_mib: l.committed_as_kib >> 10,
         visible_mib: l.mem_total_kib >> 10,
         available_mib: l.mem_available_kib >> 10,
-        psi_some_avg10: l.psi.map(|p| p.some_avg10 as f32),
+        psi_some_avg10: l.psi.map(|p| percent_f32(p.some_avg10)),
         timestamp_ms: l.uptime_ms,
         received_ms: 0,
     };
@@ -34,6 +34,15 @@ struct Polled {
     latest: Option<(Report, u64, Instant)>,
     /// Why the last poll failed.
     fault: Option<String>,
+}
+
+/// A PSI average (a percentage) as the policy's `f32`.
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "a percentage (0-100) needs no more than f32's precision; `as` rounds to nearest"
+)]
+fn percent_f32(p: f64) -> f32 {
+    p as f32
 }
 
 fn lock(p: &Mutex<Polled>) -> MutexGuard<'_, Polled> {

@@ -79,7 +79,7 @@ fn slot_name(i: u32) -> String {
 
 fn controller(h: &HotplugAml) -> Vec<u8> {
     let mut out = Vec::new();
-    let n = h.slots as u64;
+    let n = u64::from(h.slots);
     let lock = || Acquire::new("MLCK".into(), 0xffff);
     let unlock = || Release::new("MLCK".into());
     let msel: Path = "MSEL".into();

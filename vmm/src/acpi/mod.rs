@@ -85,12 +85,12 @@ pub fn build(
         OEM_ID,
         OEM_TABLE_ID,
         1,
-        LocalInterruptController::Address(layout::APIC_START as u32),
+        LocalInterruptController::Address(layout::APIC_START_U32),
     );
     for cpu in 0..vcpus {
         madt.add_structure(ProcessorLocalApic::new(cpu, cpu, EnabledStatus::Enabled));
     }
-    madt.add_structure(IoApic::new(vcpus + 1, layout::IOAPIC_START as u32, 0));
+    madt.add_structure(IoApic::new(vcpus + 1, layout::IOAPIC_START_U32, 0));
     let madt_addr = place(bytes_of(&madt), &mut out);
 
     let mut xsdt = XSDT::new(OEM_ID, OEM_TABLE_ID, 1);

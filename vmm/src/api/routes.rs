@@ -54,6 +54,20 @@ pub struct ApiState {
     pub balancer: Option<SharedStatus>,
 }
 
+impl std::fmt::Debug for ApiState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // `resident_mib` is a closure without `Debug`.
+        f.debug_struct("ApiState")
+            .field("balloon", &self.balloon)
+            .field("hotplug", &self.hotplug)
+            .field("ram_mib", &self.ram_mib)
+            .field("agent", &self.agent)
+            .field("vsock", &self.vsock)
+            .field("balancer", &self.balancer)
+            .finish_non_exhaustive()
+    }
+}
+
 impl ApiState {
     /// The state of `memtide balance`: a balancer and no VM of its own
     /// (every VM route answers 400).

@@ -13,7 +13,9 @@ use memtide_devices::virtio::mmio::MMIO_WINDOW_SIZE;
 use vm_memory::GuestMemoryAtomic;
 use vmm_sys_util::eventfd::EventFd;
 
-use super::mmio::{MmioDeviceError, MmioDeviceManager};
+use super::mmio::{
+    MmioDeviceError, MmioDeviceManager, MmioSlot, MMIO_DEVICES_SIZE, MMIO_DEVICES_START,
+};
 use crate::acpi::{self, dsdt, AcpiError, HotplugAml, VirtioMmioAml, SLEEP_CONTROL_PORT};
 use crate::config::HotplugConfig;
 use crate::memory::hotplug::{HotplugSetup, HotplugSetupError, MemoryHotplug};
@@ -40,6 +42,7 @@ pub enum AcpiPlatformError {
 }
 
 /// What the VM keeps from the wiring.
+#[derive(Debug)]
 pub struct AcpiPlatform {
     /// The run-time hot-add state, for the API (if hot-add is configured).
     pub hotplug: Option<Arc<Mutex<MemoryHotplug>>>,
@@ -48,6 +51,7 @@ pub struct AcpiPlatform {
 }
 
 /// Everything the wiring needs from the VM being built.
+#[derive(Debug)]
 pub struct WiringInputs<'a> {
     /// The VM.
     pub vm: &'a Arc<VmFd>,
@@ -101,6 +105,20 @@ fn place_hotplug(
     Ok((runtime, aml))
 }
 
+/// The DSDT entry of virtio slot `s`.
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "slots are allocated in the 32-bit device window (MMIO_DEVICES_START, below 4 GiB) and are 4 KiB"
+)]
+fn virtio_aml(s: MmioSlot) -> VirtioMmioAml {
+    debug_assert!(s.base + MMIO_WINDOW_SIZE <= MMIO_DEVICES_START + MMIO_DEVICES_SIZE);
+    VirtioMmioAml {
+        base: s.base as u32,
+        size: MMIO_WINDOW_SIZE as u32,
+        irq: s.irq,
+    }
+}
+
 /// Builds the ACPI platform. Call it after every virtio device is placed:
 /// the DSDT declares them (instead of the command line).
 pub fn wire(
@@ -123,16 +141,7 @@ pub fn wire(
         2,
         Arc::new(Mutex::new(AcpiSleep::new(off, dsdt::S5_SLEEP_TYPE))),
     )?;
-    let virtio: Vec<VirtioMmioAml> = inp
-        .mmio
-        .slots()
-        .iter()
-        .map(|s| VirtioMmioAml {
-            base: s.base as u32,
-            size: MMIO_WINDOW_SIZE as u32,
-            irq: s.irq,
-        })
-        .collect();
+    let virtio: Vec<VirtioMmioAml> = inp.mmio.slots().iter().map(|s| virtio_aml(*s)).collect();
     let rsdp = acpi::write(inp.mem, inp.vcpus, aml.as_ref(), &virtio)?;
     Ok(AcpiPlatform {
         hotplug: runtime,

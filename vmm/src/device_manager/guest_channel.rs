@@ -28,6 +28,7 @@ pub enum GuestChannelError {
 }
 
 /// What the VM keeps of the channel.
+#[derive(Debug)]
 pub struct GuestChannel {
     /// The device's event-loop side.
     pub handler: VsockHandler,

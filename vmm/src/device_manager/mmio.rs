@@ -63,6 +63,7 @@ impl MmioSlot {
 }
 
 /// Allocates and wires virtio-mmio devices.
+#[derive(Debug)]
 pub struct MmioDeviceManager {
     addresses: AddressAllocator,
     irqs: IdAllocator,
@@ -109,8 +110,8 @@ impl MmioDeviceManager {
         let transport = MmioTransport::new(device, mem, Arc::new(Interrupt::new(irqfd)))?;
         let notify = IoEventAddress::Mmio(slot.base + QUEUE_NOTIFY_OFFSET);
         let mut evts = Vec::new();
-        for (i, evt) in transport.queue_evts().iter().enumerate() {
-            vm.register_ioevent(evt, &notify, i as u32)
+        for (i, evt) in (0u32..).zip(transport.queue_evts()) {
+            vm.register_ioevent(evt, &notify, i)
                 .map_err(|source| MmioDeviceError::Kvm {
                     what: "register a queue ioeventfd",
                     source,

@@ -64,6 +64,7 @@ fn io_err(what: &'static str) -> impl FnOnce(std::io::Error) -> DeviceManagerErr
 }
 
 /// What the guest needs to be told at boot about its devices.
+#[derive(Debug)]
 pub struct BootInfo {
     /// `virtio_mmio.device=` entries for the command line (empty when
     /// the DSDT declares the devices).
@@ -73,6 +74,7 @@ pub struct BootInfo {
 }
 
 /// Every device of a VM, as built from its [`VmConfig`].
+#[derive(Debug)]
 pub struct Devices {
     /// The port-I/O bus (serial, i8042, ACPI sleep register).
     pub pio: Arc<Bus>,
@@ -93,6 +95,7 @@ pub struct Devices {
 }
 
 /// What device creation needs from the VM being built.
+#[derive(Debug)]
 pub struct DeviceInputs<'a> {
     /// The VM.
     pub vm: &'a Arc<VmFd>,

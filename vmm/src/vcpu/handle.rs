@@ -9,6 +9,7 @@ use std::thread::JoinHandle;
 use super::kick;
 
 /// A running vCPU thread.
+#[derive(Debug)]
 pub struct VcpuHandle {
     id: u8,
     thread: JoinHandle<()>,

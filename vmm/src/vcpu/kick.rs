@@ -40,6 +40,7 @@ pub fn install_handler() -> Result<(), vmm_sys_util::errno::Error> {
 
 /// Publishes the calling thread's `kvm_run` to the kick handler until
 /// dropped; it must be dropped before the [`VcpuFd`] it came from.
+#[derive(Debug)]
 pub struct KickTarget(());
 
 impl KickTarget {

@@ -111,6 +111,19 @@ pub struct Vcpu {
     stop: Arc<AtomicBool>,
 }
 
+impl std::fmt::Debug for Vcpu {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The stop sink is a trait object without `Debug`.
+        f.debug_struct("Vcpu")
+            .field("id", &self.id)
+            .field("fd", &self.fd)
+            .field("profile", &self.profile)
+            .field("nested", &self.nested)
+            .field("stop", &self.stop)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Vcpu {
     /// Wraps a configured vCPU file descriptor; `nested` carries the nested
     /// host's assists (`None` on standard KVM).

@@ -22,7 +22,7 @@ pub const PROFILE_ENV: &str = "MEMTIDE_PROFILE_GUEST";
 const SAMPLE_PERIOD: Duration = Duration::from_millis(2);
 
 /// Collected samples: guest RIP → hits.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct GuestProfile {
     hits: Mutex<HashMap<u64, u64>>,
     stop: AtomicBool,

@@ -23,6 +23,7 @@ use crate::vcpu::nested::{HostKvm, NestedAssist};
 use crate::vcpu::Vcpu;
 
 /// Builds a [`Vmm`] step by step from a [`VmConfig`].
+#[derive(Debug)]
 pub struct VmmBuilder<'a> {
     config: &'a VmConfig,
 }

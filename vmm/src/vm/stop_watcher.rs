@@ -11,6 +11,7 @@ use vmm_sys_util::eventfd::EventFd;
 use crate::outcome::{ExitSignal, VmOutcome};
 
 /// The event-loop subscriber that stops the loop.
+#[derive(Debug)]
 pub struct StopWatcher {
     /// Written by [`ExitSignal`] when an outcome arrives.
     pub exit_evt: EventFd,

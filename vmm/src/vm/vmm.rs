@@ -20,6 +20,7 @@ type Subscribers = EventManager<Arc<Mutex<dyn MutEventSubscriber + Send>>>;
 
 /// A VM ready to run, built by [`super::VmmBuilder`]; it owns its devices
 /// and vCPUs.
+#[derive(Debug)]
 pub struct Vmm {
     /// The KVM VM (kept open for as long as the vCPUs run).
     pub(super) vm: Arc<VmFd>,

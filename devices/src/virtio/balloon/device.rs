@@ -74,6 +74,7 @@ pub(super) fn assign_roles(
 }
 
 /// An active queue.
+#[derive(Debug)]
 pub(super) struct ActiveQueue {
     pub(super) role: Role,
     pub(super) index: usize,
@@ -81,6 +82,7 @@ pub(super) struct ActiveQueue {
 }
 
 /// The virtio-balloon device.
+#[derive(Debug)]
 pub struct Balloon {
     pub(super) shared: Arc<BalloonShared>,
     pub(super) mode: DiscardMode,
@@ -276,7 +278,7 @@ impl Balloon {
         let t = Instant::now();
         let out = apply(m, plan, self.mode);
         k.discard_ns
-            .fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            .fetch_add(saturating_u64(t.elapsed().as_nanos()), Ordering::Relaxed);
         k.discard_calls.fetch_add(out.calls, Ordering::Relaxed);
         k.discard_errors.fetch_add(out.errors, Ordering::Relaxed);
         k.hugepage_advice_calls
@@ -313,7 +315,7 @@ impl Balloon {
                 buf.extend_from_slice(&part);
             }
         }
-        let now = self.started.elapsed().as_millis() as u64;
+        let now = saturating_u64(self.started.elapsed().as_millis());
         *crate::bus::lock(&self.shared.stats) = Some(stats::parse(&buf, now));
     }
 
@@ -404,9 +406,10 @@ impl VirtioDevice for Balloon {
         let mut cfg = [0u8; 16];
         cfg[0..4].copy_from_slice(&self.shared.target_pages().to_le_bytes());
         cfg[4..8].copy_from_slice(&self.shared.actual_pages().to_le_bytes());
-        let start = offset as usize;
+        // The offset is the guest's: one past any index reads as zero.
+        let start = usize::try_from(offset).unwrap_or(usize::MAX);
         for (i, d) in data.iter_mut().enumerate() {
-            *d = cfg.get(start + i).copied().unwrap_or(0);
+            *d = cfg.get(start.saturating_add(i)).copied().unwrap_or(0);
         }
     }
 
@@ -450,6 +453,11 @@ impl VirtioDevice for Balloon {
         self.stats_head = None;
         self.shared.activated.store(false, Ordering::SeqCst);
     }
+}
+
+/// `n` as a u64, saturating (durations that would not fit are centuries).
+fn saturating_u64(n: u128) -> u64 {
+    u64::try_from(n).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]
@@ -512,6 +520,9 @@ mod tests {
         let mut past_end = [0xffu8; 4];
         b.read_config(30, &mut past_end);
         assert_eq!(past_end, [0; 4]);
+        let mut far = [0xffu8; 4];
+        b.read_config(u64::MAX, &mut far);
+        assert_eq!(far, [0; 4], "a huge guest offset reads zeros, no overflow");
         assert_eq!(
             b.avail_features() & (1 << F_STATS_VQ),
             0,

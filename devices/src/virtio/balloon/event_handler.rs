@@ -10,6 +10,7 @@ use vmm_sys_util::timerfd::TimerFd;
 use super::device::{Balloon, Role};
 
 /// The balloon plus its statistics timer, as subscribed to event-manager.
+#[derive(Debug)]
 pub struct BalloonHandler {
     balloon: std::sync::Arc<std::sync::Mutex<Balloon>>,
     timer: Option<TimerFd>,

@@ -97,7 +97,9 @@ pub fn untracked_plan<M: GuestMemoryBackend>(mem: &M, ranges: &[PfnRange]) -> Pl
 fn madvise(run: PageRun, advice: libc::c_int) -> bool {
     let (Some(addr), Some(len)) = (
         run.start.checked_mul(PAGE_SIZE),
-        run.pages.checked_mul(PAGE_SIZE),
+        run.pages
+            .checked_mul(PAGE_SIZE)
+            .and_then(|len| usize::try_from(len).ok()),
     ) else {
         return false;
     };
@@ -107,7 +109,7 @@ fn madvise(run: PageRun, advice: libc::c_int) -> bool {
     // pages (the next guest access reads zeros, which the balloon protocol
     // allows for inflated pages); MADV_HUGEPAGE / MADV_NOHUGEPAGE only
     // change how the kernel backs the range, never its contents.
-    unsafe { libc::madvise(addr as *mut libc::c_void, len as usize, advice) == 0 }
+    unsafe { libc::madvise(addr as *mut libc::c_void, len, advice) == 0 }
 }
 
 /// Makes the calls of `plan`, each clipped to the host mappings of `mem`'s
@@ -287,7 +289,10 @@ mod tests {
         // which has one byte per page of it.
         let rc = unsafe { libc::mincore(host.cast(), len, vec.as_mut_ptr()) };
         assert_eq!(rc, 0);
-        let resident = pfns.iter().filter(|&&p| vec[p as usize] & 1 != 0).count();
+        let resident = pfns
+            .iter()
+            .filter(|&&p| vec[usize::try_from(p).expect("pfn")] & 1 != 0)
+            .count();
         (collapsed || resident < pfns.len()).then_some(resident)
     }
 

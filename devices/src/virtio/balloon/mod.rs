@@ -115,7 +115,7 @@ impl BalloonShared {
 
     /// Sets the balloon target; the device tells the guest at once.
     pub fn set_target_mib(&self, mib: u64) -> std::io::Result<()> {
-        let pages = (mib.saturating_mul(1 << 20) / PAGE_SIZE).min(u64::from(u32::MAX)) as u32;
+        let pages = u32::try_from(mib.saturating_mul(1 << 20) / PAGE_SIZE).unwrap_or(u32::MAX);
         self.target_pages.store(pages, Ordering::SeqCst);
         self.target_evt.write(1)
     }

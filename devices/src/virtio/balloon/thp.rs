@@ -262,7 +262,7 @@ impl BlockTracker {
     /// pages of the block inside the mapping (512 unless at its edge).
     fn inflate_block(&mut self, index: u64, part: PageRun, in_map: PageRun, plan: &mut Plan) {
         let base = index * BLOCK_PAGES;
-        let cap = in_map.pages as u16;
+        let cap = block_count(in_map);
         let huge_capable = in_map.pages == BLOCK_PAGES;
         let block = self.blocks.entry(index).or_insert_with(|| Block {
             count: 0,
@@ -340,7 +340,7 @@ impl BlockTracker {
             // Was full (or, at worst, never advised): partly ballooned now.
             block.no_huge = true;
             push_merged(&mut plan.no_huge, in_map);
-        } else if removed == 0 && old == block.count && block.count == in_map.pages as u16 {
+        } else if removed == 0 && old == block.count && block.count == block_count(in_map) {
             // Nothing deflated from a full block: keep it compact.
             block.bits = None;
         }
@@ -352,6 +352,16 @@ impl BlockTracker {
             .get(&(page / BLOCK_PAGES))
             .is_some_and(|b| b.get(page % BLOCK_PAGES))
     }
+}
+
+/// The page count of `in_map`, a block's part inside the mapping.
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "`in_map` lies inside one block: at most BLOCK_PAGES (512) pages"
+)]
+fn block_count(in_map: PageRun) -> u16 {
+    debug_assert!(in_map.pages <= BLOCK_PAGES);
+    in_map.pages as u16
 }
 
 #[cfg(test)]
@@ -491,13 +501,18 @@ mod tests {
         assert_eq!(plan.whole_blocks, 2);
     }
 
+    /// Page `p` as an index into the models.
+    fn idx(p: u64) -> usize {
+        usize::try_from(p).expect("page index")
+    }
+
     /// Applies a plan to a model of the host: which pages hold memory and
     /// which blocks are advised `MADV_NOHUGEPAGE`.
     fn apply(plan: &Plan, no_huge: &mut [bool], resident: &mut [bool]) {
         for a in plan.actions() {
             for p in a.run.start..a.run.end() {
                 match a.advice {
-                    Advice::Discard => resident[p as usize] = false,
+                    Advice::Discard => resident[idx(p)] = false,
                     Advice::NoHugePage => no_huge[(p / BLOCK_PAGES) as usize] = true,
                     Advice::HugePage => no_huge[(p / BLOCK_PAGES) as usize] = false,
                 }
@@ -531,18 +546,18 @@ mod tests {
                 apply(&plan, &mut no_huge, &mut resident);
                 for p in r.start..r.end() {
                     if inflate {
-                        model[p as usize] = true;
+                        model[idx(p)] = true;
                     } else {
                         // The guest touches pages it takes back.
-                        model[p as usize] = false;
-                        resident[p as usize] = true;
+                        model[idx(p)] = false;
+                        resident[idx(p)] = true;
                     }
                 }
                 // Every ballooned page is discarded; the counts agree.
                 for p in 0..2048 {
-                    prop_assert_eq!(t.is_ballooned(p), model[p as usize]);
-                    if model[p as usize] {
-                        prop_assert!(!resident[p as usize], "page {} still resident", p);
+                    prop_assert_eq!(t.is_ballooned(p), model[idx(p)]);
+                    if model[idx(p)] {
+                        prop_assert!(!resident[idx(p)], "page {} still resident", p);
                     }
                 }
                 prop_assert_eq!(t.pages(), model.iter().filter(|m| **m).count() as u64);

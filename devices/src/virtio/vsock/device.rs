@@ -28,6 +28,7 @@ use crate::virtio::{
 };
 
 /// What the driver handed over at activation.
+#[derive(Debug)]
 pub(super) struct Active {
     pub(super) mem: GuestMemory,
     pub(super) interrupt: Arc<Interrupt>,
@@ -57,6 +58,7 @@ pub(super) struct Control {
 }
 
 /// A host client that has not finished its `CONNECT` line.
+#[derive(Debug)]
 pub(super) struct PendingClient {
     pub(super) stream: UnixStream,
     pub(super) line: Vec<u8>,
@@ -83,6 +85,7 @@ pub(super) enum Ending {
 }
 
 /// The virtio-vsock device.
+#[derive(Debug)]
 pub struct Vsock {
     pub(super) guest_cid: u64,
     pub(super) uds_path: PathBuf,

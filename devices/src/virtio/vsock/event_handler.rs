@@ -12,6 +12,7 @@ use super::device::Vsock;
 use super::watch::Watcher;
 
 /// The vsock device as subscribed to event-manager.
+#[derive(Debug)]
 pub struct VsockHandler {
     dev: Arc<Mutex<Vsock>>,
 }

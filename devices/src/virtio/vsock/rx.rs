@@ -189,9 +189,14 @@ impl Vsock {
                 return false;
             }
             ReadOutcome::Data(n) => {
-                c.conn.record_sent(n as u32);
+                #[allow(
+                    clippy::cast_possible_truncation,
+                    reason = "a read fills at most `buf`: `want` <= MAX_PAYLOAD, a u32"
+                )]
+                let len = n as u32;
+                c.conn.record_sent(len);
                 VsockShared::add(&self.shared.rx_bytes, n as u64);
-                (self.header(Op::Rw, key, n as u32, 0), &buf[..n])
+                (self.header(Op::Rw, key, len, 0), &buf[..n])
             }
             ReadOutcome::Eof => {
                 c.host_eof = true;

@@ -15,6 +15,7 @@ use super::uds;
 pub(super) type ConnKey = (u32, u32);
 
 /// A connection with its host stream.
+#[derive(Debug)]
 pub(super) struct HostConn {
     /// Protocol state and credit.
     pub(super) conn: Connection,

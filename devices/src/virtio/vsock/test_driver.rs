@@ -169,7 +169,7 @@ impl<'a> Driver<'a> {
         let mut descs = Vec::new();
         let mut placed = Vec::new();
         for (i, (bytes, write_only)) in segs.iter().enumerate() {
-            let len = bytes.len() as u32;
+            let len = u32::try_from(bytes.len()).expect("segment fits a descriptor");
             let addr = self.alloc(len);
             self.mem
                 .write_slice(bytes, GuestAddress(addr))
@@ -178,7 +178,7 @@ impl<'a> Driver<'a> {
             if i + 1 < segs.len() {
                 flags |= F_NEXT;
             }
-            let next = head.wrapping_add(i as u16 + 1) % QSIZE;
+            let next = head.wrapping_add(u16::try_from(i + 1).expect("chain index")) % QSIZE;
             descs.push(RawDescriptor::from(SplitDescriptor::new(
                 addr, len, flags, next,
             )));
@@ -187,7 +187,7 @@ impl<'a> Driver<'a> {
         self.queues[q]
             .add_desc_chains(&descs, head)
             .expect("add chain");
-        self.next_desc[q] = (head + segs.len() as u16) % QSIZE;
+        self.next_desc[q] = (head + u16::try_from(segs.len()).expect("chain length")) % QSIZE;
         if q == RX_QUEUE {
             self.rx_bufs.insert(head, placed);
         }
@@ -263,7 +263,7 @@ impl<'a> Driver<'a> {
             self.used_seen[RX_QUEUE] = self.used_seen[RX_QUEUE].wrapping_add(1);
             let segs = self
                 .rx_bufs
-                .remove(&(elem.id() as u16))
+                .remove(&u16::try_from(elem.id()).expect("descriptor index"))
                 .expect("known buffer");
             let mut bytes = Vec::new();
             for (addr, len) in segs {

@@ -218,9 +218,19 @@ fn guest_bytes_wait_for_a_slow_host_reader() {
     d.give_rx(8, 4096);
     let (mut peer, _) = connect(&mut d, &l, 80, 5005);
     let chunk = MAX_PAYLOAD as usize;
-    let data: Vec<u8> = (0..BUF_ALLOC as usize).map(|i| (i % 251) as u8).collect();
+    let data: Vec<u8> = (0..BUF_ALLOC as usize)
+        .map(|i| u8::try_from(i % 251).expect("below 251"))
+        .collect();
     for part in data.chunks(chunk) {
-        d.send_split(&guest_header(Op::Rw, 80, 5005, part.len() as u32), part);
+        d.send_split(
+            &guest_header(
+                Op::Rw,
+                80,
+                5005,
+                u32::try_from(part.len()).expect("part length"),
+            ),
+            part,
+        );
     }
     // All of the guest's credit is in flight: written or held.
     let pending = lock(&d.dev)
@@ -228,7 +238,10 @@ fn guest_bytes_wait_for_a_slow_host_reader() {
         .values()
         .map(|c| c.pending_to_host())
         .sum::<usize>();
-    assert_eq!(d.status().tx_bytes as usize + pending, data.len());
+    assert_eq!(
+        usize::try_from(d.status().tx_bytes).expect("byte count") + pending,
+        data.len()
+    );
     assert_eq!(read_host(&mut d, &mut peer, data.len()), data);
     let s = d.status();
     assert_eq!((s.tx_bytes, s.connections_reset), (data.len() as u64, 0));
@@ -447,7 +460,7 @@ fn reset_drops_every_connection() {
 fn unusable_receive_buffers_go_back_empty() {
     let mem = test_mem();
     let mut d = Driver::new(&mem, "small-rx");
-    d.give_rx(1, HEADER_LEN as u32 - 1);
+    d.give_rx(1, u32::try_from(HEADER_LEN).expect("header length") - 1);
     d.give_rx(1, 4096);
     d.send(&guest_header(Op::Request, 70, 6002, 0), &[]);
     let (h, _) = d.next_rx();

@@ -17,6 +17,13 @@ pub(super) const MAX_SOCKET_PATH: usize = 107;
 /// Longest `_<port>` suffix.
 const PORT_SUFFIX_MAX: usize = 11;
 
+/// `AF_UNIX` as the address family field's type.
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "AF_UNIX is 1, which fits sa_family_t"
+)]
+const AF_UNIX_FAMILY: libc::sa_family_t = libc::AF_UNIX as libc::sa_family_t;
+
 /// `<uds>_<port>`: where a guest connection to host port `port` goes.
 pub(super) fn port_path(uds: &Path, port: u32) -> PathBuf {
     let mut s = OsString::from(uds.as_os_str());
@@ -64,7 +71,7 @@ pub(super) fn listen(path: &Path) -> Result<UnixListener, VsockError> {
 fn sockaddr(path: &Path) -> io::Result<(libc::sockaddr_un, libc::socklen_t)> {
     let bytes = path.as_os_str().as_bytes();
     let mut addr = libc::sockaddr_un {
-        sun_family: libc::AF_UNIX as libc::sa_family_t,
+        sun_family: AF_UNIX_FAMILY,
         sun_path: [0; 108],
     };
     if bytes.is_empty() || bytes.len() >= addr.sun_path.len() || bytes.contains(&0) {
@@ -74,10 +81,12 @@ fn sockaddr(path: &Path) -> io::Result<(libc::sockaddr_un, libc::socklen_t)> {
         ));
     }
     for (d, s) in addr.sun_path.iter_mut().zip(bytes) {
-        *d = *s as libc::c_char;
+        *d = libc::c_char::from_ne_bytes([*s]);
     }
     let len = std::mem::offset_of!(libc::sockaddr_un, sun_path) + bytes.len() + 1;
-    Ok((addr, len as libc::socklen_t))
+    let len = libc::socklen_t::try_from(len)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "socket address too long"))?;
+    Ok((addr, len))
 }
 
 /// Connects a non-blocking stream to `path`. A listener with a full
@@ -125,10 +134,8 @@ pub(super) fn send(stream: &UnixStream, buf: &[u8]) -> io::Result<usize> {
             libc::MSG_NOSIGNAL,
         )
     };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(n as usize)
+    // Negative means failure, with the cause in errno.
+    usize::try_from(n).map_err(|_| io::Error::last_os_error())
 }
 
 /// Parses a complete `CONNECT <port>\n` line (newline included; a `\r`

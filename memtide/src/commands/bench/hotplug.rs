@@ -142,7 +142,7 @@ fn report_mem_total(
 pub fn run(args: &HotplugBenchArgs) -> Result<Vec<Figure>, GuestError> {
     let mut vm = args.vm.clone();
     vm.hotplug_slots = args.slots;
-    vm.balloon_stats_ms = STATS_INTERVAL.as_millis() as u64;
+    vm.balloon_stats_ms = u64::try_from(STATS_INTERVAL.as_millis()).unwrap_or(u64::MAX);
     println!(
         "memtide bench hotplug: {} x {} MiB slots, guest {} MiB, {} vCPU",
         args.slots, vm.slot_mib, vm.memory_mib, vm.vcpus

@@ -38,6 +38,10 @@ pub fn descriptor(flags: u16, base: u32, limit: u32) -> u64 {
 pub fn segment(entry: u64, index: u16) -> kvm_segment {
     let access = (entry >> 40) & 0xff;
     let nibble = (entry >> 52) & 0xf;
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "20 bits: 16 from the low word and 4 from bits 48-51"
+    )]
     let raw_limit = ((entry & 0xffff) | (((entry >> 48) & 0xf) << 16)) as u32;
     let granular = nibble & 0x8 != 0;
     kvm_segment {

@@ -45,6 +45,24 @@ pub const MMIO32_SIZE: u64 = 0x4000_0000;
 pub const IOAPIC_START: u64 = 0xfec0_0000;
 /// Address of the local APICs.
 pub const APIC_START: u64 = 0xfee0_0000;
+/// [`IOAPIC_START`] as the 32-bit field of the MP and ACPI tables.
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "the I/O APIC lies below 4 GiB, asserted at compile time"
+)]
+pub const IOAPIC_START_U32: u32 = {
+    assert!(IOAPIC_START >> 32 == 0);
+    IOAPIC_START as u32
+};
+/// [`APIC_START`] as the 32-bit field of the MP and ACPI tables.
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "the local APICs lie below 4 GiB, asserted at compile time"
+)]
+pub const APIC_START_U32: u32 = {
+    assert!(APIC_START >> 32 == 0);
+    APIC_START as u32
+};
 /// Address KVM uses for the TSS (three pages) on Intel hosts.
 pub const KVM_TSS_ADDRESS: usize = 0xfffb_d000;
 /// Highest IRQ line routed through the I/O APIC.

@@ -131,10 +131,10 @@ fn configure_lapic(vcpu: &VcpuFd) -> Result<(), SetupError> {
     let mut lapic = vcpu.get_lapic().map_err(kvm("get LAPIC"))?;
     for (offset, mode) in [(APIC_LVT0, MODE_EXTINT), (APIC_LVT1, MODE_NMI)] {
         let reg = &mut lapic.regs[offset..offset + 4];
-        let bytes: [u8; 4] = std::array::from_fn(|i| reg[i] as u8);
+        let bytes: [u8; 4] = std::array::from_fn(|i| reg[i].to_ne_bytes()[0]);
         let value = (u32::from_le_bytes(bytes) & !0x700) | (mode << 8);
         for (dst, src) in reg.iter_mut().zip(value.to_le_bytes()) {
-            *dst = src as _;
+            *dst = std::ffi::c_char::from_ne_bytes([src]);
         }
     }
     vcpu.set_lapic(&lapic).map_err(kvm("set LAPIC"))
@@ -170,7 +170,12 @@ pub fn configure_boot_registers(vcpu: &VcpuFd, entry: GuestAddress) -> Result<()
     let data = gdt::segment(table[2], 2);
     let tss = gdt::segment(table[3], 3);
     sregs.gdt.base = layout::BOOT_GDT_START.0;
-    sregs.gdt.limit = (std::mem::size_of_val(&table) - 1) as u16;
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "the boot GDT is a few 8-byte entries: far below 64 KiB"
+    )]
+    let gdt_limit = (std::mem::size_of_val(&table) - 1) as u16;
+    sregs.gdt.limit = gdt_limit;
     sregs.idt.base = layout::BOOT_IDT_START.0;
     sregs.idt.limit = 7;
     sregs.cs = code;

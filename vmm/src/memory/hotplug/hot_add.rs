@@ -32,6 +32,7 @@ pub enum HotAddError {
 }
 
 /// Run-time state of memory hot-add, shared with the control API.
+#[derive(Debug)]
 pub struct MemoryHotplug {
     vm: std::sync::Arc<kvm_ioctls::VmFd>,
     guest_mem: vm_memory::GuestMemoryAtomic<crate::memory::GuestMemoryMmap>,
@@ -132,15 +133,15 @@ impl MemoryHotplug {
         let chosen = plan_hot_add(&slots, size_mib, self.plugged_mib(&slots), self.max_mib)?;
         for &i in &chosen {
             let (base, size) = (slots[i].base, slots[i].size);
-            let region = vm_memory::GuestRegionMmap::<()>::from_range(
-                GuestAddress(base),
-                size as usize,
-                None,
-            )
-            .map_err(|source| HotAddError::Map {
-                mib: size >> 20,
-                source,
+            let len = usize::try_from(size).map_err(|_| {
+                HotAddError::MemoryMap(format!("a {size}-byte slot exceeds the host address space"))
             })?;
+            let region =
+                vm_memory::GuestRegionMmap::<()>::from_range(GuestAddress(base), len, None)
+                    .map_err(|source| HotAddError::Map {
+                        mib: size >> 20,
+                        source,
+                    })?;
             crate::memory::register_region(&self.vm, self.next_kvm_slot, &region)?;
             self.next_kvm_slot += 1;
             let grown = self

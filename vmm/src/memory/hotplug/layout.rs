@@ -125,7 +125,9 @@ pub fn plan_hot_add(
             maximum: maximum_mib,
         });
     }
-    let wanted = (requested_mib / slot_mib) as usize;
+    // The request is the client's: saturate (then refused for want of
+    // slots) rather than wrap.
+    let wanted = usize::try_from(requested_mib / slot_mib).unwrap_or(usize::MAX);
     let free: Vec<usize> = slots
         .iter()
         .enumerate()

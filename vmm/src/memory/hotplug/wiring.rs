@@ -29,6 +29,7 @@ pub enum HotplugSetupError {
 
 /// Hot-add before the controller is placed: the planned window, its slots
 /// and the controller device.
+#[derive(Debug)]
 pub struct HotplugSetup {
     /// The window and its slots.
     pub layout: HotplugLayout,

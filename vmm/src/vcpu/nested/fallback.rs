@@ -209,7 +209,12 @@ impl FallbackState {
                 Err(e) => return Err(fail(e.to_string())),
             };
             let n = (0x1000 - (va & 0xfff)).min(end.wrapping_sub(va));
-            pieces.push((GuestAddress(gpa), n as usize));
+            #[allow(
+                clippy::cast_possible_truncation,
+                reason = "at most 0x1000: the rest of one page"
+            )]
+            let len = n as usize;
+            pieces.push((GuestAddress(gpa), len));
             va = va.wrapping_add(n);
         }
         let mut area = vec![0u8; area_len];

@@ -73,6 +73,7 @@ fn kvm(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> NestedError {
 }
 
 /// The vCPU an assist works on.
+#[derive(Debug)]
 pub struct GuestCpu<'a> {
     /// The vCPU index, for logs.
     pub id: u8,

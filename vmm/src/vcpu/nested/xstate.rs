@@ -122,11 +122,9 @@ impl Layout {
             })
             .filter_map(|(_, index, size, offset)| {
                 let (offset, size) = (offset as usize, size as usize);
-                (offset >= HEADER + HEADER_LEN && offset + size <= KVM_REGION_LEN).then_some((
-                    index as u8,
-                    offset,
-                    size,
-                ))
+                let index = u8::try_from(index).ok()?;
+                (offset >= HEADER + HEADER_LEN && offset + size <= KVM_REGION_LEN)
+                    .then_some((index, offset, size))
             })
             .collect();
         components.sort_unstable();

@@ -37,6 +37,7 @@ pub enum BootError {
 }
 
 /// What to boot.
+#[derive(Debug)]
 pub struct BootSource<'a> {
     /// The kernel (ELF `vmlinux` or `bzImage`).
     pub kernel: &'a Path,

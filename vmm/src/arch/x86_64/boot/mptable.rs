@@ -38,6 +38,9 @@ pub enum MpTableError {
     /// The vCPU count is zero or above [`MAX_VCPUS`].
     #[error("{0} vCPUs cannot be described by the MP table (1..={MAX_VCPUS})")]
     VcpuCount(u8),
+    /// The table would not lie below 4 GiB, where its pointer can reach.
+    #[error("the MP table at {0:#x} would not lie below 4 GiB")]
+    Address(u64),
     /// Writing into guest memory failed.
     #[error("cannot write the MP table: {0}")]
     Write(#[from] vm_memory::GuestMemoryError),
@@ -64,7 +67,7 @@ pub fn build(vcpus: u8, base: u64) -> Result<Vec<u8>, MpTableError> {
     entries.extend_from_slice(b"ISA   ");
     count += 1;
     entries.extend_from_slice(&[ENTRY_IOAPIC, ioapic_id, IOAPIC_VERSION, 1]);
-    entries.extend_from_slice(&(layout::IOAPIC_START as u32).to_le_bytes());
+    entries.extend_from_slice(&layout::IOAPIC_START_U32.to_le_bytes());
     count += 1;
     for irq in 0..=layout::IRQ_MAX {
         // Conforming polarity and trigger: edge, active high for ISA.
@@ -82,22 +85,28 @@ pub fn build(vcpus: u8, base: u64) -> Result<Vec<u8>, MpTableError> {
     let table_len = HEADER_LEN + entries.len();
     let mut header = Vec::with_capacity(table_len);
     header.extend_from_slice(b"PCMP");
-    header.extend_from_slice(&(table_len as u16).to_le_bytes());
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "at most MAX_VCPUS (32) processor entries: well under 64 KiB"
+    )]
+    let table_len_u16 = table_len as u16;
+    header.extend_from_slice(&table_len_u16.to_le_bytes());
     header.extend_from_slice(&[SPEC_REV, 0]);
     header.extend_from_slice(b"MEMTIDE ");
     header.extend_from_slice(b"KVM GUEST   ");
     header.extend_from_slice(&[0; 4]); // OEM table pointer
     header.extend_from_slice(&[0; 2]); // OEM table size
     header.extend_from_slice(&count.to_le_bytes());
-    header.extend_from_slice(&(layout::APIC_START as u32).to_le_bytes());
+    header.extend_from_slice(&layout::APIC_START_U32.to_le_bytes());
     header.extend_from_slice(&[0; 4]); // extended table length, checksum
     header.extend_from_slice(&entries);
     header[7] = checksum(&header);
 
     let table_addr = base + FLOATING_POINTER_LEN as u64;
+    let table_addr = u32::try_from(table_addr).map_err(|_| MpTableError::Address(base))?;
     let mut out = Vec::with_capacity(FLOATING_POINTER_LEN + table_len);
     out.extend_from_slice(b"_MP_");
-    out.extend_from_slice(&(table_addr as u32).to_le_bytes());
+    out.extend_from_slice(&table_addr.to_le_bytes());
     out.extend_from_slice(&[1, SPEC_REV, 0, 0, 0, 0, 0, 0]);
     out[10] = checksum(&out);
     out.extend_from_slice(&header);
@@ -143,6 +152,14 @@ mod tests {
             assert_eq!(count, u16::from(vcpus) + 2 + 24 + 2);
             assert!(t.len() <= 0x400, "fits in the 1 KiB EBDA");
         }
+    }
+
+    #[test]
+    fn a_table_above_4_gib_is_refused_not_truncated() {
+        assert!(matches!(
+            build(1, 1 << 32),
+            Err(MpTableError::Address(0x1_0000_0000))
+        ));
     }
 
     #[test]

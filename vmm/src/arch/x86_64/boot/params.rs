@@ -128,7 +128,7 @@ mod tests {
     fn create_guest_memory(mib: u64) -> Result<GuestMemoryMmap, vm_memory::mmap::FromRangesError> {
         let ranges: Vec<_> = layout::ram_regions(mib << 20)
             .into_iter()
-            .map(|(a, len)| (a, len as usize))
+            .map(|(a, len)| (a, usize::try_from(len).expect("region size")))
             .collect();
         GuestMemoryMmap::from_ranges(&ranges)
     }
