@@ -7,18 +7,9 @@
 //! (`SO_SNDTIMEO` bounds a Unix-socket connect).
 
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
-
-/// `AF_UNIX` as the address family field's type.
-#[allow(
-    clippy::cast_possible_truncation,
-    reason = "AF_UNIX is 1, which fits sa_family_t"
-)]
-const AF_UNIX_FAMILY: libc::sa_family_t = libc::AF_UNIX as libc::sa_family_t;
 
 /// The time left until `until`, seen at `now`; `None` once it has passed
 /// (a zero timeout would mean "no timeout" to the socket calls).
@@ -83,47 +74,7 @@ impl Write for Deadline<'_> {
 /// Connects to the Unix socket at `path`, waiting at most `limit` for a
 /// listener with a full backlog (`TimedOut` after that).
 pub fn connect(path: &Path, limit: Duration) -> io::Result<UnixStream> {
-    let bytes = path.as_os_str().as_bytes();
-    let mut addr = libc::sockaddr_un {
-        sun_family: AF_UNIX_FAMILY,
-        sun_path: [0; 108],
-    };
-    if bytes.is_empty() || bytes.len() >= addr.sun_path.len() || bytes.contains(&0) {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "not a usable Unix socket path (empty, NUL or over 107 bytes)",
-        ));
-    }
-    for (d, s) in addr.sun_path.iter_mut().zip(bytes) {
-        *d = libc::c_char::from_ne_bytes([*s]);
-    }
-    let len = std::mem::offset_of!(libc::sockaddr_un, sun_path) + bytes.len() + 1;
-    let len = libc::socklen_t::try_from(len)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "socket address too long"))?;
-    // SAFETY: socket(2) takes no pointers; the result is checked below.
-    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `fd` was just returned by socket(2) and nothing else owns it.
-    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-    let stream = UnixStream::from(owned);
-    // A Unix-socket connect waits for backlog room at most SO_SNDTIMEO.
-    stream.set_write_timeout(Some(limit.max(Duration::from_millis(1))))?;
-    // SAFETY: `addr` is a valid sockaddr_un that lives across the call and
-    // `len` does not exceed its size; the socket is open while `stream`
-    // lives.
-    let rc = unsafe {
-        libc::connect(
-            stream.as_raw_fd(),
-            std::ptr::from_ref(&addr).cast::<libc::sockaddr>(),
-            len,
-        )
-    };
-    if rc < 0 {
-        return Err(timeout_kind(io::Error::last_os_error()));
-    }
-    Ok(stream)
+    memtide_uds::connect(path, memtide_uds::Wait::AtMost(limit)).map_err(timeout_kind)
 }
 
 #[cfg(test)]

@@ -15,9 +15,8 @@
 //! it ends: a second writer cannot interleave its figures with the agent's.
 
 use std::io::Read;
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::io::AsRawFd;
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -40,6 +39,9 @@ pub enum ReaderError {
     /// Something other than a socket is at the path; it is left alone.
     #[error("{0} exists and is not a socket; refusing to replace it")]
     NotASocket(PathBuf),
+    /// A live socket is at the path: another process listens on it.
+    #[error("{0} is in use by another process (another memtide?); refusing to replace it")]
+    InUse(PathBuf),
     /// The socket's mode could not be set.
     #[error("cannot make {path} private: {source}")]
     Permissions {
@@ -51,6 +53,18 @@ pub enum ReaderError {
     /// The acceptor thread could not start.
     #[error("cannot start the agent reader thread: {0}")]
     Thread(std::io::Error),
+}
+
+impl From<memtide_uds::BindError> for ReaderError {
+    fn from(e: memtide_uds::BindError) -> Self {
+        use memtide_uds::BindError;
+        match e {
+            BindError::InUse(path) => Self::InUse(path),
+            BindError::NotASocket(path) => Self::NotASocket(path),
+            BindError::Bind { path, source } => Self::Bind { path, source },
+            BindError::Permissions { path, source } => Self::Permissions { path, source },
+        }
+    }
 }
 
 /// Most agent connections of one VM read at once; more are refused.
@@ -281,24 +295,7 @@ pub fn port_socket_path(uds: &Path, port: u32) -> PathBuf {
 /// `reports`, on background threads.
 pub fn start(uds: &Path, port: u32, reports: Arc<AgentReports>) -> Result<PathBuf, ReaderError> {
     let path = port_socket_path(uds, port);
-    if let Ok(meta) = std::fs::symlink_metadata(&path) {
-        if !meta.file_type().is_socket() {
-            return Err(ReaderError::NotASocket(path));
-        }
-        if UnixStream::connect(&path).is_err() {
-            let _ = std::fs::remove_file(&path);
-        }
-    }
-    let listener = UnixListener::bind(&path).map_err(|source| ReaderError::Bind {
-        path: path.clone(),
-        source,
-    })?;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(|source| {
-        ReaderError::Permissions {
-            path: path.clone(),
-            source,
-        }
-    })?;
+    let listener = memtide_uds::bind_private(&path)?;
     std::thread::Builder::new()
         .name("agent-accept".into())
         .spawn(move || {
@@ -416,6 +413,7 @@ fn is_recoverable(e: &DecodeError) -> bool {
 mod tests {
     use super::*;
     use memtide_agent_proto::{encode, MemoryPressure};
+    use std::os::unix::fs::PermissionsExt;
 
     fn report(seq: u64) -> GuestReport {
         GuestReport {
@@ -515,6 +513,8 @@ mod tests {
         let sock = start(&uds, 5100, Arc::new(AgentReports::new())).expect("socket");
         let mode = std::fs::metadata(&sock).expect("meta").permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
+        let err = start(&uds, 5100, Arc::new(AgentReports::new())).expect_err("live");
+        assert!(matches!(err, ReaderError::InUse(_)), "{err}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

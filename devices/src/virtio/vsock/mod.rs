@@ -65,6 +65,19 @@ pub const MAX_PENDING_CONTROL: usize = 512;
 /// Lowest CID a guest may have (0, 1 and 2 are reserved).
 pub const MIN_GUEST_CID: u64 = 3;
 
+impl From<memtide_uds::BindError> for VsockError {
+    fn from(e: memtide_uds::BindError) -> Self {
+        use memtide_uds::BindError;
+        match e {
+            BindError::InUse(path) => Self::InUse(path),
+            BindError::NotASocket(path) => Self::NotASocket(path),
+            BindError::Bind { path, source } | BindError::Permissions { path, source } => {
+                Self::Listen { path, source }
+            }
+        }
+    }
+}
+
 /// Errors from building the device.
 #[derive(Debug, thiserror::Error)]
 pub enum VsockError {

@@ -4,25 +4,17 @@
 
 use std::ffi::OsString;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 
 use super::VsockError;
 
 /// Room in `sockaddr_un.sun_path`, without the terminating NUL.
-pub(super) const MAX_SOCKET_PATH: usize = 107;
+pub(super) const MAX_SOCKET_PATH: usize = memtide_uds::MAX_SOCKET_PATH;
 /// Longest `_<port>` suffix.
 const PORT_SUFFIX_MAX: usize = 11;
-
-/// `AF_UNIX` as the address family field's type.
-#[allow(
-    clippy::cast_possible_truncation,
-    reason = "AF_UNIX is 1, which fits sa_family_t"
-)]
-const AF_UNIX_FAMILY: libc::sa_family_t = libc::AF_UNIX as libc::sa_family_t;
 
 /// `<uds>_<port>`: where a guest connection to host port `port` goes.
 pub(super) fn port_path(uds: &Path, port: u32) -> PathBuf {
@@ -40,85 +32,23 @@ pub(super) fn check_path(uds: &Path) -> Result<(), VsockError> {
     Ok(())
 }
 
-/// Mode of the listening socket: only this user may connect.
-pub(super) const SOCKET_MODE: u32 = 0o600;
-
 /// Binds a non-blocking listener at `path`, mode 0600, first removing a
 /// stale socket file left by an earlier run (but nothing that is not a
 /// socket, and no socket another process still listens on).
 pub(super) fn listen(path: &Path) -> Result<UnixListener, VsockError> {
-    let err = |source| VsockError::Listen {
-        path: path.to_path_buf(),
-        source,
-    };
-    match std::fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_socket() => {
-            if UnixStream::connect(path).is_ok() {
-                return Err(VsockError::InUse(path.to_path_buf()));
-            }
-            std::fs::remove_file(path).map_err(err)?
-        }
-        Ok(_) => return Err(VsockError::NotASocket(path.to_path_buf())),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(err(e)),
-    }
-    let l = UnixListener::bind(path).map_err(err)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(SOCKET_MODE)).map_err(err)?;
-    l.set_nonblocking(true).map_err(err)?;
+    let l = memtide_uds::bind_private(path)?;
+    l.set_nonblocking(true)
+        .map_err(|source| VsockError::Listen {
+            path: path.to_path_buf(),
+            source,
+        })?;
     Ok(l)
-}
-
-fn sockaddr(path: &Path) -> io::Result<(libc::sockaddr_un, libc::socklen_t)> {
-    let bytes = path.as_os_str().as_bytes();
-    let mut addr = libc::sockaddr_un {
-        sun_family: AF_UNIX_FAMILY,
-        sun_path: [0; 108],
-    };
-    if bytes.is_empty() || bytes.len() >= addr.sun_path.len() || bytes.contains(&0) {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "unusable Unix socket path",
-        ));
-    }
-    for (d, s) in addr.sun_path.iter_mut().zip(bytes) {
-        *d = libc::c_char::from_ne_bytes([*s]);
-    }
-    let len = std::mem::offset_of!(libc::sockaddr_un, sun_path) + bytes.len() + 1;
-    let len = libc::socklen_t::try_from(len)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "socket address too long"))?;
-    Ok((addr, len))
 }
 
 /// Connects a non-blocking stream to `path`. A listener with a full
 /// backlog fails at once (`EAGAIN`) instead of blocking the event loop.
 pub(super) fn connect(path: &Path) -> io::Result<UnixStream> {
-    let (addr, len) = sockaddr(path)?;
-    // SAFETY: socket(2) takes no pointers; the result is checked below.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_UNIX,
-            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-            0,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `fd` was just returned by socket(2) and nothing else owns it.
-    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: `addr` is a valid sockaddr_un that lives across the call and
-    // `len` does not exceed its size; `owned` is an open socket.
-    let rc = unsafe {
-        libc::connect(
-            owned.as_raw_fd(),
-            std::ptr::from_ref(&addr).cast::<libc::sockaddr>(),
-            len,
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(UnixStream::from(owned))
+    memtide_uds::connect(path, memtide_uds::Wait::NonBlocking)
 }
 
 /// Writes what the socket takes of `buf` without raising `SIGPIPE` on a
@@ -201,14 +131,16 @@ mod tests {
 
     #[test]
     fn listen_replaces_a_stale_socket_but_not_a_file() {
+        use std::os::unix::fs::PermissionsExt;
         let dir = std::env::temp_dir().join(format!("memtide-uds-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("dir");
         let sock = dir.join("s");
         drop(listen(&sock).expect("first bind"));
         assert!(sock.exists(), "the stale socket stays behind");
         let l = listen(&sock).expect("rebind over the stale socket");
+        assert!(l.accept().is_err(), "non-blocking: no connection waits");
         let mode = std::fs::metadata(&sock).expect("meta").permissions().mode();
-        assert_eq!(mode & 0o777, SOCKET_MODE, "{mode:o}");
+        assert_eq!(mode & 0o777, memtide_uds::SOCKET_MODE, "{mode:o}");
         assert!(
             matches!(listen(&sock), Err(VsockError::InUse(_))),
             "a live listener is not taken over"
