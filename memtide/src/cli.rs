@@ -112,7 +112,7 @@ pub struct BalanceArgs {
     /// SOCKET[,name=N][,weight=1-10000][,min=MIB][,buffer=PCT]. Repeat for
     /// each VM.
     #[arg(long = "vm", value_name = "SOCKET[,KEY=VALUE...]", required = true)]
-    pub vms: Vec<crate::commands::balance::VmArg>,
+    pub vms: Vec<crate::vm_arg::VmArg>,
     /// How often the balancer decides, in ms.
     #[arg(long, default_value_t = 500, value_name = "MS")]
     pub interval_ms: u64,

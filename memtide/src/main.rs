@@ -4,6 +4,7 @@
 
 mod cli;
 mod commands;
+mod vm_arg;
 
 use std::process::ExitCode;
 

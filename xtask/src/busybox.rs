@@ -11,9 +11,10 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::cpio::{add_binary, CpioWriter};
+use crate::cpio::CpioWriter;
 use crate::deps::BUSYBOX;
 use crate::error::{io_at, XtaskError};
+use crate::static_binary::add_binary;
 
 /// The applets linked into `/bin` by default.
 pub const CORE_APPLETS: &[&str] = &[

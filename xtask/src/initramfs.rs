@@ -6,10 +6,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::busybox::{self, Applets};
-use crate::cpio::{add_binary, CpioWriter};
+use crate::cpio::CpioWriter;
 use crate::error::{io_at, XtaskError};
 use crate::paths::{cache_dir, workspace_root, INITRAMFS_FILE, INITRAMFS_IDLE_FILE};
 use crate::process::run;
+use crate::static_binary::add_binary;
 
 /// Target triple of the guest binaries (static glibc). Explicit, so that
 /// `RUSTFLAGS` reaches only the guest code, not host build scripts.

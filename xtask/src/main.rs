@@ -16,6 +16,7 @@ mod lane;
 mod paths;
 mod process;
 mod run;
+mod static_binary;
 mod test;
 
 use std::process::ExitCode;
