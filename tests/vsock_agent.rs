@@ -224,7 +224,15 @@ fn a_host_client_reaches_the_agent_listener_in_the_guest() {
     let ok = String::from_utf8_lossy(&bytes[..text_end]).into_owned();
     assert!(ok.starts_with("OK "), "handshake answer {ok:?}");
     let frame = &bytes[text_end + 1..];
-    assert!(frame.len() >= 4, "no report frame after {ok:?}");
+    if frame.len() < 4 {
+        // Seen once in about 40 runs (nested host lane): the host side's
+        // counters say whether the guest sent the frame at all.
+        let vsock = g.get_from("vsock", "get");
+        panic!(
+            "no report frame after {ok:?} ({} bytes); vsock status: {vsock}",
+            frame.len()
+        );
+    }
     let len = u32::from_le_bytes([frame[0], frame[1], frame[2], frame[3]]) as usize;
     assert_eq!(frame.len(), 4 + len, "one whole frame");
     let report = memtide_agent_proto::decode_payload(&frame[4..]).expect("a valid report");
