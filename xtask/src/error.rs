@@ -44,6 +44,10 @@ pub enum XtaskError {
     /// The standard-KVM lane could not run its command.
     #[error("{0}")]
     Lane(String),
+    /// The lane's L1 VM itself crashed or hung: a fault of QEMU's TCG or of
+    /// L1's kernel, never a test's failure (docs/lanes.md).
+    #[error("{0}")]
+    LaneFault(String),
     /// A required file is missing after a step that should have made it.
     #[error("{0} is missing")]
     Missing(PathBuf),

@@ -167,20 +167,23 @@ pub fn run(argv: &[String], executables: &[PathBuf], opts: &LaneOpts) -> Result<
             );
             Ok(code)
         }
+        L1End::L1Crashed(line) => Err(XtaskError::LaneFault(format!(
+            "lane {LANE}: the L1 kernel crashed ({line}): a fault of L1's kvm_amd or of \
+             QEMU's SVM emulation (memtide is an unprivileged process there); L1 console \
+             and kernel log kept in {}",
+            dir.display()
+        ))),
+        L1End::L1Hung => Err(XtaskError::LaneFault(format!(
+            "lane {LANE}: the L1 VM hung (no heartbeat for {} s): L1's kernel or QEMU's \
+             TCG stopped; L1 console and kernel log kept in {}",
+            qemu::HEARTBEAT_LIMIT.as_secs(),
+            dir.display()
+        ))),
         other => Err(XtaskError::Lane(format!(
             "lane {LANE}: {}; L1 console and kernel log kept in {}",
             match other {
                 L1End::Setup => "the L1 VM could not set up standard KVM".to_string(),
                 L1End::TimedOut => "the L1 VM did not finish within the time limit".to_string(),
-                L1End::L1Crashed(line) => format!(
-                    "the L1 kernel crashed ({line}): a fault of L1's kvm_amd or of \
-                     QEMU's SVM emulation (memtide is an unprivileged process there)"
-                ),
-                L1End::L1Hung => format!(
-                    "the L1 VM hung (no heartbeat for {} s): L1's kernel or QEMU's \
-                     TCG stopped",
-                    qemu::HEARTBEAT_LIMIT.as_secs()
-                ),
                 _ => "the L1 VM ended without reporting the command's status".to_string(),
             },
             dir.display()
