@@ -225,7 +225,7 @@ fn a_host_client_reaches_the_agent_listener_in_the_guest() {
     assert!(ok.starts_with("OK "), "handshake answer {ok:?}");
     let frame = &bytes[text_end + 1..];
     if frame.len() < 4 {
-        // Seen once in about 40 runs (nested host lane): the host side's
+        // Seen once so far (nested host lane, 2026-12-02): the host side's
         // counters say whether the guest sent the frame at all.
         let vsock = g.get_from("vsock", "get");
         panic!(
