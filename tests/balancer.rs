@@ -35,9 +35,12 @@ fn api_get(sock: &Path, path: &str) -> Option<serde_json::Value> {
     get_json(sock, path).ok()
 }
 
-/// Waits until `done` holds for the balancer's status, or panics.
-fn wait_status(
+/// Polls `GET path` on `api` until `done` holds for the answer, with a
+/// progress line every 10 s; panics at `deadline`, whether the API answers
+/// or not, naming `what` and the last answer.
+fn wait_api(
     api: &Path,
+    path: &str,
     what: &str,
     deadline: impl Into<Duration>,
     done: impl Fn(&serde_json::Value) -> bool,
@@ -46,53 +49,53 @@ fn wait_status(
     let start = Instant::now();
     let mut progress = Instant::now();
     loop {
-        let got = api_get(api, "/balancer");
+        let got = api_get(api, path);
+        let last = || {
+            got.as_ref()
+                .map_or("no answer".to_string(), |v| v.to_string())
+        };
+        if let Some(v) = got.as_ref().filter(|v| done(v)) {
+            eprintln!("[{:>5.1} s] {what}: {v}", start.elapsed().as_secs_f64());
+            return v.clone();
+        }
         if progress.elapsed() >= Duration::from_secs(10) {
             progress = Instant::now();
             eprintln!(
                 "[{:>5.1} s of {:.0} s] still waiting for {what}: {}",
                 start.elapsed().as_secs_f64(),
                 deadline.as_secs_f64(),
-                got.as_ref()
-                    .map_or("no answer".to_string(), |v| v.to_string())
-            );
-        }
-        if let Some(v) = got {
-            if done(&v) {
-                eprintln!("[{:>5.1} s] {what}: {v}", start.elapsed().as_secs_f64());
-                return v;
-            }
-            assert!(
-                start.elapsed() < deadline,
-                "timed out waiting for {what}: {v}"
-            );
-        }
-        assert!(start.elapsed() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
-
-/// Waits until the guest's balloon has reached its target.
-fn wait_balloon(api: &Path, deadline: impl Into<Duration>) -> serde_json::Value {
-    let deadline = deadline.into();
-    let start = Instant::now();
-    loop {
-        if let Some(v) = api_get(api, "/balloon") {
-            if v["actual_mib"] == v["target_mib"] {
-                return v;
-            }
-            assert!(
-                start.elapsed() < deadline,
-                "balloon never reached its target: {v}"
+                last()
             );
         }
         assert!(
             start.elapsed() < deadline,
-            "no balloon answer from {} within {deadline:?}",
-            api.display()
+            "timed out after {deadline:?} waiting for {what} ({} {path}): {}",
+            api.display(),
+            last()
         );
         std::thread::sleep(Duration::from_millis(250));
     }
+}
+
+/// Waits until `done` holds for the balancer's status, or panics.
+fn wait_status(
+    api: &Path,
+    what: &str,
+    deadline: impl Into<Duration>,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    wait_api(api, "/balancer", what, deadline, done)
+}
+
+/// Waits until the guest's balloon has reached its target.
+fn wait_balloon(api: &Path, deadline: impl Into<Duration>) -> serde_json::Value {
+    wait_api(
+        api,
+        "/balloon",
+        "the balloon to reach its target",
+        deadline,
+        |v| v["actual_mib"] == v["target_mib"],
+    )
 }
 
 fn assigned(v: &serde_json::Value, vm: usize) -> u64 {
