@@ -168,51 +168,51 @@ pub fn write_response<W: Write>(mut stream: W, resp: &Response) -> std::io::Resu
     stream.flush()
 }
 
-/// Writes a request (the client side lives in `memtide-api`; this one
-/// serves the round-trip tests).
-pub fn write_request<W: Write>(
-    mut stream: W,
-    method: &str,
-    path: &str,
-    body: &str,
-) -> std::io::Result<()> {
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )?;
-    stream.flush()
-}
-
-/// Reads a response: status and body (see [`write_request`]).
-pub fn read_response<R: Read>(stream: R) -> Result<Response, HttpError> {
-    let mut r = BufReader::new(stream);
-    let line = read_line(&mut r)?;
-    let status = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or(HttpError::Malformed("bad status line"))?;
-    let mut body = Vec::new();
-    match read_headers(&mut r)? {
-        Some(n) if n <= MAX_BODY => {
-            body.resize(n, 0);
-            r.read_exact(&mut body)?;
-        }
-        Some(_) => return Err(HttpError::TooLarge),
-        None => {
-            r.read_to_end(&mut body)?;
-        }
-    }
-    Ok(Response {
-        status,
-        body: String::from_utf8_lossy(&body).into_owned(),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Writes a request (the real client is `memtide-api`'s; this one only
+    /// feeds the round-trip tests).
+    fn write_request<W: Write>(
+        mut stream: W,
+        method: &str,
+        path: &str,
+        body: &str,
+    ) -> std::io::Result<()> {
+        write!(
+            stream,
+            "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )?;
+        stream.flush()
+    }
+
+    /// Reads a response: status and body (see [`write_request`]).
+    fn read_response<R: Read>(stream: R) -> Result<Response, HttpError> {
+        let mut r = BufReader::new(stream);
+        let line = read_line(&mut r)?;
+        let status = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or(HttpError::Malformed("bad status line"))?;
+        let mut body = Vec::new();
+        match read_headers(&mut r)? {
+            Some(n) if n <= MAX_BODY => {
+                body.resize(n, 0);
+                r.read_exact(&mut body)?;
+            }
+            Some(_) => return Err(HttpError::TooLarge),
+            None => {
+                r.read_to_end(&mut body)?;
+            }
+        }
+        Ok(Response {
+            status,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        })
+    }
 
     #[test]
     fn request_round_trip() {
