@@ -312,6 +312,14 @@ pub struct RunArgs {
     #[arg(long)]
     pub no_syscall_gate: bool,
 
+    /// Keep memtide's capabilities and run without its seccomp filter. By
+    /// default `run` drops every capability before it builds the VM and,
+    /// before the guest starts, allows only the system calls a running VM
+    /// makes; any other call ends memtide with status 159 and a line naming
+    /// the call (docs/sandbox.md). For debugging that line only.
+    #[arg(long)]
+    pub no_sandbox: bool,
+
     /// Boot without ACPI tables (MP table and command-line devices only).
     #[arg(long)]
     pub no_acpi: bool,

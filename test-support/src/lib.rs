@@ -521,6 +521,11 @@ impl Guest {
         Guest { child, sock }
     }
 
+    /// The `memtide run` process's id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// A client for its API socket.
     pub fn api(&self) -> Client {
         Client::new(&self.sock)

@@ -92,6 +92,9 @@ pub struct VmConfig {
     pub vsock: Option<VsockConfig>,
     /// The balancer thread, if it runs.
     pub balancer: Option<BalancerConfig>,
+    /// Drop every capability before building the VM and run it under the
+    /// seccomp filter (`sandbox`); off only for debugging.
+    pub sandbox: bool,
 }
 
 /// The balancer of a single VM.
@@ -239,6 +242,7 @@ mod tests {
             complete_syscalls: false,
             vsock: None,
             balancer: None,
+            sandbox: true,
         }
     }
 

@@ -18,5 +18,6 @@ pub mod host_info;
 pub mod kernel_cmdline;
 pub mod memory;
 pub mod outcome;
+pub mod sandbox;
 pub mod vcpu;
 pub mod vm;

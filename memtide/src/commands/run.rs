@@ -100,6 +100,7 @@ pub fn config_from_args(args: &RunArgs, host: HostKvm) -> Result<VmConfig, Confi
         balloon,
         api_sock: args.api_sock.clone(),
         prefault: args.prefault,
+        sandbox: !args.no_sandbox,
     };
     config.validate()?;
     Ok(config)

@@ -40,13 +40,14 @@ impl GuestProfile {
         self.stop.store(true, Ordering::SeqCst);
     }
 
-    /// Writes the samples, most frequent first.
-    pub fn write_to(&self, path: &PathBuf) -> std::io::Result<()> {
+    /// Writes the samples, most frequent first, to `out` (created before
+    /// the sandbox closed, see `vm/vmm.rs`).
+    pub fn write_to(&self, out: std::fs::File) -> std::io::Result<()> {
         self.stop_sampling();
         let hits = lock(&self.hits);
         let mut v: Vec<_> = hits.iter().collect();
         v.sort_by(|a, b| b.1.cmp(a.1));
-        let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
+        let mut f = std::io::BufWriter::new(out);
         for (rip, n) in v {
             writeln!(f, "{rip:#x} {n}")?;
         }

@@ -19,6 +19,7 @@ use crate::config::VmConfig;
 use crate::device_manager::{self, DeviceInputs, Devices};
 use crate::memory::{self, GuestMemoryMmap};
 use crate::outcome::ExitSignal;
+use crate::sandbox;
 use crate::vcpu::nested::{HostKvm, NestedAssist};
 use crate::vcpu::Vcpu;
 
@@ -43,6 +44,10 @@ impl<'a> VmmBuilder<'a> {
         // socket (a regular file, a live socket) ends the run untouched.
         if let Some(sock) = &config.api_sock {
             api::check_path(sock)?;
+        }
+        // Before any thread starts, so that none has a capability.
+        if config.sandbox {
+            sandbox::capabilities::drop_all()?;
         }
         let kvm = open_kvm()?;
         let vm = Arc::new(create_vm(&kvm)?);
@@ -79,6 +84,7 @@ impl<'a> VmmBuilder<'a> {
             reset_evt,
             watch,
             balancer_stop,
+            sandbox: config.sandbox,
         })
     }
 }

@@ -69,6 +69,9 @@ pub enum VmError {
     /// The in-process balancer.
     #[error(transparent)]
     Balance(#[from] crate::balance::BalanceError),
+    /// Dropping capabilities or installing the seccomp filter.
+    #[error("sandbox: {0}")]
+    Sandbox(#[from] crate::sandbox::SandboxError),
     /// The event loop failed.
     #[error("event loop: {0}")]
     EventLoop(event_manager::Error),

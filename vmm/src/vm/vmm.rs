@@ -38,6 +38,8 @@ pub struct Vmm {
     pub(super) watch: Arc<GuestWatch>,
     /// Stops the in-process balancer.
     pub(super) balancer_stop: Arc<AtomicBool>,
+    /// Run the guest under the seccomp filter.
+    pub(super) sandbox: bool,
 }
 
 impl Vmm {
@@ -52,6 +54,14 @@ impl Vmm {
         let mut event_mgr = self.event_loop(&stopped)?;
 
         let profile_path = profile::requested();
+        // Created now: the sandbox allows no file to be opened later.
+        let profile_out = match &profile_path {
+            Some(path) => Some(std::fs::File::create(path).map_err(io_err("create the profile"))?),
+            None => None,
+        };
+        if self.sandbox {
+            crate::sandbox::install_filter()?;
+        }
         let guest_profile = Arc::new(profile::GuestProfile::default());
         if profile_path.is_some() {
             if let Some(first) = self.vcpus.first_mut() {
@@ -95,8 +105,8 @@ impl Vmm {
             }
         }
         stop_vcpus(handles);
-        if let Some(path) = &profile_path {
-            if let Err(e) = guest_profile.write_to(path) {
+        if let (Some(path), Some(out)) = (&profile_path, profile_out) {
+            if let Err(e) = guest_profile.write_to(out) {
                 log::error!("cannot write the guest profile to {}: {e}", path.display());
             }
         }

@@ -1,0 +1,318 @@
+//! The seccomp allow-list of a running VM: every system call memtide's
+//! threads make once the VM is built (vCPUs, event loop, devices, control
+//! API, agent reader, balancer), some with argument checks. Anything else
+//! traps ([`super::sigsys`]).
+//!
+//! A second filter answers `clone3` with `ENOSYS`: its flags sit in
+//! memory that seccomp cannot inspect, and glibc then falls back to
+//! `clone`, whose flags the first filter checks (threads only).
+
+use std::collections::BTreeMap;
+
+use seccompiler::{
+    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+    SeccompRule, TargetArch,
+};
+
+use super::SandboxError;
+
+/// System calls allowed with any arguments.
+const ALLOWED: &[libc::c_long] = &[
+    // I/O on descriptors memtide already holds or accepts.
+    libc::SYS_read,
+    libc::SYS_write,
+    libc::SYS_readv,
+    libc::SYS_writev,
+    libc::SYS_pread64,
+    libc::SYS_pwrite64,
+    libc::SYS_lseek,
+    libc::SYS_close,
+    libc::SYS_fcntl,
+    libc::SYS_fstat,
+    libc::SYS_newfstatat,
+    libc::SYS_statx,
+    libc::SYS_dup,
+    libc::SYS_poll,
+    libc::SYS_ppoll,
+    libc::SYS_epoll_create1,
+    libc::SYS_epoll_ctl,
+    libc::SYS_epoll_wait,
+    libc::SYS_epoll_pwait,
+    libc::SYS_eventfd2,
+    // Unix sockets: API, agent reports, vsock (creation is checked below).
+    libc::SYS_accept,
+    libc::SYS_accept4,
+    libc::SYS_connect,
+    libc::SYS_recvfrom,
+    libc::SYS_recvmsg,
+    libc::SYS_sendto,
+    libc::SYS_sendmsg,
+    libc::SYS_shutdown,
+    libc::SYS_getsockopt,
+    libc::SYS_setsockopt,
+    libc::SYS_getsockname,
+    libc::SYS_getpeername,
+    // Removing memtide's own sockets when the VM stops.
+    libc::SYS_unlink,
+    libc::SYS_unlinkat,
+    // Memory: guest RAM, hot-added regions, balloon discards, the heap.
+    libc::SYS_munmap,
+    libc::SYS_mremap,
+    libc::SYS_madvise,
+    libc::SYS_mincore,
+    libc::SYS_brk,
+    // Threads, their stacks, signals and time.
+    libc::SYS_clone3,
+    libc::SYS_futex,
+    libc::SYS_set_robust_list,
+    libc::SYS_rseq,
+    libc::SYS_sched_yield,
+    libc::SYS_sched_getaffinity,
+    libc::SYS_sigaltstack,
+    libc::SYS_rt_sigprocmask,
+    libc::SYS_rt_sigreturn,
+    libc::SYS_tgkill,
+    libc::SYS_gettid,
+    libc::SYS_getpid,
+    libc::SYS_getuid,
+    libc::SYS_geteuid,
+    libc::SYS_nanosleep,
+    libc::SYS_clock_nanosleep,
+    libc::SYS_clock_gettime,
+    libc::SYS_gettimeofday,
+    libc::SYS_getrandom,
+    libc::SYS_exit,
+    libc::SYS_exit_group,
+];
+
+/// `ioctl` request types allowed: KVM's (`0xAE`) on /dev/kvm, the VM and
+/// vCPU descriptors.
+const KVM_IOCTL_TYPE: u64 = 0xAE;
+/// Terminal and descriptor `ioctl`s: the console's stdin mode (set at
+/// start, restored at exit) and non-blocking or close-on-exec flags.
+const OTHER_IOCTLS: &[libc::c_ulong] = &[
+    libc::TCGETS,
+    libc::TCSETS,
+    libc::TCSETSW,
+    libc::TIOCGWINSZ,
+    libc::FIONBIO,
+    libc::FIOCLEX,
+];
+/// `prctl` options allowed: naming a new thread, and (newer glibc) naming
+/// its stack mapping.
+const PRCTL_OPTIONS: &[libc::c_int] = &[libc::PR_SET_NAME, PR_SET_VMA];
+/// `PR_SET_VMA` (Linux 5.17), not in every libc release.
+const PR_SET_VMA: libc::c_int = 0x5356_4d41;
+
+/// One condition, with the crate's error mapped.
+fn condition(
+    arg: u8,
+    len: SeccompCmpArgLen,
+    op: SeccompCmpOp,
+    value: u64,
+) -> Result<SeccompCondition, SandboxError> {
+    Ok(SeccompCondition::new(arg, len, op, value)?)
+}
+
+/// A rule of one condition.
+fn rule(
+    arg: u8,
+    len: SeccompCmpArgLen,
+    op: SeccompCmpOp,
+    value: u64,
+) -> Result<SeccompRule, SandboxError> {
+    Ok(SeccompRule::new(vec![condition(arg, len, op, value)?])?)
+}
+
+/// Rules for the system calls allowed only with some arguments.
+fn checked_rules() -> Result<Vec<(libc::c_long, Vec<SeccompRule>)>, SandboxError> {
+    use SeccompCmpArgLen::{Dword, Qword};
+    use SeccompCmpOp::{Eq, MaskedEq};
+    let no_exec = u64::from(libc::PROT_EXEC.unsigned_abs());
+    let thread = u64::from(libc::CLONE_THREAD.unsigned_abs());
+
+    let mut ioctl = vec![rule(1, Dword, MaskedEq(0xff00), KVM_IOCTL_TYPE << 8)?];
+    for request in OTHER_IOCTLS {
+        ioctl.push(rule(1, Dword, Eq, *request)?);
+    }
+    let prctl = PRCTL_OPTIONS
+        .iter()
+        .map(|option| rule(0, Dword, Eq, u64::from(option.unsigned_abs())))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(vec![
+        (libc::SYS_ioctl, ioctl),
+        (libc::SYS_prctl, prctl),
+        // Unix sockets only.
+        (
+            libc::SYS_socket,
+            vec![rule(0, Dword, Eq, u64::from(libc::AF_UNIX.unsigned_abs()))?],
+        ),
+        // Threads, never processes.
+        (
+            libc::SYS_clone,
+            vec![rule(0, Qword, MaskedEq(thread), thread)?],
+        ),
+        // No executable memory.
+        (libc::SYS_mmap, vec![rule(2, Dword, MaskedEq(no_exec), 0)?]),
+        (
+            libc::SYS_mprotect,
+            vec![rule(2, Dword, MaskedEq(no_exec), 0)?],
+        ),
+    ])
+}
+
+/// The allow-list filter: listed calls pass, anything else traps.
+fn allow_list() -> Result<BpfProgram, SandboxError> {
+    let mut rules: BTreeMap<i64, Vec<SeccompRule>> =
+        ALLOWED.iter().map(|nr| (*nr, Vec::new())).collect();
+    rules.extend(checked_rules()?);
+    let filter = SeccompFilter::new(
+        rules,
+        SeccompAction::Trap,
+        SeccompAction::Allow,
+        TargetArch::x86_64,
+    )?;
+    Ok(filter.try_into()?)
+}
+
+/// The filter that answers `clone3` with `ENOSYS` (see the module docs).
+fn clone3_refusal() -> Result<BpfProgram, SandboxError> {
+    let filter = SeccompFilter::new(
+        BTreeMap::from([(libc::SYS_clone3, Vec::new())]),
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::ENOSYS.unsigned_abs()),
+        TargetArch::x86_64,
+    )?;
+    Ok(filter.try_into()?)
+}
+
+/// Both filters, compiled, in the order to install them: the allow-list
+/// last, since installing a filter takes a `prctl` it does not allow.
+pub fn programs() -> Result<Vec<BpfProgram>, SandboxError> {
+    Ok(vec![clone3_refusal()?, allow_list()?])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::sigsys::{install_reporter, EXIT_SECCOMP_VIOLATION};
+    use super::*;
+
+    /// Runs `attempt` in a forked child under memtide's filters and returns
+    /// the child's exit status. The filters are compiled before the fork;
+    /// the child makes only system calls.
+    fn status_under_filters(attempt: fn() -> libc::c_long) -> i32 {
+        let programs = programs().expect("filters compile");
+        // SAFETY: the child only makes system calls (installing a filter,
+        // the handler and the attempt) and leaves with _exit.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            // SAFETY: opens /dev/null and puts it on stderr so that the
+            // reporter's line stays out of the test output.
+            unsafe {
+                let null = libc::open(c"/dev/null".as_ptr(), libc::O_WRONLY);
+                libc::dup2(null, 2);
+            }
+            if install_reporter().is_err() {
+                // SAFETY: ends the child.
+                unsafe { libc::_exit(90) };
+            }
+            for program in &programs {
+                if seccompiler::apply_filter(program).is_err() {
+                    // SAFETY: ends the child.
+                    unsafe { libc::_exit(91) };
+                }
+            }
+            let rc = attempt();
+            // SAFETY: ends the child; 0 when the call was allowed and
+            // succeeded, 1 when it was allowed and failed.
+            unsafe { libc::_exit(i32::from(rc < 0)) };
+        }
+        let mut status = 0;
+        // SAFETY: waits for the child forked above.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        assert!(libc::WIFEXITED(status), "child died: {status:#x}");
+        libc::WEXITSTATUS(status)
+    }
+
+    #[test]
+    fn the_filters_compile() {
+        let programs = programs().expect("compile");
+        assert_eq!(programs.len(), 2);
+        assert!(programs[1].len() > programs[0].len(), "allow-list last");
+        assert!(programs.iter().all(|p| !p.is_empty()));
+    }
+
+    #[test]
+    fn allowed_calls_pass() {
+        // SAFETY: getpid has no arguments.
+        assert_eq!(
+            status_under_filters(|| unsafe { libc::syscall(libc::SYS_getpid) }),
+            0
+        );
+        // SAFETY: a Unix socket; the descriptor leaks into an exiting child.
+        let unix =
+            || unsafe { libc::syscall(libc::SYS_socket, libc::AF_UNIX, libc::SOCK_STREAM, 0) };
+        assert_eq!(status_under_filters(unix), 0);
+        // SAFETY: an anonymous read-write mapping.
+        let rw = || unsafe {
+            libc::syscall(
+                libc::SYS_mmap,
+                0,
+                4096,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_eq!(status_under_filters(rw), 0);
+    }
+
+    #[test]
+    fn clone3_is_answered_enosys_so_glibc_uses_clone() {
+        // SAFETY: clone3 with a null argument; the filter answers first.
+        let clone3 = || unsafe {
+            let rc = libc::syscall(libc::SYS_clone3, 0, 0);
+            let errno = *libc::__errno_location();
+            if rc < 0 && errno == libc::ENOSYS {
+                0
+            } else {
+                -1
+            }
+        };
+        assert_eq!(status_under_filters(clone3), 0);
+    }
+
+    #[test]
+    fn forbidden_calls_end_the_process_with_the_sandbox_status() {
+        // SAFETY: each call below is refused before it runs.
+        let attempts: [fn() -> libc::c_long; 5] = [
+            || unsafe {
+                libc::syscall(libc::SYS_openat, libc::AT_FDCWD, c"/etc/passwd".as_ptr(), 0)
+            },
+            || unsafe { libc::syscall(libc::SYS_socket, libc::AF_INET, libc::SOCK_STREAM, 0) },
+            // fork: clone without CLONE_THREAD.
+            || unsafe { libc::syscall(libc::SYS_clone, libc::SIGCHLD, 0, 0, 0, 0) },
+            || unsafe {
+                libc::syscall(
+                    libc::SYS_mmap,
+                    0,
+                    4096,
+                    libc::PROT_READ | libc::PROT_EXEC,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                )
+            },
+            || unsafe { libc::syscall(libc::SYS_ioctl, 0, libc::TIOCSTI, c"x".as_ptr()) },
+        ];
+        for (i, attempt) in attempts.into_iter().enumerate() {
+            assert_eq!(
+                status_under_filters(attempt),
+                EXIT_SECCOMP_VIOLATION,
+                "attempt {i}"
+            );
+        }
+    }
+}
