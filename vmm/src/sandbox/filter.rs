@@ -243,39 +243,42 @@ mod tests {
         assert!(programs.iter().all(|p| !p.is_empty()));
     }
 
+    /// A raw system call with six integer arguments.
+    fn sys(nr: libc::c_long, args: [libc::c_long; 6]) -> libc::c_long {
+        // SAFETY: the tests pass only integers, null, and pointers to
+        // static C strings; every call here either runs in a child that
+        // exits right after it or is refused by the filter before it runs.
+        unsafe { libc::syscall(nr, args[0], args[1], args[2], args[3], args[4], args[5]) }
+    }
+
+    /// A static C string as a system call argument.
+    fn ptr(s: &'static std::ffi::CStr) -> libc::c_long {
+        s.as_ptr() as libc::c_long
+    }
+
+    const ANON: libc::c_long = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as libc::c_long;
+
     #[test]
     fn allowed_calls_pass() {
-        // SAFETY: getpid has no arguments.
-        assert_eq!(
-            status_under_filters(|| unsafe { libc::syscall(libc::SYS_getpid) }),
-            0
-        );
-        // SAFETY: a Unix socket; the descriptor leaks into an exiting child.
-        let unix =
-            || unsafe { libc::syscall(libc::SYS_socket, libc::AF_UNIX, libc::SOCK_STREAM, 0) };
+        assert_eq!(status_under_filters(|| sys(libc::SYS_getpid, [0; 6])), 0);
+        let unix = || {
+            let (family, kind) = (libc::AF_UNIX.into(), libc::SOCK_STREAM.into());
+            sys(libc::SYS_socket, [family, kind, 0, 0, 0, 0])
+        };
         assert_eq!(status_under_filters(unix), 0);
-        // SAFETY: an anonymous read-write mapping.
-        let rw = || unsafe {
-            libc::syscall(
-                libc::SYS_mmap,
-                0,
-                4096,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
+        let rw = || {
+            let prot = (libc::PROT_READ | libc::PROT_WRITE).into();
+            sys(libc::SYS_mmap, [0, 4096, prot, ANON, -1, 0])
         };
         assert_eq!(status_under_filters(rw), 0);
     }
 
     #[test]
     fn clone3_is_answered_enosys_so_glibc_uses_clone() {
-        // SAFETY: clone3 with a null argument; the filter answers first.
-        let clone3 = || unsafe {
-            let rc = libc::syscall(libc::SYS_clone3, 0, 0);
-            let errno = *libc::__errno_location();
-            if rc < 0 && errno == libc::ENOSYS {
+        let clone3 = || {
+            let rc = sys(libc::SYS_clone3, [0; 6]);
+            let errno = std::io::Error::last_os_error().raw_os_error();
+            if rc < 0 && errno == Some(libc::ENOSYS) {
                 0
             } else {
                 -1
@@ -286,26 +289,25 @@ mod tests {
 
     #[test]
     fn forbidden_calls_end_the_process_with_the_sandbox_status() {
-        // SAFETY: each call below is refused before it runs.
         let attempts: [fn() -> libc::c_long; 5] = [
-            || unsafe {
-                libc::syscall(libc::SYS_openat, libc::AT_FDCWD, c"/etc/passwd".as_ptr(), 0)
+            || {
+                let at = libc::AT_FDCWD.into();
+                sys(libc::SYS_openat, [at, ptr(c"/etc/passwd"), 0, 0, 0, 0])
             },
-            || unsafe { libc::syscall(libc::SYS_socket, libc::AF_INET, libc::SOCK_STREAM, 0) },
+            || {
+                let (family, kind) = (libc::AF_INET.into(), libc::SOCK_STREAM.into());
+                sys(libc::SYS_socket, [family, kind, 0, 0, 0, 0])
+            },
             // fork: clone without CLONE_THREAD.
-            || unsafe { libc::syscall(libc::SYS_clone, libc::SIGCHLD, 0, 0, 0, 0) },
-            || unsafe {
-                libc::syscall(
-                    libc::SYS_mmap,
-                    0,
-                    4096,
-                    libc::PROT_READ | libc::PROT_EXEC,
-                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                    -1,
-                    0,
-                )
+            || sys(libc::SYS_clone, [libc::SIGCHLD.into(), 0, 0, 0, 0, 0]),
+            || {
+                let prot = (libc::PROT_READ | libc::PROT_EXEC).into();
+                sys(libc::SYS_mmap, [0, 4096, prot, ANON, -1, 0])
             },
-            || unsafe { libc::syscall(libc::SYS_ioctl, 0, libc::TIOCSTI, c"x".as_ptr()) },
+            || {
+                let request = libc::c_long::try_from(libc::TIOCSTI).unwrap_or(0);
+                sys(libc::SYS_ioctl, [0, request, ptr(c"x"), 0, 0, 0])
+            },
         ];
         for (i, attempt) in attempts.into_iter().enumerate() {
             assert_eq!(
