@@ -39,6 +39,11 @@ const ALLOWED: &[libc::c_long] = &[
     libc::SYS_epoll_wait,
     libc::SYS_epoll_pwait,
     libc::SYS_eventfd2,
+    // The balloon's statistics timer, created when the guest driver
+    // activates the device.
+    libc::SYS_timerfd_create,
+    libc::SYS_timerfd_settime,
+    libc::SYS_timerfd_gettime,
     // Unix sockets: API, agent reports, vsock (creation is checked below).
     libc::SYS_accept,
     libc::SYS_accept4,

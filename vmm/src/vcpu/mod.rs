@@ -23,6 +23,7 @@ pub use handle::VcpuHandle;
 use nested::{GuestCpu, NestedAssist, NestedError};
 
 use crate::memory::GuestMemoryMmap;
+use vm_memory::{GuestAddressSpace, GuestMemoryAtomic};
 
 /// Errors that stop a vCPU.
 #[derive(Debug, thiserror::Error)]
@@ -100,7 +101,10 @@ pub trait StopSink: Send + Sync {
 pub struct Vcpu {
     id: u8,
     fd: VcpuFd,
-    mem: GuestMemoryMmap,
+    /// Guest memory as it is now: hot-add replaces the map, and the nested
+    /// assists read page tables and save areas that may lie in hot-added
+    /// memory.
+    mem: GuestMemoryAtomic<GuestMemoryMmap>,
     pio: Arc<Bus>,
     mmio: Arc<Bus>,
     sink: Arc<dyn StopSink>,
@@ -130,7 +134,7 @@ impl Vcpu {
     pub fn new(
         id: u8,
         fd: VcpuFd,
-        mem: GuestMemoryMmap,
+        mem: GuestMemoryAtomic<GuestMemoryMmap>,
         pio: Arc<Bus>,
         mmio: Arc<Bus>,
         sink: Arc<dyn StopSink>,
@@ -254,10 +258,11 @@ impl Vcpu {
             }
             return Ok(Step::Continue);
         };
+        let mem = self.mem.memory();
         let cpu = GuestCpu {
             id: self.id,
             fd: &self.fd,
-            mem: &self.mem,
+            mem: &mem,
         };
         if emulation_failed {
             nested.emulation_fallback(&cpu)?;
@@ -291,7 +296,7 @@ impl Vcpu {
         } else {
             sregs.cs.base.wrapping_add(regs.rip)
         };
-        let Some(bytes) = guest_virt::read_virt(&self.fd, &self.mem, linear, insn::MAX_INSN_LEN)
+        let Some(bytes) = guest_virt::read_virt(&self.fd, &self.mem.memory(), linear, insn::MAX_INSN_LEN)
         else {
             return VcpuError::InstructionNotMapped { rip: regs.rip };
         };
