@@ -205,6 +205,11 @@ impl Client {
         }
     }
 
+    /// `GET /metrics`: the OpenMetrics text Prometheus scrapes.
+    pub fn get_metrics(&self) -> Result<String, ClientError> {
+        self.call("GET", "/metrics", "")
+    }
+
     /// `GET path`, decoded as `T` (`serde_json::Value` for any JSON).
     pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
         let body = self.call("GET", path, "")?;

@@ -184,6 +184,9 @@ pub enum CtlCommand {
     /// last decision.
     #[command(subcommand)]
     Balancer(BalancerCommand),
+    /// Print every metric in the OpenMetrics text format Prometheus
+    /// scrapes (GET /metrics; docs/metrics.md lists them).
+    Metrics,
 }
 
 /// `memtide ctl balancer` commands.

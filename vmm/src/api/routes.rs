@@ -10,6 +10,7 @@
 //! | GET | `/memory/guest` | the guest memory agent's latest report, its age and the reader's counters |
 //! | GET | `/vsock` | the vsock driver state, guest CID, connections and packet counters |
 //! | GET | `/balancer` | budget and, per VM, assigned, demand, pressure, the last decision and its reason |
+//! | GET | `/metrics` | all of the above in the OpenMetrics text format, for Prometheus (`docs/metrics.md`) |
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -132,7 +133,7 @@ fn memory_route(state: &ApiState, req: &Request) -> Response {
 }
 
 /// Guest RAM now: boot memory plus hot-added memory.
-fn ram_mib(state: &ApiState) -> u64 {
+pub(super) fn ram_mib(state: &ApiState) -> u64 {
     state
         .hotplug
         .as_ref()
@@ -210,7 +211,8 @@ pub fn handle(state: &ApiState, req: &Request) -> Response {
         ("GET", "/memory/guest") => guest_memory(state),
         ("GET", "/vsock") => vsock_route(state),
         ("GET", "/balancer") => balancer_route(state),
-        (_, "/vsock" | "/balancer") => Response::error(405, "method not allowed"),
+        ("GET", "/metrics") => super::metrics::route(state),
+        (_, "/vsock" | "/balancer" | "/metrics") => Response::error(405, "method not allowed"),
         (_, "/memory/guest") => Response::error(405, "method not allowed"),
         _ => Response::error(404, &format!("no route for {} {}", req.method, req.path)),
     }
