@@ -63,6 +63,8 @@ pub struct VmView {
     pub plugged_mib: u64,
     /// Memory held by the balloon, MiB.
     pub balloon_mib: u64,
+    /// Memory the VM must keep, MiB (its settings' minimum).
+    pub minimum_mib: u64,
     /// What the VM should have: committed plus buffer within its bounds, MiB.
     pub demand_mib: u64,
     /// Committed memory from the latest report, MiB.
@@ -166,6 +168,7 @@ impl Driver {
                 name: s.name.clone(),
                 assigned_mib: s.startup_mib,
                 plugged_mib: s.startup_mib,
+                minimum_mib: s.minimum_mib,
                 demand_mib: s.startup_mib,
                 ..VmView::default()
             })
