@@ -14,6 +14,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use memtide_test_support::metrics::{sample, scrape};
 use memtide_test_support::{
     boot_lock, guest_images, memtide_bin, require_kvm, run_memtide_live, Boots, Guest, LiveOutput,
 };
@@ -89,6 +90,29 @@ fn inflate_returns_memory_to_the_host_and_deflate_returns_it_to_the_guest() {
         free_after >= free_before - 4.0,
         "guest free memory did not come back: {free_before} -> {free_inflated} -> {free_after} MiB"
     );
+
+    // The same round trip in GET /metrics, as Prometheus scrapes it.
+    let m = scrape(&g.sock);
+    assert_eq!(m.status, 200, "{}", m.body);
+    assert!(
+        m.content_type.starts_with("application/openmetrics-text") && m.body.ends_with("# EOF\n"),
+        "{}: {}",
+        m.content_type,
+        m.body
+    );
+    let metric = |name: &str, labels: &[(&str, &str)]| {
+        sample(&m.body, name, labels).unwrap_or_else(|| panic!("no {name}:\n{}", m.body))
+    };
+    let inflated = metric("memtide_balloon_inflate_bytes_total", &[]);
+    assert!(inflated >= 64.0 * 1048576.0, "inflated {inflated} bytes");
+    assert_eq!(metric("memtide_balloon_discard_errors_total", &[]), 0.0);
+    for direction in ["inflate", "deflate"] {
+        let labels = [("direction", direction)];
+        let n = metric("memtide_balloon_resize_duration_seconds_count", &labels);
+        let sum = metric("memtide_balloon_resize_duration_seconds_sum", &labels);
+        assert!(n >= 1.0, "no {direction} timed:\n{}", m.body);
+        eprintln!("[memtide-tests] balloon {direction} to target: {sum:.2} s over {n} resizes");
+    }
 }
 
 #[test]

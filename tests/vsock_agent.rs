@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use memtide_test_support::metrics::{sample, scrape};
 use memtide_test_support::{
     boot_lock, guest_images, memtide_bin, require_kvm, Boots, Guest, BOOT_DEADLINE,
 };
@@ -192,6 +193,21 @@ fn agent_reports_arrive_match_the_guest_and_follow_committed_memory() {
         v["latest"]["committed_as_kib"],
         start.elapsed()
     );
+    // GET /metrics carries the agent's figures and the balancer's.
+    let m = scrape(&g.sock);
+    assert_eq!(m.status, 200, "{}", m.body);
+    let metric =
+        |name: &str| sample(&m.body, name, &[]).unwrap_or_else(|| panic!("no {name}:\n{}", m.body));
+    #[allow(clippy::cast_precision_loss, reason = "KiB counts far below 2^52")]
+    let risen = (idle_committed + (80 << 10)) as f64 * 1024.0;
+    assert!(
+        metric("memtide_guest_committed_bytes") >= risen,
+        "{}",
+        m.body
+    );
+    assert!(metric("memtide_agent_reports_total") >= 13.0, "{}", m.body);
+    assert_eq!(metric("memtide_agent_reports_rejected_total"), 0.0);
+    assert!(metric("memtide_balancer_budget_bytes") > 0.0, "{}", m.body);
     drop(g);
     let _ = std::fs::remove_dir_all(&dir);
 }

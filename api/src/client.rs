@@ -10,8 +10,8 @@ use serde::Serialize;
 
 use crate::connect::{connect, Deadline};
 use crate::types::{
-    paths, BalancerStatus, BalloonStatistics, BalloonStatus, BalloonTarget, GuestMemory, HotAdd,
-    MemoryStatus, VsockStatus,
+    paths, AdmitAnswer, AdmitRequest, BalancerStatus, BalloonStatistics, BalloonStatus,
+    BalloonTarget, GuestMemory, HotAdd, MemoryStatus, VsockStatus,
 };
 
 /// Largest answer body accepted.
@@ -203,6 +203,26 @@ impl Client {
         } else {
             Err(ClientError::Status { status, body })
         }
+    }
+
+    /// `POST /balancer/admit`: can a VM with these bounds start now?
+    pub fn admit(&self, request: &AdmitRequest) -> Result<AdmitAnswer, ClientError> {
+        let request_line = format!("POST {}", paths::BALANCER_ADMIT);
+        let body = serde_json::to_string(request).map_err(|source| ClientError::Encode {
+            request: request_line.clone(),
+            source,
+        })?;
+        let answer = self.call("POST", paths::BALANCER_ADMIT, &body)?;
+        serde_json::from_str(&answer).map_err(|source| ClientError::Decode {
+            request: request_line,
+            source,
+            body: answer,
+        })
+    }
+
+    /// `GET /metrics`: the OpenMetrics text Prometheus scrapes.
+    pub fn get_metrics(&self) -> Result<String, ClientError> {
+        self.call("GET", paths::METRICS, "")
     }
 
     /// `GET path`, decoded as `T` (`serde_json::Value` for any JSON).

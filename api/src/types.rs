@@ -16,6 +16,10 @@ pub mod paths {
     pub const VSOCK: &str = "/vsock";
     /// The balancer: [`super::BalancerStatus`].
     pub const BALANCER: &str = "/balancer";
+    /// Admission: [`super::AdmitRequest`], [`super::AdmitAnswer`].
+    pub const BALANCER_ADMIT: &str = "/balancer/admit";
+    /// Every metric, OpenMetrics text.
+    pub const METRICS: &str = "/metrics";
 }
 
 /// Every error answer: `{"error": "..."}`.
@@ -300,6 +304,34 @@ pub struct BalancerStatus {
     pub assigned_total_mib: u64,
     /// One line per VM.
     pub vms: Vec<BalancerVm>,
+}
+
+/// `POST /balancer/admit`: a VM that asks to start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdmitRequest {
+    /// Memory it boots with, MiB.
+    pub startup_mib: u64,
+    /// Least memory it may run with, MiB.
+    pub minimum_mib: u64,
+    /// Most memory it may reach, MiB.
+    pub maximum_mib: u64,
+}
+
+/// The answer to [`AdmitRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdmitAnswer {
+    /// Whether it can start now while every running VM keeps its minimum.
+    pub admit: bool,
+    /// Memory it can start with, MiB (0 when refused).
+    pub memory_mib: u64,
+    /// Budget not assigned to any VM now, MiB.
+    pub free_now_mib: u64,
+    /// Memory the balancer must first take from running VMs, MiB.
+    pub reclaim_mib: u64,
+    /// Why, in words.
+    pub reason: String,
 }
 
 #[cfg(test)]

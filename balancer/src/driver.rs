@@ -63,6 +63,8 @@ pub struct VmView {
     pub plugged_mib: u64,
     /// Memory held by the balloon, MiB.
     pub balloon_mib: u64,
+    /// Memory the VM must keep, MiB (its settings' minimum).
+    pub minimum_mib: u64,
     /// What the VM should have: committed plus buffer within its bounds, MiB.
     pub demand_mib: u64,
     /// Committed memory from the latest report, MiB.
@@ -75,6 +77,34 @@ pub struct VmView {
     pub last_action: Option<(u64, String)>,
     /// The last failure to apply an action.
     pub last_error: Option<String>,
+    /// Actions decided so far, by kind.
+    pub actions: ActionCounts,
+    /// Failures to apply an action so far.
+    pub errors: u64,
+}
+
+/// How many actions of each kind the balancer decided for one VM.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ActionCounts {
+    /// Balloon inflates (the guest gives memory up).
+    pub inflate: u64,
+    /// Balloon deflates (the guest gets memory back).
+    pub deflate: u64,
+    /// Hot-adds of memory slots.
+    pub hot_add: u64,
+}
+
+impl ActionCounts {
+    /// Counts `action`.
+    pub fn count(&mut self, action: &crate::action::Action) {
+        use crate::action::Action;
+        let n = match action {
+            Action::Inflate { .. } => &mut self.inflate,
+            Action::Deflate { .. } => &mut self.deflate,
+            Action::HotAdd { .. } => &mut self.hot_add,
+        };
+        *n = n.saturating_add(1);
+    }
 }
 
 /// What the balancer shows: budget, per-VM views and a bounded timeline.
@@ -138,6 +168,7 @@ impl Driver {
                 name: s.name.clone(),
                 assigned_mib: s.startup_mib,
                 plugged_mib: s.startup_mib,
+                minimum_mib: s.minimum_mib,
                 demand_mib: s.startup_mib,
                 ..VmView::default()
             })
@@ -244,8 +275,12 @@ impl Driver {
             if !d.is_noop() {
                 view.last_action = Some((now_ms, d.reason.clone()));
             }
+            for action in &d.actions {
+                view.actions.count(action);
+            }
             if let Some(e) = errors.get(d.vm).cloned().flatten() {
                 view.last_error = Some(e);
+                view.errors = view.errors.saturating_add(1);
             }
             point.assigned.push(view.assigned_mib);
             point.plugged.push(view.plugged_mib);

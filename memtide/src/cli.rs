@@ -130,6 +130,23 @@ pub struct BalanceArgs {
     /// Draw the trace as an SVG timeline here when the run ends.
     #[arg(long, value_name = "PATH")]
     pub plot: Option<PathBuf>,
+    /// Do not balance: answer once whether a new VM with this startup,
+    /// minimum and maximum memory (MiB) can start under the budget while
+    /// every listed VM keeps its minimum, and with how much memory; exit 0
+    /// when it can, 1 when not. (A running balancer answers the same on
+    /// POST /balancer/admit.)
+    #[arg(long, value_name = "STARTUP,MIN,MAX", value_parser = parse_admit)]
+    pub admit: Option<[u64; 3]>,
+}
+
+/// Parses `STARTUP,MIN,MAX` (MiB).
+fn parse_admit(s: &str) -> Result<[u64; 3], String> {
+    let v: Vec<u64> = s
+        .split(',')
+        .map(|p| p.trim().parse::<u64>())
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("expected STARTUP,MIN,MAX in MiB: {e}"))?;
+    <[u64; 3]>::try_from(v).map_err(|v| format!("expected 3 numbers, got {}", v.len()))
 }
 
 /// Options of `memtide plot`.
@@ -184,6 +201,9 @@ pub enum CtlCommand {
     /// last decision.
     #[command(subcommand)]
     Balancer(BalancerCommand),
+    /// Print every metric in the OpenMetrics text format Prometheus
+    /// scrapes (GET /metrics; docs/metrics.md lists them).
+    Metrics,
 }
 
 /// `memtide ctl balancer` commands.
@@ -191,6 +211,19 @@ pub enum CtlCommand {
 pub enum BalancerCommand {
     /// Show the balancer's status.
     Get,
+    /// Ask whether a VM with these bounds can start now while every
+    /// running VM keeps its minimum, and with how much memory.
+    Admit {
+        /// Memory it boots with, MiB.
+        #[arg(long, value_name = "MIB")]
+        startup_mib: u64,
+        /// Least memory it may run with, MiB (default: half the startup).
+        #[arg(long, value_name = "MIB")]
+        minimum_mib: Option<u64>,
+        /// Most memory it may reach, MiB (default: the startup).
+        #[arg(long, value_name = "MIB")]
+        maximum_mib: Option<u64>,
+    },
 }
 
 /// `memtide ctl vsock` commands.

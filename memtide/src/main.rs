@@ -82,6 +82,24 @@ fn main() -> ExitCode {
                 trace: args.trace,
                 api_sock: args.api_sock,
             };
+            if let Some([startup, minimum, maximum]) = args.admit {
+                let candidate = memtide_balancer::admit::Candidate {
+                    startup_mib: startup,
+                    minimum_mib: minimum,
+                    maximum_mib: maximum,
+                };
+                return match balance::admit_once(&opts, &candidate) {
+                    Ok(a) => {
+                        println!("memtide balance: {}", a.reason);
+                        if a.admit {
+                            ExitCode::SUCCESS
+                        } else {
+                            ExitCode::from(1)
+                        }
+                    }
+                    Err(e) => fail(&e),
+                };
+            }
             match balance::run(&opts) {
                 Ok(trace) => match args.plot {
                     Some(out) => match plot::write(&trace, &out) {

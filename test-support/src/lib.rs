@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 
 pub use memtide_api::{Client, ClientError};
 
+pub mod metrics;
 pub mod scripted_agent;
 
 static BOOT_LOCK: Mutex<()> = Mutex::new(());

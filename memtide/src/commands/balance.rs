@@ -38,6 +38,9 @@ pub enum BalanceError {
     /// A VM that runs its own balancer.
     #[error("VM {0} runs its own balancer; start it with --no-balancer")]
     OwnBalancer(PathBuf),
+    /// The `--admit` bounds make no sense.
+    #[error("--admit: {0}")]
+    Admit(memtide_balancer::admit::AdmitError),
     /// Settings out of order or range.
     #[error(transparent)]
     Settings(#[from] SettingsError),
@@ -143,6 +146,36 @@ pub struct BalanceOptions {
     pub trace: Option<PathBuf>,
     /// Serve `GET /balancer` here (for `memtide top`).
     pub api_sock: Option<PathBuf>,
+}
+
+/// Answers admission once (`--admit`): each VM's minimum from its
+/// settings and its memory now from its API (guest RAM minus balloon).
+pub fn admit_once(
+    opts: &BalanceOptions,
+    candidate: &memtide_balancer::admit::Candidate,
+) -> Result<memtide_balancer::admit::Admission, BalanceError> {
+    let mut running = Vec::with_capacity(opts.vms.len());
+    for (i, arg) in opts.vms.iter().enumerate() {
+        let probed = probe(&arg.sock)?;
+        let s = vm_settings(i, arg, &probed);
+        let api = |source| BalanceError::Api {
+            sock: arg.sock.clone(),
+            source,
+        };
+        let assigned = if probed.balloon {
+            let b = client(&arg.sock).get_balloon().map_err(api)?;
+            b.guest_ram_mib.saturating_sub(b.actual_mib)
+        } else {
+            probed.boot_mib
+        };
+        running.push(memtide_balancer::admit::Running {
+            name: s.name,
+            assigned_mib: assigned,
+            minimum_mib: s.minimum_mib,
+        });
+    }
+    memtide_balancer::admit::admit(opts.budget_mib, &running, candidate)
+        .map_err(BalanceError::Admit)
 }
 
 /// Runs the balancer until the duration ends or every VM is gone; returns

@@ -1,6 +1,6 @@
 //! `memtide ctl`: a client for the control API of a running memtide.
 //! Every answer is decoded into its `memtide-api` type (a missing or renamed
-//! field is an error) and printed as JSON.
+//! field is an error) and printed as JSON; `metrics` prints the text as is.
 
 use std::path::Path;
 
@@ -38,6 +38,19 @@ pub fn run(sock: &Path, command: &CtlCommand) -> Result<(), CtlError> {
         CtlCommand::Memory(MemoryCommand::Guest) => Some(json(&c.get_guest_memory()?)?),
         CtlCommand::Vsock(VsockCommand::Get) => Some(json(&c.get_vsock()?)?),
         CtlCommand::Balancer(BalancerCommand::Get) => Some(json(&c.get_balancer()?)?),
+        CtlCommand::Balancer(BalancerCommand::Admit {
+            startup_mib,
+            minimum_mib,
+            maximum_mib,
+        }) => Some(json(&c.admit(&memtide_api::AdmitRequest {
+            startup_mib: *startup_mib,
+            minimum_mib: minimum_mib.unwrap_or(startup_mib / 2),
+            maximum_mib: maximum_mib.unwrap_or(*startup_mib),
+        })?)?),
+        CtlCommand::Metrics => {
+            print!("{}", c.get_metrics()?);
+            None
+        }
     };
     if let Some(out) = out {
         println!("{out}");

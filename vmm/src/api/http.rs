@@ -24,14 +24,32 @@ pub struct Request {
 pub struct Response {
     /// Status code.
     pub status: u16,
-    /// JSON body (may be empty).
+    /// The body's media type.
+    pub content_type: &'static str,
+    /// The body (JSON unless `content_type` says otherwise; may be empty).
     pub body: String,
 }
+
+/// The media type of JSON bodies.
+pub const JSON: &str = "application/json";
 
 impl Response {
     /// A response with a JSON body.
     pub fn json(status: u16, body: String) -> Self {
-        Self { status, body }
+        Self {
+            status,
+            content_type: JSON,
+            body,
+        }
+    }
+
+    /// A 200 response with a body of media type `content_type`.
+    pub fn ok_with(content_type: &'static str, body: String) -> Self {
+        Self {
+            status: 200,
+            content_type,
+            body,
+        }
     }
 
     /// An error response: `{"error": "..."}`.
@@ -41,6 +59,7 @@ impl Response {
         };
         Self {
             status,
+            content_type: JSON,
             // A struct of one string always encodes; the fallback is the
             // same JSON shape without the message.
             body: serde_json::to_string(&body).unwrap_or_else(|_| "{\"error\":\"\"}".to_string()),
@@ -51,6 +70,7 @@ impl Response {
     pub fn no_content() -> Self {
         Self {
             status: 204,
+            content_type: JSON,
             body: String::new(),
         }
     }
@@ -158,9 +178,10 @@ fn reason(status: u16) -> &'static str {
 /// Writes `resp` to `stream` and closes the exchange.
 pub fn write_response<W: Write>(mut stream: W, resp: &Response) -> std::io::Result<()> {
     let text = format!(
-        "HTTP/1.1 {} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
+        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
         resp.status,
         reason(resp.status),
+        resp.content_type,
         resp.body.len(),
         resp.body
     );
@@ -210,6 +231,7 @@ mod tests {
         }
         Ok(Response {
             status,
+            content_type: JSON,
             body: String::from_utf8_lossy(&body).into_owned(),
         })
     }

@@ -11,6 +11,7 @@
 
 pub mod http;
 pub mod listen;
+pub mod metrics;
 pub mod routes;
 pub mod server;
 

@@ -10,14 +10,16 @@
 //! | GET | `/memory/guest` | the guest memory agent's latest report, its age and the reader's counters |
 //! | GET | `/vsock` | the vsock driver state, guest CID, connections and packet counters |
 //! | GET | `/balancer` | budget and, per VM, assigned, demand, pressure, the last decision and its reason |
+//! | POST | `/balancer/admit` | `{"startup_mib", "minimum_mib", "maximum_mib"}`: can such a VM start now while every running VM keeps its minimum, and with how much |
+//! | GET | `/metrics` | all of the above in the OpenMetrics text format, for Prometheus (`docs/metrics.md`) |
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use memtide_api::{
-    AgentReport, BalancerStatus, BalancerVm, BalloonHostCounters, BalloonStatistics, BalloonStatus,
-    BalloonTarget, GuestBalloonStats, GuestMemory, HotAdd, LastAction, MemoryStatus, Psi,
-    SlotStatus, VsockStatus,
+    AdmitAnswer, AdmitRequest, AgentReport, BalancerStatus, BalancerVm, BalloonHostCounters,
+    BalloonStatistics, BalloonStatus, BalloonTarget, GuestBalloonStats, GuestMemory, HotAdd,
+    LastAction, MemoryStatus, Psi, SlotStatus, VsockStatus,
 };
 use memtide_balancer::driver::SharedStatus;
 use memtide_balancer::reader::AgentReports;
@@ -132,7 +134,7 @@ fn memory_route(state: &ApiState, req: &Request) -> Response {
 }
 
 /// Guest RAM now: boot memory plus hot-added memory.
-fn ram_mib(state: &ApiState) -> u64 {
+pub(super) fn ram_mib(state: &ApiState) -> u64 {
     state
         .hotplug
         .as_ref()
@@ -210,7 +212,11 @@ pub fn handle(state: &ApiState, req: &Request) -> Response {
         ("GET", "/memory/guest") => guest_memory(state),
         ("GET", "/vsock") => vsock_route(state),
         ("GET", "/balancer") => balancer_route(state),
-        (_, "/vsock" | "/balancer") => Response::error(405, "method not allowed"),
+        ("GET", "/metrics") => super::metrics::route(state),
+        ("POST", "/balancer/admit") => admit_route(state, req),
+        (_, "/vsock" | "/balancer" | "/metrics" | "/balancer/admit") => {
+            Response::error(405, "method not allowed")
+        }
         (_, "/memory/guest") => Response::error(405, "method not allowed"),
         _ => Response::error(404, &format!("no route for {} {}", req.method, req.path)),
     }
@@ -314,6 +320,53 @@ fn balancer_route(state: &ApiState) -> Response {
     })
 }
 
+/// `POST /balancer/admit`: admission against the balancer's budget and
+/// its VMs' current memory and minimums.
+fn admit_route(state: &ApiState, req: &Request) -> Response {
+    use memtide_balancer::admit::{admit, Candidate, Running};
+    let Some(b) = &state.balancer else {
+        return Response::error(
+            400,
+            "no balancer runs here (admission needs memtide balance or a VM's own balancer)",
+        );
+    };
+    let ask: AdmitRequest =
+        match serde_json::from_slice(&req.body) {
+            Ok(a) => a,
+            Err(e) => return Response::error(
+                400,
+                &format!(
+                    "expected {{\"startup_mib\": N, \"minimum_mib\": N, \"maximum_mib\": N}}: {e}"
+                ),
+            ),
+        };
+    let s = memtide_balancer::driver::lock(b).clone();
+    let running: Vec<Running> = s
+        .vms
+        .iter()
+        .map(|v| Running {
+            name: v.name.clone(),
+            assigned_mib: v.assigned_mib,
+            minimum_mib: v.minimum_mib,
+        })
+        .collect();
+    let candidate = Candidate {
+        startup_mib: ask.startup_mib,
+        minimum_mib: ask.minimum_mib,
+        maximum_mib: ask.maximum_mib,
+    };
+    match admit(s.budget_mib, &running, &candidate) {
+        Ok(a) => ok_json(&AdmitAnswer {
+            admit: a.admit,
+            memory_mib: a.memory_mib,
+            free_now_mib: a.free_now_mib,
+            reclaim_mib: a.reclaim_mib,
+            reason: a.reason,
+        }),
+        Err(e) => Response::error(400, &e.to_string()),
+    }
+}
+
 fn with_balloon(state: &ApiState, f: impl FnOnce(&BalloonShared) -> Response) -> Response {
     match &state.balloon {
         Some(b) => f(b),
@@ -413,6 +466,43 @@ mod tests {
         let mut none = state(false);
         none.agent = None;
         assert_eq!(handle(&none, &req("GET", "/memory/guest", "")).status, 400);
+    }
+
+    #[test]
+    fn admission_answers_from_the_balancer_status() {
+        use memtide_balancer::driver::{BalancerStatus, VmView};
+        let status = BalancerStatus {
+            budget_mib: 1024,
+            vms: vec![VmView {
+                name: "a".into(),
+                assigned_mib: 768,
+                minimum_mib: 256,
+                ..VmView::default()
+            }],
+            ..BalancerStatus::default()
+        };
+        let s = ApiState::balancer_only(Arc::new(std::sync::Mutex::new(status)));
+        let ask = |body: &str| handle(&s, &req("POST", "/balancer/admit", body));
+        let r = ask("{\"startup_mib\": 512, \"minimum_mib\": 256, \"maximum_mib\": 1024}");
+        assert_eq!(r.status, 200, "{}", r.body);
+        let a: AdmitAnswer = serde_json::from_str(&r.body).expect("typed answer");
+        assert_eq!(
+            (a.admit, a.memory_mib, a.free_now_mib, a.reclaim_mib),
+            (true, 512, 256, 256)
+        );
+        let r = ask("{\"startup_mib\": 1024, \"minimum_mib\": 800, \"maximum_mib\": 1024}");
+        let a: AdmitAnswer = serde_json::from_str(&r.body).expect("typed answer");
+        assert!(!a.admit, "{a:?}");
+        assert_eq!(ask("{\"startup_mib\": 1}").status, 400);
+        assert_eq!(
+            ask("{\"startup_mib\": 64, \"minimum_mib\": 128, \"maximum_mib\": 64}").status,
+            400
+        );
+        assert_eq!(handle(&s, &req("GET", "/balancer/admit", "")).status, 405);
+        assert_eq!(
+            handle(&state(true), &req("POST", "/balancer/admit", "{}")).status,
+            400
+        );
     }
 
     #[test]

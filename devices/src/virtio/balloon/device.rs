@@ -234,6 +234,10 @@ impl Balloon {
             .counters
             .inflate_requests
             .fetch_add(1, Ordering::Relaxed);
+        self.shared
+            .counters
+            .inflated_pages_total
+            .fetch_add(c.ranges.iter().map(|r| r.pages).sum(), Ordering::Relaxed);
         self.track(m, &c.ranges, true);
     }
 
@@ -243,6 +247,10 @@ impl Balloon {
             .counters
             .deflate_requests
             .fetch_add(1, Ordering::Relaxed);
+        self.shared
+            .counters
+            .deflated_pages_total
+            .fetch_add(c.ranges.iter().map(|r| r.pages).sum(), Ordering::Relaxed);
         self.track(m, &c.ranges, false);
     }
 
@@ -418,6 +426,7 @@ impl VirtioDevice for Balloon {
         if offset == 4 && data.len() == 4 {
             let v = u32::from_le_bytes([data[0], data[1], data[2], data[3]]);
             self.shared.actual_pages.store(v, Ordering::SeqCst);
+            self.shared.latency.actual_written(v, Instant::now());
         } else {
             log::debug!("balloon: ignored config write at {offset}");
         }

@@ -15,6 +15,7 @@ mod device;
 mod event_handler;
 pub use event_handler::BalloonHandler;
 pub mod host;
+pub mod latency;
 pub mod pfn;
 pub mod stats;
 pub mod thp;
@@ -68,6 +69,10 @@ pub struct BalloonCounters {
     pub hugepage_advice_calls: AtomicU64,
     /// Those that failed (e.g. past `vm.max_map_count`).
     pub hugepage_advice_errors: AtomicU64,
+    /// 4 KiB pages the guest gave up (inflate), valid ones only.
+    pub inflated_pages_total: AtomicU64,
+    /// 4 KiB pages the guest took back (deflate), valid ones only.
+    pub deflated_pages_total: AtomicU64,
 }
 
 /// State shared between the device, the control API and benchmarks.
@@ -81,6 +86,8 @@ pub struct BalloonShared {
     pub stats: Mutex<Option<BalloonStats>>,
     /// Host-side counters.
     pub counters: BalloonCounters,
+    /// How long the guest takes to follow each new target.
+    pub latency: latency::ResizeLatency,
     target_evt: EventFd,
 }
 
@@ -109,6 +116,7 @@ impl BalloonShared {
             activated: AtomicBool::new(false),
             stats: Mutex::new(None),
             counters: BalloonCounters::default(),
+            latency: latency::ResizeLatency::default(),
             target_evt: EventFd::new(libc::EFD_NONBLOCK)?,
         })
     }
@@ -117,6 +125,8 @@ impl BalloonShared {
     pub fn set_target_mib(&self, mib: u64) -> std::io::Result<()> {
         let pages = u32::try_from(mib.saturating_mul(1 << 20) / PAGE_SIZE).unwrap_or(u32::MAX);
         self.target_pages.store(pages, Ordering::SeqCst);
+        self.latency
+            .target_set(self.actual_pages(), pages, std::time::Instant::now());
         self.target_evt.write(1)
     }
 
