@@ -30,9 +30,9 @@ pub const SHELL_APPLETS: &[&str] = &["sh"];
 /// Which applets get a `/bin/<applet>` symlink.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Applets {
-    /// [`CORE_APPLETS`] (those this busybox has).
+    /// The common applets (`CORE_APPLETS`, those this busybox has).
     Core,
-    /// Only [`SHELL_APPLETS`]: what the init and `sh -c` commands need.
+    /// Only `sh`: what the init and its `sh -c` commands need.
     #[value(name = "sh")]
     Shell,
     /// Everything `busybox --list` prints.

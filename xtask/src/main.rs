@@ -44,7 +44,8 @@ enum Task {
     /// Build the guest kernel (vmlinux + bzImage) from Debian's
     /// linux-source-6.12, cached by config hash in $MEMTIDE_CACHE.
     Kernel,
-    /// Build the static guest init and pack the uncompressed initramfs
+    /// Build the static multi-call guest binary (init, agent, hog) and pack
+    /// the uncompressed initramfs
     /// ($MEMTIDE_CACHE/initramfs.cpio and initramfs-idle.cpio).
     Initramfs(ImageOpts),
     /// deps + kernel + initramfs.
