@@ -512,9 +512,15 @@ pub struct BalloonBenchArgs {
 /// Options of `memtide bench boot`.
 #[derive(Debug, Args)]
 pub struct BootBenchArgs {
-    /// Number of boots to time.
+    /// Number of boots to time (per image with --compare).
     #[arg(long, default_value_t = 5)]
     pub runs: u32,
+
+    /// Another initramfs to time against the run's own (`--initramfs`, or
+    /// the default): the images boot in turn, A B A B ..., and the report
+    /// gives each one's medians and their ratios to the first. Repeatable.
+    #[arg(long, value_name = "INITRAMFS", conflicts_with = "no_initramfs")]
+    pub compare: Vec<PathBuf>,
 
     /// How the guests are booted.
     #[command(flatten)]

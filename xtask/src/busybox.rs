@@ -23,11 +23,18 @@ pub const CORE_APPLETS: &[&str] = &[
     "dmesg", "stat", "top",
 ];
 
+/// The applets linked with [`Applets::Shell`]: the init runs commands
+/// with `/bin/sh -c`, and the standalone shell runs every other applet.
+pub const SHELL_APPLETS: &[&str] = &["sh"];
+
 /// Which applets get a `/bin/<applet>` symlink.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Applets {
-    /// [`CORE_APPLETS`] (those this busybox has).
+    /// The common applets (`CORE_APPLETS`, those this busybox has).
     Core,
+    /// Only `sh`: what the init and its `sh -c` commands need.
+    #[value(name = "sh")]
+    Shell,
     /// Everything `busybox --list` prints.
     All,
 }
@@ -50,14 +57,20 @@ fn parse_list(text: &str) -> Vec<String> {
         .collect()
 }
 
+/// The applets of `available` that are in `wanted`.
+fn keep(available: Vec<String>, wanted: &[&str]) -> Vec<String> {
+    available
+        .into_iter()
+        .filter(|a| wanted.contains(&a.as_str()))
+        .collect()
+}
+
 /// The applets of `available` to link for `which`.
 fn select(available: Vec<String>, which: Applets) -> Vec<String> {
     match which {
         Applets::All => available,
-        Applets::Core => available
-            .into_iter()
-            .filter(|a| CORE_APPLETS.contains(&a.as_str()))
-            .collect(),
+        Applets::Core => keep(available, CORE_APPLETS),
+        Applets::Shell => keep(available, SHELL_APPLETS),
     }
 }
 
@@ -81,6 +94,7 @@ mod tests {
         let all = parse_list("[\n[[\nsh\ncat\nbusybox\nzcip\n\n");
         assert_eq!(all, vec!["[", "[[", "sh", "cat", "zcip"]);
         assert_eq!(select(all.clone(), Applets::Core), vec!["sh", "cat"]);
+        assert_eq!(select(all.clone(), Applets::Shell), vec!["sh"]);
         assert_eq!(select(all, Applets::All).len(), 5);
     }
 }

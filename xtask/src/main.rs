@@ -44,7 +44,8 @@ enum Task {
     /// Build the guest kernel (vmlinux + bzImage) from Debian's
     /// linux-source-6.12, cached by config hash in $MEMTIDE_CACHE.
     Kernel,
-    /// Build the static guest init and pack the uncompressed initramfs
+    /// Build the static multi-call guest binary (init, agent, hog) and pack
+    /// the uncompressed initramfs
     /// ($MEMTIDE_CACHE/initramfs.cpio and initramfs-idle.cpio).
     Initramfs(ImageOpts),
     /// deps + kernel + initramfs.
@@ -151,10 +152,13 @@ struct LaneArgs {
 /// Options of the initramfs build.
 #[derive(Debug, Args)]
 struct ImageOpts {
-    /// Link every busybox applet into /bin (268 links, about 9 s more boot
-    /// on a nested host), not only the common ones; `sh` runs every applet
-    /// either way.
-    #[arg(long)]
+    /// Which busybox applets get a /bin link: `core` (the common ones),
+    /// `sh` (only the shell) or `all` (268 links, about 9 s more boot on a
+    /// nested host); `sh` runs every applet either way.
+    #[arg(long, value_enum, default_value = "core")]
+    applets: Applets,
+    /// Same as `--applets all`.
+    #[arg(long, conflicts_with = "applets")]
     all_applets: bool,
 }
 
@@ -163,7 +167,7 @@ impl ImageOpts {
         if self.all_applets {
             Applets::All
         } else {
-            Applets::Core
+            self.applets
         }
     }
 }

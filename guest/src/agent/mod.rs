@@ -1,7 +1,7 @@
 //! The guest memory agent (`memtide-agent`): its flags, its sampling of
 //! `/proc`, its reconnect back-off and rate-limited error log, the query
 //! listener, and how the init starts it. The loop itself is in
-//! `src/bin/memtide-agent.rs`; `docs/agent.md` describes the whole.
+//! `src/programs/agent.rs`; `docs/agent.md` describes the whole.
 
 pub mod args;
 pub mod backoff;

@@ -37,6 +37,7 @@ pub fn run(args: &AllBenchArgs) -> Result<(), BenchAllError> {
     println!("memtide bench all: {rounds} round(s) each; [1/4] boot");
     figures.extend(boot::run(&BootBenchArgs {
         runs: rounds,
+        compare: Vec::new(),
         vm: args.vm.clone(),
     })?);
     println!("[2/4] balloon");

@@ -199,29 +199,92 @@ pub fn time_one_boot(args: &RunArgs, run: u32) -> Result<BootSample, BootBenchEr
     })
 }
 
-/// Runs the benchmark, prints its report and returns its figures.
+/// The images a run boots: the run's own initramfs, then each
+/// `--compare` one, as (label, `memtide run` options).
+fn images(args: &BootBenchArgs) -> Vec<(String, RunArgs)> {
+    let own = args.vm.initramfs.as_ref().map_or_else(
+        || {
+            if args.vm.no_initramfs {
+                "no initramfs".to_string()
+            } else {
+                "the default initramfs".to_string()
+            }
+        },
+        |p| p.display().to_string(),
+    );
+    let mut v = vec![(own, args.vm.clone())];
+    for path in &args.compare {
+        let mut vm = args.vm.clone();
+        vm.initramfs = Some(path.clone());
+        v.push((path.display().to_string(), vm));
+    }
+    v
+}
+
+/// The letter that names image `i` in the report (A, B, ...).
+fn image_tag(i: usize) -> char {
+    u8::try_from(i % 26).map_or('?', |n| char::from(b'A' + n))
+}
+
+/// Runs the benchmark, prints its report and returns its figures (those
+/// of the first image when comparing).
 pub fn run(args: &BootBenchArgs) -> Result<Vec<Figure>, BootBenchError> {
     if args.runs == 0 {
         return Err(BootBenchError::NoRuns);
     }
     let host = HostInfo::detect();
+    let images = images(args);
+    let comparing = images.len() > 1;
     println!(
-        "memtide bench boot: {} runs, {} vCPU, {} MiB",
-        args.runs, args.vm.vcpus, args.vm.memory_mib
+        "memtide bench boot: {} runs{}, {} vCPU, {} MiB",
+        args.runs,
+        if comparing { " per image" } else { "" },
+        args.vm.vcpus,
+        args.vm.memory_mib
     );
     println!("host: {host}");
-    let mut samples = Vec::new();
-    for run in 1..=args.runs {
-        let s = time_one_boot(&args.vm, run)?;
-        let ready = s
-            .to_ready_s
-            .map_or_else(|| "not reached".to_string(), |r| format!("{r:.3} s"));
-        println!(
-            "  run {run}/{}: kernel starts /init at {:.3} s, init ready line: {ready}",
-            args.runs, s.to_init_s
-        );
-        samples.push(s);
+    if comparing {
+        for (i, (label, _)) in images.iter().enumerate() {
+            println!("image {}: {label}", image_tag(i));
+        }
     }
+    let mut samples: Vec<Vec<BootSample>> = vec![Vec::new(); images.len()];
+    for run in 1..=args.runs {
+        for (i, (_, vm)) in images.iter().enumerate() {
+            let s = time_one_boot(vm, run)?;
+            let ready = s
+                .to_ready_s
+                .map_or_else(|| "not reached".to_string(), |r| format!("{r:.3} s"));
+            let tag = if comparing {
+                format!(" [{}]", image_tag(i))
+            } else {
+                String::new()
+            };
+            println!(
+                "  run {run}/{}{tag}: kernel starts /init at {:.3} s, init ready line: {ready}",
+                args.runs, s.to_init_s
+            );
+            samples[i].push(s);
+        }
+    }
+    let mut figures = Vec::new();
+    for (i, s) in samples.iter().enumerate() {
+        if comparing {
+            println!("image {}:", image_tag(i));
+        }
+        let f = summarize(s);
+        if i == 0 {
+            figures = f;
+        }
+    }
+    if comparing {
+        print_ratios(&samples);
+    }
+    Ok(figures)
+}
+
+/// The medians of one image's boots: printed, and as figures.
+fn summarize(samples: &[BootSample]) -> Vec<Figure> {
     let to_init: Vec<f64> = samples.iter().map(|s| s.to_init_s).collect();
     report("start to kernel running /init", &to_init);
     let mut figures: Vec<Figure> = Figure::of(
@@ -258,7 +321,31 @@ pub fn run(args: &BootBenchArgs) -> Result<Vec<Figure>, BootBenchError> {
     if let Some(med) = median(&uptimes) {
         println!("guest uptime at ready line: median {med:.3} s");
     }
-    Ok(figures)
+    figures
+}
+
+/// Median of `later` over median of `first`, if both have values.
+fn median_ratio(later: &[f64], first: &[f64]) -> Option<f64> {
+    let (a, b) = (median(first)?, median(later)?);
+    (a > 0.0).then(|| b / a)
+}
+
+/// Prints each image's medians as ratios to the first image's.
+fn print_ratios(samples: &[Vec<BootSample>]) {
+    let init = |s: &[BootSample]| s.iter().map(|x| x.to_init_s).collect::<Vec<_>>();
+    let ready = |s: &[BootSample]| s.iter().filter_map(|x| x.to_ready_s).collect::<Vec<_>>();
+    let Some(first) = samples.first() else {
+        return;
+    };
+    let fmt = |r: Option<f64>| r.map_or_else(|| "n/a".to_string(), |r| format!("{r:.3}"));
+    for (i, s) in samples.iter().enumerate().skip(1) {
+        println!(
+            "image {} / image A (medians): kernel starts /init {}, init ready line {}",
+            image_tag(i),
+            fmt(median_ratio(&init(s), &init(first))),
+            fmt(median_ratio(&ready(s), &ready(first))),
+        );
+    }
 }
 
 fn report(what: &str, values: &[f64]) {
@@ -274,6 +361,38 @@ fn report(what: &str, values: &[f64]) {
 mod tests {
     use super::*;
     use clap::Parser;
+
+    #[test]
+    fn compare_images_follow_the_run_s_own_and_ratios_use_medians() {
+        let cli = crate::cli::Cli::try_parse_from([
+            "memtide",
+            "bench",
+            "boot",
+            "--initramfs",
+            "/old.cpio",
+            "--compare",
+            "/new.cpio",
+            "--compare",
+            "/newer.cpio",
+        ])
+        .expect("parse");
+        let crate::cli::Command::Bench(crate::cli::BenchCommand::Boot(args)) = cli.command else {
+            panic!("not bench boot");
+        };
+        let imgs = images(&args);
+        let paths: Vec<_> = imgs
+            .iter()
+            .map(|(_, vm)| vm.initramfs.clone().expect("an initramfs"))
+            .collect();
+        let want: Vec<std::path::PathBuf> = ["/old.cpio", "/new.cpio", "/newer.cpio"]
+            .iter()
+            .map(std::path::PathBuf::from)
+            .collect();
+        assert_eq!(paths, want);
+        assert_eq!((image_tag(0), image_tag(1), image_tag(2)), ('A', 'B', 'C'));
+        assert_eq!(median_ratio(&[1.0, 3.0, 2.0], &[4.0, 4.0, 8.0]), Some(0.5));
+        assert_eq!(median_ratio(&[1.0], &[]), None);
+    }
 
     #[test]
     fn parses_the_ready_line() {

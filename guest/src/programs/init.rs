@@ -1,4 +1,5 @@
-//! `memtide-init`: PID 1 of memtide guests.
+//! `memtide-init`: PID 1 of memtide guests (one program of the
+//! multi-call guest binary, see [`crate::programs`]).
 //!
 //! Mounts the pseudo file systems, prints `memtide-init: ready uptime=<s>s`,
 //! starts the memory agent (`/bin/memtide-agent`, unless `memtide.agent=0`)
@@ -13,11 +14,11 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use memtide_guest::agent::launch::{agent_args, AGENT_PATH};
-use memtide_guest::cmdline::{param, CMD_PARAM};
-use memtide_guest::process::{command_line, killed_line, ExitKind};
-use memtide_guest::sys::{self, Reaped, Wait};
-use memtide_guest::uptime;
+use crate::agent::launch::{agent_args, AGENT_PATH};
+use crate::cmdline::{param, CMD_PARAM};
+use crate::process::{command_line, killed_line, ExitKind};
+use crate::sys::{self, Reaped, Wait};
+use crate::uptime;
 
 /// The pseudo file systems every guest gets, as (type, mount point).
 const MOUNTS: &[(&str, &str)] = &[
@@ -27,7 +28,8 @@ const MOUNTS: &[(&str, &str)] = &[
     ("tmpfs", "/tmp"),
 ];
 
-fn main() {
+/// Runs PID 1; never returns (the VM powers off). Arguments are ignored.
+pub fn main(_args: impl Iterator<Item = String>) -> ! {
     for (fstype, target) in MOUNTS {
         if let Err(e) = sys::mount(fstype, target) {
             println!("memtide-init: error: {e}");

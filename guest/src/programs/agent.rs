@@ -1,4 +1,5 @@
-//! `memtide-agent`: the guest memory agent.
+//! `memtide-agent`: the guest memory agent (one program of the
+//! multi-call guest binary, see [`crate::programs`]).
 //!
 //! Every interval (250 ms by default) it reads `/proc/meminfo`,
 //! `/proc/pressure/memory` and `/proc/uptime` and sends a report frame
@@ -12,12 +13,12 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::agent::args::{self, AgentArgs, Parsed, USAGE};
+use crate::agent::backoff::Backoff;
+use crate::agent::failures::{FailureLog, PREFIX};
+use crate::agent::{json, query, sample};
+use crate::vsock::VsockStream;
 use memtide_agent_proto::encode;
-use memtide_guest::agent::args::{self, AgentArgs, Parsed, USAGE};
-use memtide_guest::agent::backoff::Backoff;
-use memtide_guest::agent::failures::{FailureLog, PREFIX};
-use memtide_guest::agent::{json, query, sample};
-use memtide_guest::vsock::VsockStream;
 
 /// First reconnect delay.
 const BACKOFF_FIRST: Duration = Duration::from_millis(100);
@@ -30,15 +31,16 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(2);
 /// An ongoing failure is printed again at most this often.
 const LOG_PERIOD: Duration = Duration::from_secs(60);
 
-fn main() -> ExitCode {
-    let args = match args::parse(std::env::args().skip(1)) {
+/// Runs the agent with `args` (the arguments after the program name).
+pub fn main(args: impl Iterator<Item = String>) -> ExitCode {
+    let args = match args::parse(args) {
         Ok(Parsed::Run(a)) => a,
         Ok(Parsed::Help) => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
         }
         Err(e) => {
-            memtide_guest::err_line!("{PREFIX} error: {e}\n{USAGE}");
+            crate::err_line!("{PREFIX} error: {e}\n{USAGE}");
             return ExitCode::from(2);
         }
     };
@@ -53,13 +55,13 @@ fn once() -> ExitCode {
     match sample::take(0) {
         Ok(s) => {
             if let Some(e) = s.psi_error {
-                memtide_guest::err_line!("{PREFIX} {e}");
+                crate::err_line!("{PREFIX} {e}");
             }
             println!("{}", json::to_json(&s.report));
             ExitCode::SUCCESS
         }
         Err(e) => {
-            memtide_guest::err_line!("{PREFIX} error: {e}");
+            crate::err_line!("{PREFIX} error: {e}");
             ExitCode::FAILURE
         }
     }
@@ -74,7 +76,7 @@ struct Connection {
 /// Prints `line` to stderr if there is one.
 fn print(line: Option<String>) {
     if let Some(line) = line {
-        memtide_guest::err_line!("{line}");
+        crate::err_line!("{line}");
     }
 }
 
@@ -85,7 +87,7 @@ fn run(args: &AgentArgs) -> ! {
     let latest: query::Latest = Arc::new(Mutex::new(None));
     if args.query_port != 0 {
         if let Err(e) = query::spawn(args.query_port, latest.clone(), LOG_PERIOD) {
-            memtide_guest::err_line!("{PREFIX} cannot start the query listener: {e}");
+            crate::err_line!("{PREFIX} cannot start the query listener: {e}");
         }
     }
     let mut backoff = Backoff::new(BACKOFF_FIRST, BACKOFF_MAX);
@@ -153,14 +155,14 @@ fn tick(seq: u64, log: &mut FailureLog, now: Instant) -> Option<Vec<u8>> {
         Ok(s) => {
             for kind in ["meminfo", "uptime"] {
                 if let Some(n) = log.succeeded(kind) {
-                    memtide_guest::err_line!("{PREFIX} {kind} readable again after {n} failures");
+                    crate::err_line!("{PREFIX} {kind} readable again after {n} failures");
                 }
             }
             match s.psi_error {
                 Some(e) => print(log.failed("psi", now, &e)),
                 None => {
                     if let Some(n) = log.succeeded("psi") {
-                        memtide_guest::err_line!("{PREFIX} psi readable again after {n} failures");
+                        crate::err_line!("{PREFIX} psi readable again after {n} failures");
                     }
                 }
             }

@@ -1,5 +1,6 @@
 //! `memtide-hog`: a guest workload that commits and touches memory in
-//! phases, for tests, benchmarks and the demo.
+//! phases, for tests, benchmarks and the demo (one program of the
+//! multi-call guest binary, see [`crate::programs`]).
 //!
 //! ```text
 //! memtide-hog MIB:SECONDS [MIB:SECONDS ...]
@@ -65,12 +66,13 @@ impl Held {
     }
 }
 
-fn main() -> ExitCode {
-    let phases: Option<Vec<Phase>> = std::env::args().skip(1).map(|a| parse_phase(&a)).collect();
+/// Runs the phases in `args` (the arguments after the program name).
+pub fn main(args: impl Iterator<Item = String>) -> ExitCode {
+    let phases: Option<Vec<Phase>> = args.map(|a| parse_phase(&a)).collect();
     let phases = match phases {
         Some(p) if !p.is_empty() => p,
         _ => {
-            memtide_guest::err_line!("usage: memtide-hog MIB:SECONDS [MIB:SECONDS ...]");
+            crate::err_line!("usage: memtide-hog MIB:SECONDS [MIB:SECONDS ...]");
             return ExitCode::from(2);
         }
     };
