@@ -13,6 +13,7 @@ pub mod action;
 pub mod driver;
 pub mod invariants;
 pub mod policy;
+pub mod psi;
 pub mod reader;
 pub mod report;
 pub mod resize;
