@@ -22,7 +22,7 @@
 //! buffer (below its startup memory only when the budget is short).
 
 use crate::action::{resize_actions, Decision};
-use crate::psi::{is_zero, psi_signal, psi_step_mib, with_pct, PsiSignal};
+use crate::psi::{calm_now, psi_signal, psi_step_mib, with_pct, PsiSignal};
 use crate::report::{judge, Report, ReportVerdict};
 use crate::resize::{hysteresis_mib, plan_growth, plan_shrink, pressure_pct};
 use crate::settings::{SettingsError, VmSettings, VmState};
@@ -154,11 +154,12 @@ impl Balancer {
     /// Records a report from VM `vm` (ignored if `vm` is unknown).
     pub fn report(&mut self, vm: usize, report: Report) {
         if let Some(v) = self.vms.get_mut(vm) {
-            match report.psi_some_avg10 {
-                Some(p) if is_zero(p) => {
+            if let Some(calm) = calm_now(&report, v.latest.as_ref()) {
+                if calm {
                     v.calm_since_ms.get_or_insert(report.received_ms);
+                } else {
+                    v.calm_since_ms = None;
                 }
-                _ => v.calm_since_ms = None,
             }
             v.previous = v.latest.replace(report);
         }
@@ -467,14 +468,24 @@ fn fresh_need(cfg: &PolicyConfig, v: &mut Vm, r: &Report, now_ms: u64) -> (Need,
             );
         }
         PsiSignal::Calm { for_ms } => {
-            let calm = with_pct(c, cfg.calm_buffer_pct).clamp(lo, hi).max(learned);
-            note.calm = true;
-            if calm < target {
+            let plain = with_pct(c, cfg.calm_buffer_pct).clamp(lo, hi);
+            let calm = plain.max(learned);
+            // A calm VM gives back down to its calm target; one that has
+            // less than that grows like any other, to its full target.
+            if calm <= target && assigned >= calm {
+                note.calm = true;
                 target = calm;
+                let why = if learned > plain {
+                    format!(
+                        "stalled before at {} % of committed",
+                        v.stall_ratio_pct.unwrap_or(0)
+                    )
+                } else {
+                    format!("committed + {} % buffer", cfg.calm_buffer_pct)
+                };
                 note.text = format!(
-                    "PSI 0 for {} s: calm target {calm} MiB = committed + {} % buffer",
-                    for_ms / 1000,
-                    cfg.calm_buffer_pct
+                    "PSI calm (no stall) for {} s: calm target {calm} MiB = {why}",
+                    for_ms / 1000
                 );
             }
         }

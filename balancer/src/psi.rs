@@ -7,10 +7,12 @@
 //!   since the previous report: the guest stalls although committed memory
 //!   may say it fits (page cache it needs, kernel memory Committed_AS does
 //!   not count); its target gets an extra step;
-//! - **calm**: avg10 at zero (0.00 as `/proc/pressure/memory` prints it)
-//!   for [`PolicyConfig::psi_calm_after_ms`]: the guest may give back
-//!   memory down to committed plus the smaller
-//!   [`PolicyConfig::calm_buffer_pct`].
+//! - **calm**: no stall for [`PolicyConfig::psi_calm_after_ms`]: the
+//!   `some` total has not grown (or, for agents without the total, avg10
+//!   has read zero, 0.00 as `/proc/pressure/memory` prints it, all that
+//!   time); the guest may give back memory down to committed plus the
+//!   smaller [`PolicyConfig::calm_buffer_pct`]. The total answers sooner:
+//!   avg10 takes a minute or more to decay to zero after a stall ends.
 
 use crate::policy::PolicyConfig;
 use crate::report::Report;
@@ -37,8 +39,30 @@ pub fn is_zero(avg10: f32) -> bool {
     avg10 < 0.005
 }
 
+/// Whether `report` says the guest is not stalling on memory, given the
+/// report before it: its stall total has not grown since `before` (when
+/// both carry it), or else its avg10 reads zero. `false` without PSI;
+/// `None` for the very report recorded before (nothing new).
+pub fn calm_now(report: &Report, before: Option<&Report>) -> Option<bool> {
+    if before.is_some_and(|b| b.timestamp_ms == report.timestamp_ms) {
+        return None;
+    }
+    let Some(avg10) = report.psi_some_avg10 else {
+        return Some(false);
+    };
+    Some(
+        match (
+            report.psi_some_total_us,
+            before.and_then(|b| b.psi_some_total_us),
+        ) {
+            (Some(now), Some(then)) => now <= then,
+            _ => is_zero(avg10),
+        },
+    )
+}
+
 /// The signal of `latest` (with `previous` to see whether PSI falls), for
-/// a VM whose PSI has been zero since `calm_since_ms`, at `now_ms`.
+/// a VM calm (see [`calm_now`]) since `calm_since_ms`, at `now_ms`.
 pub fn psi_signal(
     cfg: &PolicyConfig,
     latest: &Report,
@@ -56,11 +80,9 @@ pub fn psi_signal(
         return PsiSignal::High { avg10: p };
     }
     match calm_since_ms {
-        Some(t) if is_zero(p) && now_ms.saturating_sub(t) >= cfg.psi_calm_after_ms => {
-            PsiSignal::Calm {
-                for_ms: now_ms.saturating_sub(t),
-            }
-        }
+        Some(t) if now_ms.saturating_sub(t) >= cfg.psi_calm_after_ms => PsiSignal::Calm {
+            for_ms: now_ms.saturating_sub(t),
+        },
         _ => PsiSignal::Quiet,
     }
 }
@@ -119,5 +141,20 @@ mod tests {
         assert_eq!(psi_step_mib(&cfg, 1000, 20), 100);
         assert_eq!(psi_step_mib(&cfg, 100, 16), 32);
         assert_eq!(with_pct(300, 10), 330);
+    }
+
+    #[test]
+    fn calm_by_total_when_reported_else_by_avg10() {
+        let mut a = with_psi(Some(3.0), 0);
+        a.psi_some_total_us = Some(500);
+        let mut b = with_psi(Some(2.5), 1000);
+        b.psi_some_total_us = Some(500);
+        assert_eq!(calm_now(&b, Some(&a)), Some(true), "no stall since a");
+        b.psi_some_total_us = Some(501);
+        assert_eq!(calm_now(&b, Some(&a)), Some(false));
+        assert_eq!(calm_now(&a, Some(&a)), None, "the same report");
+        assert_eq!(calm_now(&with_psi(Some(0.0), 5), None), Some(true));
+        assert_eq!(calm_now(&with_psi(Some(0.5), 5), None), Some(false));
+        assert_eq!(calm_now(&with_psi(None, 5), None), Some(false));
     }
 }
