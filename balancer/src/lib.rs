@@ -11,6 +11,7 @@
 
 pub mod action;
 pub mod driver;
+pub mod guest_model;
 pub mod invariants;
 pub mod policy;
 pub mod psi;
