@@ -10,6 +10,7 @@
 //! See `docs/balancer.md` for the formulas, the invariants and their slack.
 
 pub mod action;
+pub mod baselines;
 pub mod driver;
 pub mod guest_model;
 pub mod invariants;
