@@ -11,6 +11,7 @@
 
 pub mod action;
 pub mod baselines;
+pub mod compare;
 pub mod driver;
 pub mod guest_model;
 pub mod invariants;
@@ -23,6 +24,7 @@ pub mod settings;
 pub mod share;
 pub mod sim;
 pub mod trace;
+pub mod workloads;
 
 pub use action::{Action, Decision};
 pub use policy::{Balancer, PolicyConfig};
