@@ -882,4 +882,32 @@ mod tests {
         // 300 x (170 + 10) % = 540: calm gives back from 563 to 540 only.
         assert_eq!((grown, assigned(&b, 0)), (563, 540));
     }
+
+    #[test]
+    fn the_stall_total_makes_a_guest_calm_while_avg10_still_decays() {
+        // Grown earlier to 1024 MiB, committed 500; a stall ended: avg10
+        // decays from 5 % but the total no longer grows.
+        let mut b = one_vm();
+        b.vms[0].state.plugged_mib = 1024;
+        let mut first_give_back = None;
+        let mut avg10 = 5.0f32;
+        for k in 0..60u64 {
+            let t = k * 1000;
+            avg10 *= 0.9;
+            let mut rep = with_psi(500, assigned(&b, 0), t, avg10);
+            rep.psi_some_total_us = Some(1_000_000);
+            let d = b.step(&[(0, rep)], 4096, t);
+            if first_give_back.is_none() && !d[0].is_noop() {
+                assert!(
+                    d[0].reason.contains("PSI calm (no stall) for 30 s"),
+                    "{d:?}"
+                );
+                first_give_back = Some(t);
+            }
+        }
+        // Calm 30 s after the second report (the first has no total to
+        // compare with), while avg10 is still 0.2 %.
+        assert_eq!(first_give_back, Some(31_000));
+        assert_eq!(assigned(&b, 0), 550);
+    }
 }
