@@ -11,9 +11,13 @@
 
 pub mod action;
 pub mod admit;
+pub mod baselines;
+pub mod compare;
 pub mod driver;
+pub mod guest_model;
 pub mod invariants;
 pub mod policy;
+pub mod psi;
 pub mod reader;
 pub mod report;
 pub mod resize;
@@ -21,6 +25,7 @@ pub mod settings;
 pub mod share;
 pub mod sim;
 pub mod trace;
+pub mod workloads;
 
 pub use action::{Action, Decision};
 pub use policy::{Balancer, PolicyConfig};

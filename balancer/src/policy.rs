@@ -14,8 +14,15 @@
 //! 4. turn the difference into actions under hysteresis, a rate limit, a
 //!    cap on shrink steps and a hold after growth; shrinks are applied
 //!    before growth, and growth never exceeds the budget's headroom.
+//!
+//! PSI ([`crate::psi`]) adjusts step 2 for guests that report it: a guest
+//! stalling on memory gets an extra step of target (and the policy
+//! remembers at what size it stalled), and a guest whose PSI has been zero
+//! for a while may give back memory down to committed plus a smaller
+//! buffer (below its startup memory only when the budget is short).
 
 use crate::action::{resize_actions, Decision};
+use crate::psi::{calm_now, psi_signal, psi_step_mib, with_pct, PsiSignal};
 use crate::report::{judge, Report, ReportVerdict};
 use crate::resize::{hysteresis_mib, plan_growth, plan_shrink, pressure_pct};
 use crate::settings::{SettingsError, VmSettings, VmState};
@@ -52,6 +59,19 @@ pub struct PolicyConfig {
     pub shrink_hold_ms: u64,
     /// Hot-add granularity, MiB.
     pub slot_mib: u64,
+    /// A guest whose PSI memory `some` avg10 is above this (percent) and
+    /// not falling gets an extra step of target, even when its committed
+    /// memory fits.
+    pub psi_high_pct: u32,
+    /// That step, percent of the guest's memory (at least twice the
+    /// hysteresis threshold).
+    pub psi_step_pct: u64,
+    /// A guest whose PSI has been zero this long (ms) is calm: it may give
+    /// back memory down to committed + [`Self::calm_buffer_pct`].
+    pub psi_calm_after_ms: u64,
+    /// The buffer over committed memory of a calm guest, percent (smaller
+    /// than the VMs' buffer).
+    pub calm_buffer_pct: u64,
 }
 
 impl Default for PolicyConfig {
@@ -64,6 +84,10 @@ impl Default for PolicyConfig {
             max_shrink_step_mib: 256,
             shrink_hold_ms: 10_000,
             slot_mib: 128,
+            psi_high_pct: 10,
+            psi_step_pct: 10,
+            psi_calm_after_ms: 30_000,
+            calm_buffer_pct: 10,
         }
     }
 }
@@ -74,6 +98,30 @@ struct Vm {
     state: VmState,
     latest: Option<Report>,
     previous: Option<Report>,
+    /// Since when (host ms) the VM's PSI has read zero, if it does.
+    calm_since_ms: Option<u64>,
+    /// The largest `assigned / committed` (percent) at which the VM was
+    /// seen stalling (PSI high), if ever.
+    stall_ratio_pct: Option<u64>,
+}
+
+/// What PSI made of a VM's need this step.
+#[derive(Debug, Clone, Default)]
+struct PsiNote {
+    /// For the reason; empty when PSI changed nothing.
+    text: String,
+    /// The VM stalls (its target has the extra step).
+    high: bool,
+    /// The VM is calm (it may give back memory without a shortage).
+    calm: bool,
+}
+
+/// One VM's judged need.
+#[derive(Debug, Clone)]
+struct Judged {
+    need: Need,
+    verdict: ReportVerdict,
+    psi: PsiNote,
 }
 
 /// The balancer over a fixed set of VMs.
@@ -95,6 +143,8 @@ impl Balancer {
                     settings: s,
                     latest: None,
                     previous: None,
+                    calm_since_ms: None,
+                    stall_ratio_pct: None,
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -104,6 +154,13 @@ impl Balancer {
     /// Records a report from VM `vm` (ignored if `vm` is unknown).
     pub fn report(&mut self, vm: usize, report: Report) {
         if let Some(v) = self.vms.get_mut(vm) {
+            if let Some(calm) = calm_now(&report, v.latest.as_ref()) {
+                if calm {
+                    v.calm_since_ms.get_or_insert(report.received_ms);
+                } else {
+                    v.calm_since_ms = None;
+                }
+            }
             v.previous = v.latest.replace(report);
         }
     }
@@ -118,55 +175,36 @@ impl Balancer {
         self.vms.get(vm).map(|v| &v.settings)
     }
 
-    fn needs(&self, now_ms: u64) -> Vec<(Need, ReportVerdict)> {
+    fn needs(&mut self, now_ms: u64) -> Vec<Judged> {
+        let cfg = self.cfg;
         self.vms
-            .iter()
+            .iter_mut()
             .map(|v| {
                 let verdict = judge(
                     &v.settings,
                     v.latest.as_ref(),
                     v.previous.as_ref(),
                     now_ms,
-                    self.cfg.stale_after_ms,
+                    cfg.stale_after_ms,
                 );
                 let assigned = v.state.assigned_mib();
-                let reach = self.reachable_mib(v);
-                let need = match (&verdict, &v.latest) {
-                    (ReportVerdict::Fresh, Some(r)) => {
-                        let target = v.settings.target_mib(r.committed_mib).min(reach);
-                        let floor = r
-                            .committed_mib
-                            .clamp(v.settings.minimum_mib, v.settings.maximum_mib)
-                            .min(target);
+                let (need, psi) = match (&verdict, v.latest) {
+                    (ReportVerdict::Fresh, Some(r)) => fresh_need(&cfg, v, &r, now_ms),
+                    _ => (
                         Need {
-                            fresh: true,
-                            committed: r.committed_mib,
-                            target,
-                            floor,
-                            minimum: v.settings.minimum_mib,
-                            want: target.max(assigned),
-                        }
-                    }
-                    _ => Need {
-                        fresh: false,
-                        committed: 0,
-                        target: assigned,
-                        floor: assigned,
-                        minimum: assigned,
-                        want: assigned,
-                    },
+                            fresh: false,
+                            committed: 0,
+                            target: assigned,
+                            floor: assigned,
+                            minimum: assigned,
+                            want: assigned,
+                        },
+                        PsiNote::default(),
+                    ),
                 };
-                (need, verdict)
+                Judged { need, verdict, psi }
             })
             .collect()
-    }
-
-    /// The most a VM can reach by hot-adding whole slots: plugged plus the
-    /// whole slots that fit below its maximum.
-    fn reachable_mib(&self, v: &Vm) -> u64 {
-        let slot = v.settings.slot_mib.unwrap_or(self.cfg.slot_mib).max(1);
-        let plugged = v.state.plugged_mib;
-        plugged + v.settings.maximum_mib.saturating_sub(plugged) / slot * slot
     }
 
     /// One balancing step at host time `now_ms` with `budget_mib` for all
@@ -183,7 +221,7 @@ impl Balancer {
             self.report(vm, r);
         }
         let judged = self.needs(now_ms);
-        let mut needs: Vec<Need> = judged.iter().map(|(n, _)| *n).collect();
+        let mut needs: Vec<Need> = judged.iter().map(|j| j.need).collect();
         let weights: Vec<u32> = self.vms.iter().map(|v| v.settings.weight).collect();
         let floors_fit = fit_budget(&mut needs, &weights, budget_mib);
         let total = self.assigned_total_mib();
@@ -220,7 +258,12 @@ impl Balancer {
                     urgent,
                     floors_fit,
                 };
-                decisions.push(self.decide(i, &needs[i], &judged[i].1, ctx));
+                let mut d = self.decide(i, &needs[i], &judged[i].verdict, &judged[i].psi, ctx);
+                if !judged[i].psi.text.is_empty() {
+                    d.reason.push_str("; ");
+                    d.reason.push_str(&judged[i].psi.text);
+                }
+                decisions.push(d);
             }
         }
         decisions.sort_by_key(|d| d.vm);
@@ -248,7 +291,14 @@ impl Balancer {
         )
     }
 
-    fn decide(&mut self, i: usize, need: &Need, verdict: &ReportVerdict, ctx: Ctx) -> Decision {
+    fn decide(
+        &mut self,
+        i: usize,
+        need: &Need,
+        verdict: &ReportVerdict,
+        psi: &PsiNote,
+        ctx: Ctx,
+    ) -> Decision {
         let headroom = ctx.budget_mib.saturating_sub(self.assigned_total_mib());
         let cfg = self.cfg;
         let v = &self.vms[i];
@@ -322,8 +372,13 @@ impl Balancer {
             let old = v.state.balloon_mib;
             v.state.balloon_mib += shrink;
             d.actions = resize_actions(old, v.state.balloon_mib, 0, slot_mib);
+            let why = if psi.calm && !ctx.urgent {
+                "calm, gives back"
+            } else {
+                "budget short"
+            };
             d.reason = format!(
-                "vm {name}: budget short, pressure {pressure} (target {} MiB, share {} MiB): inflate {shrink} MiB",
+                "vm {name}: {why}, pressure {pressure} (target {} MiB, share {} MiB): inflate {shrink} MiB",
                 need.target, need.want
             );
         } else {
@@ -345,19 +400,115 @@ impl Balancer {
             v.state.plugged_mib = g.new_plugged_mib;
             v.state.balloon_mib = g.new_balloon_mib;
             v.state.last_grow_ms = Some(ctx.now_ms);
+            let why = if psi.high {
+                format!("vm {name}: pressure {pressure}, target {} MiB", need.target)
+            } else {
+                format!(
+                    "vm {name}: pressure {pressure} > {} (target {} MiB = committed + {} % buffer)",
+                    10_000 / (100 + u64::from(v.settings.buffer_pct)),
+                    need.target,
+                    v.settings.buffer_pct,
+                )
+            };
             d.reason = format!(
-                "vm {name}: pressure {pressure} > {} (target {} MiB = committed + {} % buffer), grow {gained} MiB ({} from the balloon, {} slot(s) hot-added)",
-                10_000 / (100 + u64::from(v.settings.buffer_pct)),
-                need.target,
-                v.settings.buffer_pct,
-                g.from_balloon_mib,
-                g.slots
+                "{why}, grow {gained} MiB ({} from the balloon, {} slot(s) hot-added)",
+                g.from_balloon_mib, g.slots
             );
         }
         v.state.last_change_ms = Some(ctx.now_ms);
         d.assigned_after_mib = v.state.assigned_mib();
         d
     }
+}
+
+/// The most a VM can reach by hot-adding whole slots: plugged plus the
+/// whole slots that fit below its maximum.
+fn reachable_mib(cfg: &PolicyConfig, v: &Vm) -> u64 {
+    let slot = v.settings.slot_mib.unwrap_or(cfg.slot_mib).max(1);
+    let plugged = v.state.plugged_mib;
+    plugged + v.settings.maximum_mib.saturating_sub(plugged) / slot * slot
+}
+
+/// The need of a VM with a fresh report `r`: committed + buffer, adjusted
+/// by what its PSI says ([`crate::psi`]); records when it stalls.
+fn fresh_need(cfg: &PolicyConfig, v: &mut Vm, r: &Report, now_ms: u64) -> (Need, PsiNote) {
+    let c = r.committed_mib;
+    let assigned = v.state.assigned_mib();
+    let signal = psi_signal(cfg, r, v.previous.as_ref(), v.calm_since_ms, now_ms);
+    if let PsiSignal::High { .. } = signal {
+        let ratio = assigned.saturating_mul(100) / c.max(1);
+        v.stall_ratio_pct = Some(v.stall_ratio_pct.map_or(ratio, |old| old.max(ratio)));
+    }
+    let s = &v.settings;
+    let (lo, hi) = (s.minimum_mib, s.maximum_mib);
+    let commit_target = s.target_mib(c);
+    let mut note = PsiNote::default();
+    // A VM seen stalling at `ratio` % of committed wants at least that
+    // much plus the calm buffer.
+    let learned = v.stall_ratio_pct.map_or(0, |ratio| {
+        with_pct(c, ratio.saturating_sub(100) + cfg.calm_buffer_pct).clamp(lo, hi)
+    });
+    let mut target = commit_target;
+    if learned > commit_target {
+        target = learned;
+        note.text = format!(
+            "stalled before at {} % of committed: target {learned} MiB",
+            v.stall_ratio_pct.unwrap_or(0)
+        );
+    }
+    match signal {
+        PsiSignal::High { avg10 } => {
+            let threshold = hysteresis_mib(assigned, cfg.hysteresis_mib, cfg.hysteresis_pct);
+            let step = psi_step_mib(cfg, assigned, threshold);
+            target = target.max(assigned.saturating_add(step).clamp(lo, hi));
+            note.high = true;
+            note.text = format!(
+                "PSI some avg10 {avg10:.2} % > {} %: target {target} MiB (+{step} MiB step over {assigned} MiB)",
+                cfg.psi_high_pct
+            );
+        }
+        PsiSignal::Calm { for_ms } => {
+            let plain = with_pct(c, cfg.calm_buffer_pct).clamp(lo, hi);
+            let calm = plain.max(learned);
+            // A calm VM gives back down to its calm target; one that has
+            // less than that grows like any other, to its full target.
+            if calm <= target && assigned >= calm {
+                note.calm = true;
+                target = calm;
+                let why = if learned > plain {
+                    format!(
+                        "stalled before at {} % of committed",
+                        v.stall_ratio_pct.unwrap_or(0)
+                    )
+                } else {
+                    format!("committed + {} % buffer", cfg.calm_buffer_pct)
+                };
+                note.text = format!(
+                    "PSI calm (no stall) for {} s: calm target {calm} MiB = {why}",
+                    for_ms / 1000
+                );
+            }
+        }
+        PsiSignal::Quiet => {}
+    }
+    let target = target.min(reachable_mib(cfg, v));
+    let floor = c.clamp(lo, hi).min(target);
+    // Memory is only taken when the budget is short, but for a calm VM,
+    // which gives back what it has above its startup memory.
+    let keep = if note.calm {
+        assigned.min(s.startup_mib)
+    } else {
+        assigned
+    };
+    let need = Need {
+        fresh: true,
+        committed: c,
+        target,
+        floor,
+        minimum: lo,
+        want: target.max(keep),
+    };
+    (need, note)
 }
 
 #[cfg(test)]
@@ -605,5 +756,158 @@ mod tests {
             matches!(d[1].actions[..], [Action::Inflate { .. }]),
             "{d:?}"
         );
+    }
+
+    fn with_psi(committed: u64, visible: u64, t: u64, psi: f32) -> Report {
+        let mut rep = r(committed, visible, t);
+        rep.psi_some_avg10 = Some(psi);
+        rep
+    }
+
+    #[test]
+    fn psi_above_the_threshold_grows_a_guest_whose_commit_fits() {
+        // Committed 300: target 360, the guest has 512: no change by commit.
+        let mut b = one_vm();
+        assert!(b.step(&[(0, r(300, 512, 0))], 4096, 0)[0].is_noop());
+        let d = b.step(&[(0, with_psi(300, 512, 1000, 25.0))], 4096, 1000);
+        // One step of 10 % of 512 MiB.
+        assert_eq!(d[0].assigned_after_mib, 563, "{d:?}");
+        assert!(
+            d[0].reason.contains("PSI some avg10 25.00 % > 10 %")
+                && d[0].reason.contains("+51 MiB step"),
+            "{}",
+            d[0].reason
+        );
+        // Still stalling, and not falling: another step.
+        let d = b.step(&[(0, with_psi(300, 563, 2000, 30.0))], 4096, 2000);
+        assert_eq!(d[0].assigned_after_mib, 563 + 56, "{d:?}");
+        // Falling: the last step is working, no more.
+        let d = b.step(&[(0, with_psi(300, 619, 3000, 20.0))], 4096, 3000);
+        assert!(d[0].is_noop(), "{d:?}");
+        // Below the threshold: the default policy at threshold 10 %.
+        let mut quiet = one_vm();
+        let d = quiet.step(&[(0, with_psi(300, 512, 0, 9.0))], 4096, 0);
+        assert!(d[0].is_noop() && !d[0].reason.contains("PSI"), "{d:?}");
+    }
+
+    #[test]
+    fn psi_growth_is_bounded_by_maximum_and_budget() {
+        let mut b = balancer(&[("a", 512, 256, 540)]);
+        let d = b.step(&[(0, with_psi(300, 512, 0, 50.0))], 4096, 0);
+        assert_eq!(d[0].target_mib, 512, "no whole slot fits below 540");
+        assert!(d[0].is_noop(), "{d:?}");
+        let mut b = one_vm();
+        let d = b.step(&[(0, with_psi(300, 512, 0, 50.0))], 530, 0);
+        assert_eq!(d[0].assigned_after_mib, 530, "the budget's headroom");
+        // The threshold is configurable.
+        let cfg = PolicyConfig {
+            psi_high_pct: 60,
+            ..PolicyConfig::default()
+        };
+        let s = vec![VmSettings::new("a", 512, 256, 2048)];
+        let mut b = Balancer::new(cfg, s).expect("valid");
+        assert!(b.step(&[(0, with_psi(300, 512, 0, 50.0))], 4096, 0)[0].is_noop());
+    }
+
+    #[test]
+    fn a_calm_guest_gives_back_down_to_committed_plus_the_calm_buffer() {
+        // Grown earlier to 1024 MiB; committed 500 (target 600).
+        let grown = || {
+            let mut b = one_vm();
+            b.vms[0].state.plugged_mib = 1024;
+            b
+        };
+        let mut without_psi = grown();
+        let mut with = grown();
+        let mut calm_reasons = Vec::new();
+        for k in 0..80u64 {
+            let t = k * 1000;
+            without_psi.step(&[(0, r(500, assigned(&without_psi, 0), t))], 4096, t);
+            let d = with.step(&[(0, with_psi(500, assigned(&with, 0), t, 0.0))], 4096, t);
+            assert!(assigned(&with, 0) >= 550, "t={t}: {d:?}");
+            if t < 30_000 {
+                assert!(d[0].is_noop(), "not calm before 30 s: {d:?}");
+            } else if !d[0].is_noop() {
+                calm_reasons.push(d[0].reason.clone());
+            }
+        }
+        assert_eq!(assigned(&without_psi, 0), 1024, "memory is kept");
+        assert_eq!(assigned(&with, 0), 550, "500 + 10 %, below 500 + 20 %");
+        assert!(
+            calm_reasons.iter().all(|r| r.contains("calm, gives back")
+                && r.contains("calm target 550 MiB = committed + 10 % buffer")),
+            "{calm_reasons:?}"
+        );
+        assert!(!calm_reasons.is_empty());
+    }
+
+    #[test]
+    fn a_calm_guest_keeps_its_startup_and_minimum_unless_the_budget_is_short() {
+        let grown = || {
+            let mut b = one_vm();
+            b.vms[0].state.plugged_mib = 1024;
+            b
+        };
+        // Committed 100: calm target = the minimum, 256.
+        let run = |budget: u64| {
+            let mut b = grown();
+            for k in 0..80u64 {
+                let t = k * 1000;
+                let a = assigned(&b, 0);
+                b.step(&[(0, with_psi(100, a, t, 0.0))], budget, t);
+                assert!(assigned(&b, 0) >= 256);
+            }
+            assigned(&b, 0)
+        };
+        assert_eq!(run(4096), 512, "back to its startup memory, no further");
+        assert_eq!(run(400), 400, "the budget is short: down to what fits");
+        assert_eq!(run(200), 256, "never below the minimum");
+    }
+
+    #[test]
+    fn a_guest_seen_stalling_is_not_calmed_below_that_size() {
+        let mut b = one_vm();
+        // Stalls at 512 MiB with 300 committed (170 %).
+        b.step(&[(0, with_psi(300, 512, 0, 40.0))], 4096, 0);
+        let grown = assigned(&b, 0);
+        for k in 1..80u64 {
+            let t = k * 1000;
+            let a = assigned(&b, 0);
+            let d = b.step(&[(0, with_psi(300, a, t, 0.0))], 4096, t);
+            assert!(
+                d[0].reason.contains("stalled before at 170 % of committed"),
+                "{d:?}"
+            );
+        }
+        // 300 x (170 + 10) % = 540: calm gives back from 563 to 540 only.
+        assert_eq!((grown, assigned(&b, 0)), (563, 540));
+    }
+
+    #[test]
+    fn the_stall_total_makes_a_guest_calm_while_avg10_still_decays() {
+        // Grown earlier to 1024 MiB, committed 500; a stall ended: avg10
+        // decays from 5 % but the total no longer grows.
+        let mut b = one_vm();
+        b.vms[0].state.plugged_mib = 1024;
+        let mut first_give_back = None;
+        let mut avg10 = 5.0f32;
+        for k in 0..60u64 {
+            let t = k * 1000;
+            avg10 *= 0.9;
+            let mut rep = with_psi(500, assigned(&b, 0), t, avg10);
+            rep.psi_some_total_us = Some(1_000_000);
+            let d = b.step(&[(0, rep)], 4096, t);
+            if first_give_back.is_none() && !d[0].is_noop() {
+                assert!(
+                    d[0].reason.contains("PSI calm (no stall) for 30 s"),
+                    "{d:?}"
+                );
+                first_give_back = Some(t);
+            }
+        }
+        // Calm 30 s after the second report (the first has no total to
+        // compare with), while avg10 is still 0.2 %.
+        assert_eq!(first_give_back, Some(31_000));
+        assert_eq!(assigned(&b, 0), 550);
     }
 }

@@ -13,6 +13,10 @@ pub struct Report {
     pub available_mib: u64,
     /// PSI memory "some" avg10, percent, if reported.
     pub psi_some_avg10: Option<f32>,
+    /// PSI memory "some" total, µs: the guest's stall time since boot, if
+    /// reported. Unchanged between two reports means no stall at all in
+    /// between (avg10 decays for a while after a stall ends).
+    pub psi_some_total_us: Option<u64>,
     /// When the agent took it (guest clock, ms).
     pub timestamp_ms: u64,
     /// When the host received it (host clock, ms).
@@ -28,6 +32,7 @@ impl Report {
             visible_mib,
             available_mib: visible_mib.saturating_sub(committed_mib),
             psi_some_avg10: None,
+            psi_some_total_us: None,
             timestamp_ms: t_ms,
             received_ms: t_ms,
         }

@@ -43,6 +43,25 @@ pub enum Curve {
         /// Duration.
         over_ms: u64,
     },
+    /// `peak` during the last `for_ms` of every `every_ms`, `base` the
+    /// rest of the time (the first burst starts at `every_ms - for_ms`).
+    Burst {
+        /// Between bursts.
+        base: u64,
+        /// During a burst.
+        peak: u64,
+        /// Period.
+        every_ms: u64,
+        /// Length of a burst.
+        for_ms: u64,
+    },
+    /// `inner` ahead by `by_ms`: its value at `t + by_ms`.
+    Shifted {
+        /// How far ahead.
+        by_ms: u64,
+        /// The curve.
+        inner: Box<Curve>,
+    },
     /// `base` plus deterministic noise of up to ±`pct` percent.
     Noisy {
         /// The underlying curve value.
@@ -60,24 +79,34 @@ pub enum Curve {
     clippy::cast_sign_loss,
     reason = "a float-to-int `as` saturates (negative and NaN to 0), the clamp a demand curve wants"
 )]
-fn round_mib(x: f64) -> u64 {
+pub(crate) fn round_mib(x: f64) -> u64 {
     x.round() as u64
 }
 
 impl Curve {
     /// When the curve stops changing, if it does (ms).
     pub fn settles_at_ms(&self) -> Option<u64> {
+        if let Curve::Shifted { by_ms, inner } = self {
+            return inner.settles_at_ms().map(|s| s.saturating_sub(*by_ms));
+        }
         match *self {
             Curve::Constant(_) | Curve::Idle => Some(0),
             Curve::Step { at_ms, .. } => Some(at_ms),
             Curve::Ramp { over_ms, .. } => Some(over_ms),
             Curve::Sine { amplitude: 0, .. } | Curve::Noisy { pct: 0, .. } => Some(0),
-            Curve::Sine { .. } | Curve::Noisy { .. } => None,
+            Curve::Burst { base, peak, .. } if base == peak => Some(0),
+            Curve::Sine { .. }
+            | Curve::Noisy { .. }
+            | Curve::Burst { .. }
+            | Curve::Shifted { .. } => None,
         }
     }
 
     /// The value at `t_ms`.
     pub fn at(&self, t_ms: u64) -> u64 {
+        if let Curve::Shifted { by_ms, inner } = self {
+            return inner.at(t_ms.saturating_add(*by_ms));
+        }
         match *self {
             Curve::Constant(v) => v,
             Curve::Idle => IDLE_MIB,
@@ -105,6 +134,20 @@ impl Curve {
                 let f = t_ms.min(over_ms) as f64 / over_ms.max(1) as f64;
                 round_mib(from as f64 + (to as f64 - from as f64) * f)
             }
+            Curve::Burst {
+                base,
+                peak,
+                every_ms,
+                for_ms,
+            } => {
+                if t_ms % every_ms.max(1) >= every_ms.saturating_sub(for_ms) {
+                    peak
+                } else {
+                    base
+                }
+            }
+            // Handled above (it needs the boxed curve by reference).
+            Curve::Shifted { .. } => 0,
             Curve::Noisy { base, pct, seed } => {
                 let mut x = seed ^ t_ms.wrapping_mul(0x9e37_79b9_7f4a_7c15);
                 x ^= x >> 33;
@@ -264,6 +307,21 @@ mod tests {
         };
         assert!((0..1000).all(|t| (950..=1050).contains(&noisy.at(t))));
         assert_eq!(sine.settles_at_ms(), None);
+        let burst = Curve::Burst {
+            base: 100,
+            peak: 900,
+            every_ms: 100,
+            for_ms: 20,
+        };
+        assert_eq!(
+            (burst.at(79), burst.at(80), burst.at(99), burst.at(100)),
+            (100, 900, 900, 100)
+        );
+        let shifted = Curve::Shifted {
+            by_ms: 200,
+            inner: Box::new(sine.clone()),
+        };
+        assert_eq!((shifted.at(0), shifted.at(100)), (100, 50));
         assert_eq!(step.settles_at_ms(), Some(10));
     }
 

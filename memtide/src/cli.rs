@@ -46,6 +46,11 @@ pub enum Command {
     /// as an SVG timeline: one panel per VM with assigned, demand,
     /// committed, plugged and balloon, and the decisions marked.
     Plot(PlotArgs),
+    /// Compare memtide's policy with baselines (oVirt MoM's balloon rules,
+    /// a Hyper-V-like policy, static VMs) on the same simulated demand
+    /// traces; prints a markdown table per trace. Deterministic; boots
+    /// nothing.
+    Sim(SimArgs),
     /// A live view of the balancer of a running memtide (or `memtide
     /// balance`): budget, and per VM assigned, demand, pressure and the last
     /// decision.
@@ -158,6 +163,17 @@ pub struct PlotArgs {
     /// Where to write the SVG.
     #[arg(long, value_name = "PATH")]
     pub out: PathBuf,
+}
+
+/// Options of `memtide sim`.
+#[derive(Debug, Args)]
+pub struct SimArgs {
+    /// The policy: memtide, mom, hyperv-like, static or all.
+    #[arg(long, default_value = "all", value_name = "NAME")]
+    pub policy: String,
+    /// The trace: step, ramp, burst, diurnal, out-of-phase or all.
+    #[arg(long, default_value = "all", value_name = "NAME")]
+    pub trace: String,
 }
 
 /// Options of `memtide top`.

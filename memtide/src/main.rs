@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use cli::{BenchCommand, Cli, Command};
-use commands::{balance, bench, ctl, demo, plot, top};
+use commands::{balance, bench, ctl, demo, plot, sim, top};
 use memtide_vmm::vcpu::nested::HostKvm;
 
 /// The log level variable (error, warn, info, debug, trace, or
@@ -113,6 +113,13 @@ fn main() -> ExitCode {
         }
         Command::Plot(args) => match plot::plot_file(&args.trace, &args.out) {
             Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(&e),
+        },
+        Command::Sim(args) => match sim::run(&args.policy, &args.trace) {
+            Ok(table) => {
+                print!("{table}");
+                ExitCode::SUCCESS
+            }
             Err(e) => fail(&e),
         },
         Command::Top(args) => match top::run(

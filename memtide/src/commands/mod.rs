@@ -7,4 +7,5 @@ pub mod demo;
 pub mod plot;
 pub mod remote_vm;
 pub mod run;
+pub mod sim;
 pub mod top;

@@ -21,6 +21,7 @@ pub fn report_from_api(v: &GuestMemory) -> Option<(Report, u64)> {
         visible_mib: l.mem_total_kib >> 10,
         available_mib: l.mem_available_kib >> 10,
         psi_some_avg10: l.psi.map(|p| percent_f32(p.some_avg10)),
+        psi_some_total_us: l.psi.map(|p| p.some_total_us),
         timestamp_ms: l.uptime_ms,
         received_ms: 0,
     };
