@@ -30,7 +30,7 @@ pub enum Command {
     /// with the guest: exit 0 when the guest powers off or reboots, 1 when it
     /// panics or a vCPU fails, 2 when the VM cannot start, 3 when the
     /// guest's --cmd command exits non-zero or a guest process dies of a
-    /// signal.
+    /// signal, 159 when the sandbox refused a system call (a memtide bug).
     Run(RunArgs),
     /// Measure memtide and print figures with a description of the host.
     #[command(subcommand)]
