@@ -330,16 +330,17 @@ fn admit_route(state: &ApiState, req: &Request) -> Response {
             "no balancer runs here (admission needs memtide balance or a VM's own balancer)",
         );
     };
-    let ask: AdmitRequest =
-        match serde_json::from_slice(&req.body) {
-            Ok(a) => a,
-            Err(e) => return Response::error(
+    let ask: AdmitRequest = match serde_json::from_slice(&req.body) {
+        Ok(a) => a,
+        Err(e) => {
+            return Response::error(
                 400,
                 &format!(
                     "expected {{\"startup_mib\": N, \"minimum_mib\": N, \"maximum_mib\": N}}: {e}"
                 ),
-            ),
-        };
+            )
+        }
+    };
     let s = memtide_balancer::driver::lock(b).clone();
     let running: Vec<Running> = s
         .vms

@@ -296,7 +296,8 @@ impl Vcpu {
         } else {
             sregs.cs.base.wrapping_add(regs.rip)
         };
-        let Some(bytes) = guest_virt::read_virt(&self.fd, &self.mem.memory(), linear, insn::MAX_INSN_LEN)
+        let Some(bytes) =
+            guest_virt::read_virt(&self.fd, &self.mem.memory(), linear, insn::MAX_INSN_LEN)
         else {
             return VcpuError::InstructionNotMapped { rip: regs.rip };
         };
