@@ -118,60 +118,107 @@ fn ratio(a: u64, b: u64) -> Value {
 /// The balloon's families.
 fn balloon(f: &mut Families, b: &memtide_devices::virtio::balloon::BalloonShared) {
     let s = b.status();
-    let bytes = Some(Unit::Bytes);
-    f.push(
-        "balloon_target",
-        "Balloon size the host asks for.",
-        bytes.clone(),
-        mib_bytes(s.target_mib),
-    );
-    f.push(
-        "balloon_actual",
-        "Balloon size the guest driver reports (never above what the host saw inflated).",
-        bytes.clone(),
-        mib_bytes(s.actual_mib),
-    );
-    f.push(
-        "balloon_host_inflated",
-        "Guest memory the host has discarded and not seen deflated.",
-        bytes.clone(),
-        mib_bytes(s.inflated_mib),
-    );
     let k = &b.counters;
-    let c = |a: &std::sync::atomic::AtomicU64| Value::Counter(a.load(Ordering::Relaxed));
-    let pages = |a: &std::sync::atomic::AtomicU64| {
-        Value::Counter(a.load(Ordering::Relaxed).saturating_mul(PAGE_SIZE))
-    };
-    f.push(
-        "balloon_inflate_requests",
-        "Inflate buffers the guest sent.",
-        None,
-        c(&k.inflate_requests),
-    );
-    f.push(
-        "balloon_deflate_requests",
-        "Deflate buffers the guest sent.",
-        None,
-        c(&k.deflate_requests),
-    );
-    f.push(
-        "balloon_inflate",
-        "Memory the guest gave up through the balloon.",
-        bytes.clone(),
-        pages(&k.inflated_pages_total),
-    );
-    f.push(
-        "balloon_deflate",
-        "Memory the guest took back from the balloon.",
-        bytes.clone(),
-        pages(&k.deflated_pages_total),
-    );
-    f.push(
-        "balloon_reported",
-        "Free memory the guest reported (free page reporting).",
-        bytes,
-        pages(&k.reported_pages),
-    );
+    let n = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    let bytes = |a: &std::sync::atomic::AtomicU64| Value::Counter(n(a).saturating_mul(PAGE_SIZE));
+    // Nanoseconds to seconds.
+    #[allow(clippy::cast_precision_loss)]
+    let discard_s = n(&k.discard_ns) as f64 / 1e9;
+    let table: [(&'static str, &'static str, Option<Unit>, Value); 15] = [
+        (
+            "balloon_target",
+            "Balloon size the host asks for.",
+            Some(Unit::Bytes),
+            mib_bytes(s.target_mib),
+        ),
+        (
+            "balloon_actual",
+            "Balloon size the guest driver reports (never above what the host saw inflated).",
+            Some(Unit::Bytes),
+            mib_bytes(s.actual_mib),
+        ),
+        (
+            "balloon_host_inflated",
+            "Guest memory the host has discarded and not seen deflated.",
+            Some(Unit::Bytes),
+            mib_bytes(s.inflated_mib),
+        ),
+        (
+            "balloon_inflate_requests",
+            "Inflate buffers the guest sent.",
+            None,
+            Value::Counter(n(&k.inflate_requests)),
+        ),
+        (
+            "balloon_deflate_requests",
+            "Deflate buffers the guest sent.",
+            None,
+            Value::Counter(n(&k.deflate_requests)),
+        ),
+        (
+            "balloon_inflate",
+            "Memory the guest gave up through the balloon.",
+            Some(Unit::Bytes),
+            bytes(&k.inflated_pages_total),
+        ),
+        (
+            "balloon_deflate",
+            "Memory the guest took back from the balloon.",
+            Some(Unit::Bytes),
+            bytes(&k.deflated_pages_total),
+        ),
+        (
+            "balloon_reported",
+            "Free memory the guest reported (free page reporting).",
+            Some(Unit::Bytes),
+            bytes(&k.reported_pages),
+        ),
+        (
+            "balloon_malformed_descriptors",
+            "Balloon descriptors refused as malformed.",
+            None,
+            Value::Counter(n(&k.malformed_descriptors)),
+        ),
+        (
+            "balloon_discard_calls",
+            "madvise calls that returned ballooned memory to the host.",
+            None,
+            Value::Counter(n(&k.discard_calls)),
+        ),
+        (
+            "balloon_discard_errors",
+            "madvise calls that failed.",
+            None,
+            Value::Counter(n(&k.discard_errors)),
+        ),
+        (
+            "balloon_discard_seconds",
+            "Time spent returning ballooned memory to the host.",
+            None,
+            Value::Float(discard_s),
+        ),
+        (
+            "balloon_resize_superseded",
+            "Balloon targets replaced before the guest reached them (not timed).",
+            None,
+            Value::Counter(b.latency.superseded.load(Ordering::Relaxed)),
+        ),
+        (
+            "balloon_partial_blocks",
+            "2 MiB host blocks partly ballooned now (kept out of khugepaged's reach).",
+            None,
+            Value::Int(i64::try_from(n(&k.partial_blocks)).unwrap_or(i64::MAX)),
+        ),
+        (
+            "balloon_discard_whole_blocks",
+            "2 MiB host blocks discarded whole (every page ballooned).",
+            None,
+            Value::Counter(n(&k.whole_block_discards)),
+        ),
+    ];
+    for (name, help, unit, value) in table {
+        f.push(name, help, unit, value);
+    }
     for (reason, counter) in [
         ("out_of_range", &k.pfns_out_of_range),
         ("duplicate", &k.pfns_duplicate),
@@ -181,36 +228,9 @@ fn balloon(f: &mut Families, b: &memtide_devices::virtio::balloon::BalloonShared
             "Page numbers from the guest that were refused.",
             None,
             vec![("reason", reason.to_string())],
-            c(counter),
+            Value::Counter(n(counter)),
         );
     }
-    f.push(
-        "balloon_malformed_descriptors",
-        "Balloon descriptors refused as malformed.",
-        None,
-        c(&k.malformed_descriptors),
-    );
-    f.push(
-        "balloon_discard_calls",
-        "madvise calls that returned ballooned memory to the host.",
-        None,
-        c(&k.discard_calls),
-    );
-    f.push(
-        "balloon_discard_errors",
-        "madvise calls that failed.",
-        None,
-        c(&k.discard_errors),
-    );
-    // Nanoseconds to seconds.
-    #[allow(clippy::cast_precision_loss)]
-    let discard_s = k.discard_ns.load(Ordering::Relaxed) as f64 / 1e9;
-    f.push(
-        "balloon_discard_seconds",
-        "Time spent returning ballooned memory to the host.",
-        None,
-        Value::Float(discard_s),
-    );
     for (direction, h) in [
         ("inflate", &b.latency.inflate),
         ("deflate", &b.latency.deflate),
@@ -223,12 +243,6 @@ fn balloon(f: &mut Families, b: &memtide_devices::virtio::balloon::BalloonShared
             Value::Histogram(h.snapshot()),
         );
     }
-    f.push(
-        "balloon_resize_superseded",
-        "Balloon targets replaced before the guest reached them (not timed).",
-        None,
-        Value::Counter(b.latency.superseded.load(Ordering::Relaxed)),
-    );
 }
 
 /// The guest agent's families.
