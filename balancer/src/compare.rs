@@ -24,7 +24,7 @@ use crate::policy::PolicyConfig;
 use crate::report::Report;
 use crate::settings::SettingsError;
 use crate::sim::{settings_of, Tick};
-use crate::workloads::{Workload, DURATION_MS, TICK_MS};
+use crate::workloads::{Workload, TICK_MS};
 
 /// What one policy did on one trace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -89,7 +89,7 @@ pub fn run(policy: &mut dyn Policy, name: &str, w: &Workload) -> Run {
     let mut m = Metrics::default();
     let mut ticks = Vec::new();
     let assigned_of = |p: &dyn Policy, i: usize| p.state(i).map_or(0, |s| s.assigned_mib());
-    for k in 0..DURATION_MS / TICK_MS {
+    for k in 0..w.duration_ms / TICK_MS {
         let t = k * TICK_MS;
         let committed: Vec<u64> = w.vms.iter().map(|v| v.demand.at(t)).collect();
         let ws: Vec<u64> = (0..n)
@@ -260,7 +260,7 @@ pub fn markdown(comparisons: &[Comparison]) -> String {
             "### {} (budget {} MiB, {} s)\n\n{}\n\n",
             w.name,
             w.budget_mib,
-            DURATION_MS / 1000,
+            w.duration_ms / 1000,
             w.about
         ));
         out.push_str("| policy | mean MiB | pressure > 100 % (% of time) | PSI > 10 % (% of time) | resizes | OOM risk |\n");
@@ -294,7 +294,7 @@ mod tests {
             let settings = settings_of(&w.vms);
             for kind in PolicyKind::ALL {
                 let r = run_kind(kind, &w).expect("valid settings");
-                assert_eq!(r.metrics.ticks, DURATION_MS / TICK_MS);
+                assert_eq!(r.metrics.ticks, w.duration_ms / TICK_MS);
                 let ctx = format!("{} on {}", kind.name(), w.name);
                 check_safety(&settings, w.budget_mib, &r.ticks).expect(&ctx);
                 check_no_hot_remove(&r.ticks).expect(&ctx);
@@ -333,7 +333,7 @@ mod tests {
     #[test]
     fn memtide_beats_mom_and_static_at_equal_memory_on_every_trace() {
         for w in all() {
-            let peak: u64 = (0..DURATION_MS / TICK_MS)
+            let peak: u64 = (0..w.duration_ms / TICK_MS)
                 .map(|k| {
                     w.vms
                         .iter()

@@ -62,6 +62,9 @@ pub enum Curve {
         /// The curve.
         inner: Box<Curve>,
     },
+    /// A recorded series: (ms, MiB) points in time order; the value at
+    /// `t` is that of the last point at or before `t` (the first before it).
+    Recorded(Vec<(u64, u64)>),
     /// `base` plus deterministic noise of up to ±`pct` percent.
     Noisy {
         /// The underlying curve value.
@@ -89,6 +92,9 @@ impl Curve {
         if let Curve::Shifted { by_ms, inner } = self {
             return inner.settles_at_ms().map(|s| s.saturating_sub(*by_ms));
         }
+        if let Curve::Recorded(points) = self {
+            return Some(points.last().map_or(0, |p| p.0));
+        }
         match *self {
             Curve::Constant(_) | Curve::Idle => Some(0),
             Curve::Step { at_ms, .. } => Some(at_ms),
@@ -99,6 +105,8 @@ impl Curve {
             | Curve::Noisy { .. }
             | Curve::Burst { .. }
             | Curve::Shifted { .. } => None,
+            // Handled above.
+            Curve::Recorded(_) => Some(0),
         }
     }
 
@@ -106,6 +114,10 @@ impl Curve {
     pub fn at(&self, t_ms: u64) -> u64 {
         if let Curve::Shifted { by_ms, inner } = self {
             return inner.at(t_ms.saturating_add(*by_ms));
+        }
+        if let Curve::Recorded(points) = self {
+            let after = points.partition_point(|p| p.0 <= t_ms);
+            return points.get(after.saturating_sub(1)).map_or(0, |p| p.1);
         }
         match *self {
             Curve::Constant(v) => v,
@@ -148,6 +160,8 @@ impl Curve {
             }
             // Handled above (it needs the boxed curve by reference).
             Curve::Shifted { .. } => 0,
+            // Handled above.
+            Curve::Recorded(_) => 0,
             Curve::Noisy { base, pct, seed } => {
                 let mut x = seed ^ t_ms.wrapping_mul(0x9e37_79b9_7f4a_7c15);
                 x ^= x >> 33;

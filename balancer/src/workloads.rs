@@ -4,7 +4,8 @@
 //! is 3 GiB, less than the two maximums, so that the VMs compete when both
 //! are busy.
 
-use crate::sim::{Curve, SimVm};
+use crate::sim::{Agent, Curve, SimVm};
+use crate::trace::Trace;
 
 /// How long each trace runs, ms.
 pub const DURATION_MS: u64 = 600_000;
@@ -22,6 +23,8 @@ pub struct Workload {
     pub about: &'static str,
     /// The host budget, MiB.
     pub budget_mib: u64,
+    /// How long it runs, ms.
+    pub duration_ms: u64,
     /// The VMs; their demand is committed memory.
     pub vms: Vec<SimVm>,
     /// Per VM, the working set as a percentage of committed memory
@@ -47,6 +50,7 @@ fn workload(name: &'static str, about: &'static str, vms: Vec<(SimVm, u64)>) -> 
         name,
         about,
         budget_mib: BUDGET_MIB,
+        duration_ms: DURATION_MS,
         vms,
         working_set_pct,
     }
@@ -140,6 +144,46 @@ pub fn by_name(name: &str) -> Option<Workload> {
     all().into_iter().find(|w| w.name == name)
 }
 
+/// Working set of a recorded VM, percent of committed memory: the
+/// recording has committed memory only; memtide-hog touches what it
+/// commits, so most of it is in use.
+pub const RECORDED_WORKING_SET_PCT: u64 = 90;
+
+/// A workload replaying a recorded balancer run (`memtide balance --trace`
+/// or the demo): each VM's settings and budget as recorded, its demand the
+/// committed memory its agent reported at each tick (ticks without an
+/// honest report keep the previous value), from the first tick on.
+pub fn recorded(name: &'static str, about: &'static str, trace: &Trace) -> Workload {
+    let t0 = trace.ticks.first().map_or(0, |t| t.t_ms);
+    let vms: Vec<SimVm> = trace
+        .vms
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let points = trace
+                .ticks
+                .iter()
+                .filter(|t| t.honest.get(i).copied().unwrap_or(false))
+                .filter_map(|t| Some((t.t_ms.saturating_sub(t0), *t.committed.get(i)?)))
+                .collect();
+            SimVm {
+                settings: s.clone(),
+                demand: Curve::Recorded(points),
+                agent: Agent::Honest,
+            }
+        })
+        .collect();
+    let last = trace.ticks.last().map_or(t0, |t| t.t_ms);
+    Workload {
+        name,
+        about,
+        budget_mib: trace.budget_mib,
+        duration_ms: last.saturating_sub(t0) / TICK_MS * TICK_MS,
+        working_set_pct: vec![RECORDED_WORKING_SET_PCT; vms.len()],
+        vms,
+    }
+}
+
 /// Every trace's name.
 pub fn names() -> Vec<&'static str> {
     all().iter().map(|w| w.name).collect()
@@ -158,5 +202,41 @@ mod tests {
             assert_eq!(by_name(w.name).map(|b| b.name), Some(w.name));
         }
         assert!(by_name("nope").is_none());
+    }
+
+    #[test]
+    fn a_recorded_run_replays_its_committed_memory() {
+        use crate::settings::VmSettings;
+        use crate::sim::Tick;
+        let tick = |t_ms: u64, committed: u64, honest: bool| Tick {
+            t_ms,
+            assigned: vec![256],
+            plugged: vec![256],
+            balloon: vec![0],
+            committed: vec![committed],
+            target: vec![0],
+            honest: vec![honest],
+            over_budget_mib: 0,
+            reasons: vec![String::new()],
+        };
+        let trace = Trace {
+            version: crate::trace::TRACE_VERSION,
+            budget_mib: 512,
+            vms: vec![VmSettings::new("a", 256, 128, 384)],
+            ticks: vec![
+                tick(10_000, 100, true),
+                tick(11_000, 999, false),
+                tick(12_000, 200, true),
+                tick(15_500, 150, true),
+            ],
+        };
+        let w = recorded("r", "test", &trace);
+        assert_eq!((w.budget_mib, w.duration_ms), (512, 5_000));
+        let d = &w.vms[0].demand;
+        // The dishonest tick is skipped; each value holds until the next.
+        assert_eq!(
+            [d.at(0), d.at(1_000), d.at(2_000), d.at(5_499), d.at(5_500)],
+            [100, 100, 200, 200, 150]
+        );
     }
 }

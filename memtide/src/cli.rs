@@ -171,9 +171,14 @@ pub struct SimArgs {
     /// The policy: memtide, mom, hyperv-like, static or all.
     #[arg(long, default_value = "all", value_name = "NAME")]
     pub policy: String,
-    /// The trace: step, ramp, burst, diurnal, out-of-phase or all.
+    /// The trace: step, ramp, burst, diurnal, out-of-phase, recorded-demo
+    /// or all.
     #[arg(long, default_value = "all", value_name = "NAME")]
     pub trace: String,
+    /// Replay a recorded run instead (a `memtide balance --trace` or demo
+    /// trace.json): each VM's committed memory as its agent reported it.
+    #[arg(long, value_name = "PATH", conflicts_with = "trace")]
+    pub recorded: Option<PathBuf>,
 }
 
 /// Options of `memtide top`.

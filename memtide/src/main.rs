@@ -115,7 +115,7 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(&e),
         },
-        Command::Sim(args) => match sim::run(&args.policy, &args.trace) {
+        Command::Sim(args) => match sim::run(&args.policy, &args.trace, args.recorded.as_deref()) {
             Ok(table) => {
                 print!("{table}");
                 ExitCode::SUCCESS

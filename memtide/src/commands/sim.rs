@@ -4,6 +4,7 @@
 
 use memtide_balancer::baselines::PolicyKind;
 use memtide_balancer::compare::{compare, markdown};
+use memtide_balancer::trace::Trace;
 use memtide_balancer::workloads;
 use memtide_balancer::SettingsError;
 
@@ -24,16 +25,51 @@ pub enum SimError {
     /// A trace's VM settings are invalid (a bug in the trace).
     #[error(transparent)]
     Settings(#[from] SettingsError),
+    /// The recorded trace cannot be read.
+    #[error("{path}: {source}")]
+    ReadRecorded {
+        /// Its path.
+        path: std::path::PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The recorded trace is not a balancer trace.
+    #[error("{path}: {source}")]
+    Recorded {
+        /// Its path.
+        path: std::path::PathBuf,
+        /// Why.
+        source: memtide_balancer::trace::TraceError,
+    },
 }
 
-/// The table for `policy` and `trace` (each a name or `all`).
-pub fn run(policy: &str, trace: &str) -> Result<String, SimError> {
+/// The table for `policy` and `trace` (each a name or `all`), or for the
+/// run recorded at `recorded`.
+pub fn run(
+    policy: &str,
+    trace: &str,
+    recorded: Option<&std::path::Path>,
+) -> Result<String, SimError> {
     let kinds = if policy == "all" {
         PolicyKind::ALL.to_vec()
     } else {
         vec![PolicyKind::from_name(policy).ok_or_else(|| SimError::Policy(policy.to_string()))?]
     };
-    let traces = if trace == "all" {
+    let traces = if let Some(path) = recorded {
+        let text = std::fs::read_to_string(path).map_err(|source| SimError::ReadRecorded {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let t = Trace::from_json(&text).map_err(|source| SimError::Recorded {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        vec![workloads::recorded(
+            "recorded",
+            "replayed from a recorded run",
+            &t,
+        )]
+    } else if trace == "all" {
         workloads::all()
     } else {
         vec![workloads::by_name(trace).ok_or_else(|| SimError::Trace {
@@ -54,17 +90,17 @@ mod tests {
 
     #[test]
     fn one_policy_one_trace_and_unknown_names() {
-        let out = run("mom", "step").expect("runs");
+        let out = run("mom", "step", None).expect("runs");
         assert!(out.contains("### step") && out.contains("| mom |"), "{out}");
         assert!(!out.contains("| memtide |"));
-        assert!(matches!(run("esx", "all"), Err(SimError::Policy(_))));
-        let e = run("all", "nope").expect_err("unknown trace");
+        assert!(matches!(run("esx", "all", None), Err(SimError::Policy(_))));
+        let e = run("all", "nope", None).expect_err("unknown trace");
         assert!(e.to_string().contains("out-of-phase"), "{e}");
     }
 
     #[test]
     fn all_against_all_has_the_goals() {
-        let out = run("all", "all").expect("runs");
+        let out = run("all", "all", None).expect("runs");
         assert_eq!(
             out.matches("memtide vs MoM").count(),
             workloads::all().len()
