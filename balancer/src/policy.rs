@@ -98,8 +98,12 @@ struct Vm {
     state: VmState,
     latest: Option<Report>,
     previous: Option<Report>,
-    /// Since when (host ms) the VM's PSI has read zero, if it does.
+    /// Since when (host ms) the VM's PSI has read zero and its committed
+    /// memory has not risen, if so.
     calm_since_ms: Option<u64>,
+    /// The lowest committed memory (MiB) since the calm began: a rise above
+    /// it by more than the hysteresis is new demand and ends the calm.
+    calm_base_mib: Option<u64>,
     /// The largest `assigned / committed` (percent) at which the VM was
     /// seen stalling (PSI high), if ever.
     stall_ratio_pct: Option<u64>,
@@ -144,6 +148,7 @@ impl Balancer {
                     latest: None,
                     previous: None,
                     calm_since_ms: None,
+                    calm_base_mib: None,
                     stall_ratio_pct: None,
                 })
             })
@@ -155,10 +160,20 @@ impl Balancer {
     pub fn report(&mut self, vm: usize, report: Report) {
         if let Some(v) = self.vms.get_mut(vm) {
             if let Some(calm) = calm_now(&report, v.latest.as_ref()) {
-                if calm {
+                let c = report.committed_mib;
+                let base = v.calm_base_mib.unwrap_or(c);
+                let rise = hysteresis_mib(base, self.cfg.hysteresis_mib, self.cfg.hysteresis_pct);
+                if calm && c <= base.saturating_add(rise) {
                     v.calm_since_ms.get_or_insert(report.received_ms);
+                    v.calm_base_mib = Some(base.min(c));
+                } else if calm {
+                    // Committed memory rose: new demand, not yet shown to
+                    // run without stalls at its new size.
+                    v.calm_since_ms = Some(report.received_ms);
+                    v.calm_base_mib = Some(c);
                 } else {
                     v.calm_since_ms = None;
+                    v.calm_base_mib = None;
                 }
             }
             v.previous = v.latest.replace(report);
@@ -839,6 +854,28 @@ mod tests {
             "{calm_reasons:?}"
         );
         assert!(!calm_reasons.is_empty());
+    }
+
+    /// Found by the agent-driven balancer test on a real guest: an idle
+    /// guest, calm for a minute, commits 196 MiB at once; with 219 MiB it
+    /// must grow to committed + the full 20 % buffer (236 MiB), not stop at
+    /// the calm 10 % (216 MiB) because its stall total had not moved yet.
+    #[test]
+    fn a_rising_commit_ends_the_calm_and_gets_the_full_buffer() {
+        let mut b = balancer(&[("b", 256, 128, 384)]);
+        for k in 0..60u64 {
+            let t = k * 1000;
+            b.step(&[(0, with_psi(6, assigned(&b, 0), t, 0.0))], 4096, t);
+        }
+        let calm = b.vms[0].calm_since_ms.is_some();
+        assert!(calm, "idle for a minute without stalls is calm");
+        b.vms[0].state.plugged_mib = 256;
+        b.vms[0].state.balloon_mib = 37;
+        let t = 61_000;
+        let d = b.step(&[(0, with_psi(196, assigned(&b, 0), t, 0.0))], 4096, t);
+        assert_eq!(d[0].target_mib, 236, "{d:?}");
+        assert!(!d[0].reason.contains("calm"), "{}", d[0].reason);
+        assert_eq!(assigned(&b, 0), 236, "{d:?}");
     }
 
     #[test]
