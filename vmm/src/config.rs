@@ -56,6 +56,9 @@ pub enum ConfigError {
         /// The boot memory.
         memory: u64,
     },
+    /// Bad virtio-mem settings.
+    #[error(transparent)]
+    VirtioMem(#[from] crate::memory::virtio_mem::VirtioMemError),
     /// No default image location.
     #[error("neither $MEMTIDE_CACHE nor $HOME is set; pass --kernel and --initramfs")]
     NoCacheDir,
@@ -92,6 +95,17 @@ pub struct VmConfig {
     pub vsock: Option<VsockConfig>,
     /// The balancer thread, if it runs.
     pub balancer: Option<BalancerConfig>,
+    /// The virtio-mem device, if any.
+    pub virtio_mem: Option<VirtioMemConfig>,
+}
+
+/// virtio-mem settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VirtioMemConfig {
+    /// Size of the device region (the most it can plug), MiB.
+    pub size_mib: u64,
+    /// Device block size, MiB.
+    pub block_mib: u64,
 }
 
 /// The balancer of a single VM.
@@ -192,6 +206,9 @@ impl VmConfig {
         if let Some(b) = &self.balancer {
             b.validate()?;
         }
+        if let Some(vm) = &self.virtio_mem {
+            crate::memory::virtio_mem::region(self.memory_mib, self.hotplug.as_ref(), vm)?;
+        }
         Ok(())
     }
 }
@@ -239,6 +256,7 @@ mod tests {
             complete_syscalls: false,
             vsock: None,
             balancer: None,
+            virtio_mem: None,
         }
     }
 
@@ -309,5 +327,21 @@ mod tests {
             ..good
         });
         assert!(matches!(c.validate(), Err(ConfigError::Balancer(_))));
+    }
+
+    #[test]
+    fn virtio_mem_sizes_are_checked() {
+        let mut c = config();
+        c.virtio_mem = Some(VirtioMemConfig {
+            size_mib: 1024,
+            block_mib: 2,
+        });
+        c.validate().expect("virtio-mem is fine");
+        c.virtio_mem = Some(VirtioMemConfig {
+            size_mib: 100,
+            block_mib: 2,
+        });
+        let e = c.validate().expect_err("not 128 MiB blocks");
+        assert!(e.to_string().contains("--virtio-mem-mib 100"), "{e}");
     }
 }

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use memtide_devices::virtio::balloon::host::DiscardMode;
 use memtide_vmm::config::{
-    cache_dir, BalancerConfig, BalloonConfig, ConfigError, HotplugConfig, VmConfig, VsockConfig,
-    DEFAULT_AGENT_PORT,
+    cache_dir, BalancerConfig, BalloonConfig, ConfigError, HotplugConfig, VirtioMemConfig,
+    VmConfig, VsockConfig, DEFAULT_AGENT_PORT,
 };
 use memtide_vmm::kernel_cmdline::{KernelCmdline, BASE_CMDLINE};
 use memtide_vmm::outcome::VmOutcome;
@@ -71,7 +71,11 @@ pub fn config_from_args(args: &RunArgs, host: HostKvm) -> Result<VmConfig, Confi
             .max_memory_mib
             .unwrap_or(args.memory_mib + u64::from(args.hotplug_slots) * args.slot_mib),
     });
-    if hotplug.is_some() {
+    let virtio_mem = (args.virtio_mem_mib > 0).then_some(VirtioMemConfig {
+        size_mib: args.virtio_mem_mib,
+        block_mib: args.virtio_mem_block_mib,
+    });
+    if hotplug.is_some() || virtio_mem.is_some() {
         cmdline.push("memhp_default_state=online")?;
     }
     let vsock = args.vsock_uds.as_ref().map(|path| VsockConfig {
@@ -100,6 +104,7 @@ pub fn config_from_args(args: &RunArgs, host: HostKvm) -> Result<VmConfig, Confi
         balloon,
         api_sock: args.api_sock.clone(),
         prefault: args.prefault,
+        virtio_mem,
     };
     config.validate()?;
     Ok(config)

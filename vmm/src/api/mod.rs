@@ -13,6 +13,7 @@ pub mod http;
 pub mod listen;
 pub mod routes;
 pub mod server;
+pub mod virtio_mem;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
