@@ -23,6 +23,7 @@ pub use handle::VcpuHandle;
 use nested::{GuestCpu, NestedAssist, NestedError};
 
 use crate::memory::GuestMemoryMmap;
+use vm_memory::{GuestAddressSpace, GuestMemoryAtomic};
 
 /// Errors that stop a vCPU.
 #[derive(Debug, thiserror::Error)]
@@ -100,7 +101,9 @@ pub trait StopSink: Send + Sync {
 pub struct Vcpu {
     id: u8,
     fd: VcpuFd,
-    mem: GuestMemoryMmap,
+    /// All guest RAM, hot-added and virtio-mem memory included: the
+    /// guest's page tables may lie anywhere in it.
+    mem: GuestMemoryAtomic<GuestMemoryMmap>,
     pio: Arc<Bus>,
     mmio: Arc<Bus>,
     sink: Arc<dyn StopSink>,
@@ -130,7 +133,7 @@ impl Vcpu {
     pub fn new(
         id: u8,
         fd: VcpuFd,
-        mem: GuestMemoryMmap,
+        mem: GuestMemoryAtomic<GuestMemoryMmap>,
         pio: Arc<Bus>,
         mmio: Arc<Bus>,
         sink: Arc<dyn StopSink>,
@@ -254,10 +257,11 @@ impl Vcpu {
             }
             return Ok(Step::Continue);
         };
+        let mem = self.mem.memory();
         let cpu = GuestCpu {
             id: self.id,
             fd: &self.fd,
-            mem: &self.mem,
+            mem: &mem,
         };
         if emulation_failed {
             nested.emulation_fallback(&cpu)?;
@@ -291,7 +295,8 @@ impl Vcpu {
         } else {
             sregs.cs.base.wrapping_add(regs.rip)
         };
-        let Some(bytes) = guest_virt::read_virt(&self.fd, &self.mem, linear, insn::MAX_INSN_LEN)
+        let Some(bytes) =
+            guest_virt::read_virt(&self.fd, &self.mem.memory(), linear, insn::MAX_INSN_LEN)
         else {
             return VcpuError::InstructionNotMapped { rip: regs.rip };
         };

@@ -69,7 +69,7 @@ impl<'a> VmmBuilder<'a> {
         let entry = load_guest(config, &devices, &mem)?;
         let balancer_stop = Arc::new(AtomicBool::new(false));
         start_services(config, &devices, &guest_mem, &balancer_stop)?;
-        let vcpus = create_vcpus(config, &kvm, &vm, &mem, &devices, &exit, entry)?;
+        let vcpus = create_vcpus(config, &kvm, &vm, &guest_mem, &devices, &exit, entry)?;
         Ok(Vmm {
             vm,
             vcpus,
@@ -197,7 +197,7 @@ fn create_vcpus(
     config: &VmConfig,
     kvm: &Kvm,
     vm: &VmFd,
-    mem: &GuestMemoryMmap,
+    mem: &GuestMemoryAtomic<GuestMemoryMmap>,
     devices: &Devices,
     exit: &Arc<ExitSignal>,
     entry: GuestAddress,
