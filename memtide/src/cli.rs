@@ -345,9 +345,9 @@ pub struct RunArgs {
     #[arg(long, value_name = "MIB")]
     pub max_memory_mib: Option<u64>,
 
-    /// Add a virtio-mem device whose region can plug up to this much
-    /// memory, in MiB (a multiple of 128); 0: no device. Nothing is plugged
-    /// until `PUT /memory/virtio-mem`.
+    /// Add a virtio-mem device that can plug up to this much memory, in MiB
+    /// (a multiple of 128; 0: no device; nothing is plugged until
+    /// `PUT /memory/virtio-mem`).
     #[arg(long, default_value_t = 0, value_name = "MIB")]
     pub virtio_mem_mib: u64,
 
