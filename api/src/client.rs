@@ -11,7 +11,8 @@ use serde::Serialize;
 use crate::connect::{connect, Deadline};
 use crate::types::{
     paths, AdmitAnswer, AdmitRequest, BalancerStatus, BalloonStatistics, BalloonStatus,
-    BalloonTarget, GuestMemory, HotAdd, MemoryStatus, VsockStatus,
+    BalloonTarget, GuestMemory, HotAdd, MemoryStatus, VirtioMemStatus, VirtioMemTarget,
+    VsockStatus,
 };
 
 /// Largest answer body accepted.
@@ -272,6 +273,16 @@ impl Client {
     /// `GET /memory/guest`.
     pub fn get_guest_memory(&self) -> Result<GuestMemory, ClientError> {
         self.get(paths::MEMORY_GUEST)
+    }
+
+    /// `GET /memory/virtio-mem`.
+    pub fn get_virtio_mem(&self) -> Result<VirtioMemStatus, ClientError> {
+        self.get(paths::MEMORY_VIRTIO_MEM)
+    }
+
+    /// `PUT /memory/virtio-mem`: asks the guest to plug `requested_mib`.
+    pub fn set_virtio_mem_requested(&self, requested_mib: u64) -> Result<(), ClientError> {
+        self.put(paths::MEMORY_VIRTIO_MEM, &VirtioMemTarget { requested_mib })
     }
 
     /// `GET /vsock`.

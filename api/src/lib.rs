@@ -10,6 +10,8 @@
 //! | GET | `/memory` | | [`MemoryStatus`] |
 //! | PUT | `/memory` | [`HotAdd`] | 204 |
 //! | GET | `/memory/guest` | | [`GuestMemory`] |
+//! | GET | `/memory/virtio-mem` | | [`VirtioMemStatus`] |
+//! | PUT | `/memory/virtio-mem` | [`VirtioMemTarget`] | 204 |
 //! | GET | `/vsock` | | [`VsockStatus`] |
 //! | GET | `/balancer` | | [`BalancerStatus`] |
 //!

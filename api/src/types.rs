@@ -12,6 +12,8 @@ pub mod paths {
     pub const MEMORY: &str = "/memory";
     /// The guest agent's reports: [`super::GuestMemory`].
     pub const MEMORY_GUEST: &str = "/memory/guest";
+    /// virtio-mem: [`super::VirtioMemStatus`], [`super::VirtioMemTarget`].
+    pub const MEMORY_VIRTIO_MEM: &str = "/memory/virtio-mem";
     /// The vsock device: [`super::VsockStatus`].
     pub const VSOCK: &str = "/vsock";
     /// The balancer: [`super::BalancerStatus`].
@@ -167,6 +169,61 @@ impl MemoryStatus {
                 .map(|s| s.size_mib)
                 .sum::<u64>()
     }
+}
+
+/// `PUT /memory/virtio-mem`: the size the guest is asked to plug.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VirtioMemTarget {
+    /// Requested size, MiB (a multiple of the block size, at most the
+    /// region size).
+    pub requested_mib: u64,
+}
+
+/// The host-side counters of virtio-mem in [`VirtioMemStatus`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VirtioMemCounters {
+    /// PLUG requests.
+    pub plug_requests: u64,
+    /// UNPLUG requests.
+    pub unplug_requests: u64,
+    /// UNPLUG_ALL requests.
+    pub unplug_all_requests: u64,
+    /// STATE requests.
+    pub state_requests: u64,
+    /// Requests answered NACK.
+    pub nacks: u64,
+    /// Requests answered ERROR.
+    pub errors: u64,
+    /// Chains that were not a readable, answerable request.
+    pub malformed_requests: u64,
+    /// `madvise(MADV_DONTNEED)` calls for unplugged blocks.
+    pub discard_calls: u64,
+    /// Those that failed.
+    pub discard_errors: u64,
+    /// Nanoseconds spent in those calls.
+    pub discard_ns: u64,
+}
+
+/// `GET /memory/virtio-mem`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VirtioMemStatus {
+    /// The size the guest is asked to plug, MiB.
+    pub requested_mib: u64,
+    /// The size the guest has plugged, MiB.
+    pub plugged_mib: u64,
+    /// Device block size, MiB.
+    pub block_size_mib: u64,
+    /// Guest-physical base of the device region.
+    pub region_base: u64,
+    /// Size of the device region (the most that can be plugged), MiB.
+    pub region_mib: u64,
+    /// The guest driver has brought the device up.
+    pub driver_ready: bool,
+    /// Host-side counters.
+    pub counters: VirtioMemCounters,
 }
 
 /// Memory pressure stall information from the guest.
@@ -365,6 +422,10 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&HotAdd { size_mib: 256 }).expect("json"),
             "{\"size_mib\":256}"
+        );
+        assert_eq!(
+            serde_json::to_string(&VirtioMemTarget { requested_mib: 128 }).expect("json"),
+            "{\"requested_mib\":128}"
         );
         assert!(serde_json::from_str::<BalloonTarget>("{\"target\":1}").is_err());
         assert!(serde_json::from_str::<BalloonTarget>("{\"target_mib\":-1}").is_err());

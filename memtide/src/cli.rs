@@ -267,6 +267,22 @@ pub enum MemoryCommand {
     /// Show the guest memory agent's latest report (MemTotal,
     /// MemAvailable, Committed_AS, PSI) and its age.
     Guest,
+    /// The virtio-mem device (`--virtio-mem-mib`).
+    #[command(subcommand, name = "virtio-mem")]
+    VirtioMem(VirtioMemCommand),
+}
+
+/// `memtide ctl memory virtio-mem` commands.
+#[derive(Debug, Subcommand)]
+pub enum VirtioMemCommand {
+    /// Show requested and plugged MiB, block size, region and counters.
+    Get,
+    /// Ask the guest to plug this much (a multiple of the block size), in
+    /// MiB; 0 unplugs everything.
+    Set {
+        /// Requested size in MiB.
+        requested_mib: u64,
+    },
 }
 
 /// `memtide ctl balloon` commands.
@@ -390,6 +406,17 @@ pub struct RunArgs {
     /// memory plus all slots).
     #[arg(long, value_name = "MIB")]
     pub max_memory_mib: Option<u64>,
+
+    /// Add a virtio-mem device that can plug up to this much memory, in MiB
+    /// (a multiple of 128; 0: no device; nothing is plugged until
+    /// `PUT /memory/virtio-mem`).
+    #[arg(long, default_value_t = 0, value_name = "MIB")]
+    pub virtio_mem_mib: u64,
+
+    /// virtio-mem block size, in MiB (a power of two, 2 or more): the unit
+    /// in which memory is plugged and unplugged.
+    #[arg(long, default_value_t = memtide_devices::virtio::mem::DEFAULT_BLOCK_MIB, value_name = "MIB")]
+    pub virtio_mem_block_mib: u64,
 
     /// Add a virtio-vsock device whose host side is Unix sockets: a guest
     /// connection to CID 2 port P goes to `PATH_P`; a host client connects to

@@ -56,6 +56,9 @@ pub enum ConfigError {
         /// The boot memory.
         memory: u64,
     },
+    /// Bad virtio-mem settings.
+    #[error(transparent)]
+    VirtioMem(#[from] crate::memory::virtio_mem::VirtioMemError),
     /// No default image location.
     #[error("neither $MEMTIDE_CACHE nor $HOME is set; pass --kernel and --initramfs")]
     NoCacheDir,
@@ -95,6 +98,17 @@ pub struct VmConfig {
     /// Drop every capability before building the VM and run it under the
     /// seccomp filter (`sandbox`); off only for debugging.
     pub sandbox: bool,
+    /// The virtio-mem device, if any.
+    pub virtio_mem: Option<VirtioMemConfig>,
+}
+
+/// virtio-mem settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VirtioMemConfig {
+    /// Size of the device region (the most it can plug), MiB.
+    pub size_mib: u64,
+    /// Device block size, MiB.
+    pub block_mib: u64,
 }
 
 /// The balancer of a single VM.
@@ -195,6 +209,9 @@ impl VmConfig {
         if let Some(b) = &self.balancer {
             b.validate()?;
         }
+        if let Some(vm) = &self.virtio_mem {
+            crate::memory::virtio_mem::region(self.memory_mib, self.hotplug.as_ref(), vm)?;
+        }
         Ok(())
     }
 }
@@ -243,6 +260,7 @@ mod tests {
             vsock: None,
             balancer: None,
             sandbox: true,
+            virtio_mem: None,
         }
     }
 
@@ -313,5 +331,21 @@ mod tests {
             ..good
         });
         assert!(matches!(c.validate(), Err(ConfigError::Balancer(_))));
+    }
+
+    #[test]
+    fn virtio_mem_sizes_are_checked() {
+        let mut c = config();
+        c.virtio_mem = Some(VirtioMemConfig {
+            size_mib: 1024,
+            block_mib: 2,
+        });
+        c.validate().expect("virtio-mem is fine");
+        c.virtio_mem = Some(VirtioMemConfig {
+            size_mib: 100,
+            block_mib: 2,
+        });
+        let e = c.validate().expect_err("not 128 MiB blocks");
+        assert!(e.to_string().contains("--virtio-mem-mib 100"), "{e}");
     }
 }

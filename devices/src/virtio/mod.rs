@@ -2,6 +2,7 @@
 
 pub mod balloon;
 pub mod interrupt;
+pub mod mem;
 pub mod mmio;
 pub mod vsock;
 
@@ -22,6 +23,8 @@ pub const VIRTIO_F_VERSION_1: u32 = 32;
 pub const TYPE_BALLOON: u32 = 5;
 /// Device type of the socket device (virtio-vsock).
 pub const TYPE_VSOCK: u32 = 19;
+/// Device type of the memory device (virtio-mem).
+pub const TYPE_MEM: u32 = 24;
 
 /// Errors a device reports when the driver activates it.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -7,7 +7,9 @@ use std::path::Path;
 use memtide_api::{Client, ClientError};
 use serde::Serialize;
 
-use crate::cli::{BalancerCommand, BalloonCommand, CtlCommand, MemoryCommand, VsockCommand};
+use crate::cli::{
+    BalancerCommand, BalloonCommand, CtlCommand, MemoryCommand, VirtioMemCommand, VsockCommand,
+};
 
 /// Errors of `memtide ctl`.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +38,13 @@ pub fn run(sock: &Path, command: &CtlCommand) -> Result<(), CtlError> {
         }
         CtlCommand::Memory(MemoryCommand::Get) => Some(json(&c.get_memory()?)?),
         CtlCommand::Memory(MemoryCommand::Guest) => Some(json(&c.get_guest_memory()?)?),
+        CtlCommand::Memory(MemoryCommand::VirtioMem(VirtioMemCommand::Get)) => {
+            Some(json(&c.get_virtio_mem()?)?)
+        }
+        CtlCommand::Memory(MemoryCommand::VirtioMem(VirtioMemCommand::Set { requested_mib })) => {
+            c.set_virtio_mem_requested(*requested_mib)?;
+            None
+        }
         CtlCommand::Vsock(VsockCommand::Get) => Some(json(&c.get_vsock()?)?),
         CtlCommand::Balancer(BalancerCommand::Get) => Some(json(&c.get_balancer()?)?),
         CtlCommand::Balancer(BalancerCommand::Admit {

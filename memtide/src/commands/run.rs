@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use memtide_devices::virtio::balloon::host::DiscardMode;
 use memtide_vmm::config::{
-    cache_dir, BalancerConfig, BalloonConfig, ConfigError, HotplugConfig, VmConfig, VsockConfig,
-    DEFAULT_AGENT_PORT,
+    cache_dir, BalancerConfig, BalloonConfig, ConfigError, HotplugConfig, VirtioMemConfig,
+    VmConfig, VsockConfig, DEFAULT_AGENT_PORT,
 };
 use memtide_vmm::kernel_cmdline::{KernelCmdline, BASE_CMDLINE};
 use memtide_vmm::outcome::VmOutcome;
@@ -71,8 +71,20 @@ pub fn config_from_args(args: &RunArgs, host: HostKvm) -> Result<VmConfig, Confi
             .max_memory_mib
             .unwrap_or(args.memory_mib + u64::from(args.hotplug_slots) * args.slot_mib),
     });
-    if hotplug.is_some() {
+    let virtio_mem = (args.virtio_mem_mib > 0).then_some(VirtioMemConfig {
+        size_mib: args.virtio_mem_mib,
+        block_mib: args.virtio_mem_block_mib,
+    });
+    if hotplug.is_some() || virtio_mem.is_some() {
         cmdline.push("memhp_default_state=online")?;
+    }
+    if virtio_mem.is_some() {
+        // Plugged memory goes to ZONE_MOVABLE while the ratio to kernel
+        // memory allows (301 % by default): only movable pages land there,
+        // so the driver can always migrate them away and unplug. In
+        // ZONE_NORMAL an unmovable kernel page blocks its 4 MiB subblock
+        // and the driver retries only after 50 s (docs/virtio-mem.md).
+        cmdline.push("memory_hotplug.online_policy=auto-movable")?;
     }
     let vsock = args.vsock_uds.as_ref().map(|path| VsockConfig {
         guest_cid: args.guest_cid,
@@ -101,6 +113,7 @@ pub fn config_from_args(args: &RunArgs, host: HostKvm) -> Result<VmConfig, Confi
         api_sock: args.api_sock.clone(),
         prefault: args.prefault,
         sandbox: !args.no_sandbox,
+        virtio_mem,
     };
     config.validate()?;
     Ok(config)
@@ -242,6 +255,30 @@ mod tests {
             &["--vsock-uds", "/tmp/v", "--min-memory-mib", "300"][..],
             &["--vsock-uds", "/tmp/v", "--weight", "0"],
             &["--vsock-uds", "/tmp/v", "--balancer-interval-ms", "0"],
+        ] {
+            assert!(
+                config_from_args(&args(bad), HostKvm::Hardware).is_err(),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn virtio_mem_flags_make_the_device_and_its_command_line() {
+        let c = config_from_args(&args(&[]), HostKvm::Hardware).expect("ok");
+        assert!(c.virtio_mem.is_none());
+        assert!(!c.cmdline.as_str().contains("online_policy"));
+        let c =
+            config_from_args(&args(&["--virtio-mem-mib", "512"]), HostKvm::Hardware).expect("ok");
+        let v = c.virtio_mem.expect("virtio-mem");
+        assert_eq!((v.size_mib, v.block_mib), (512, 2));
+        assert!(c
+            .cmdline
+            .as_str()
+            .contains("memory_hotplug.online_policy=auto-movable"));
+        for bad in [
+            &["--virtio-mem-mib", "100"][..],
+            &["--virtio-mem-mib", "512", "--virtio-mem-block-mib", "3"],
         ] {
             assert!(
                 config_from_args(&args(bad), HostKvm::Hardware).is_err(),

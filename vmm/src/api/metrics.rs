@@ -245,6 +245,58 @@ fn balloon(f: &mut Families, b: &memtide_devices::virtio::balloon::BalloonShared
     }
 }
 
+/// The virtio-mem device's families.
+fn virtio_mem(f: &mut Families, v: &memtide_devices::virtio::mem::VirtioMemShared) {
+    let s = v.status();
+    let k = &v.counters;
+    let n = |a: &std::sync::atomic::AtomicU64| Value::Counter(a.load(Ordering::Relaxed));
+    let bytes = |b: u64| Value::Int(i64::try_from(b).unwrap_or(i64::MAX));
+    f.push(
+        "virtio_mem_requested",
+        "Memory the host asks the guest to plug.",
+        Some(Unit::Bytes),
+        bytes(s.requested),
+    );
+    f.push(
+        "virtio_mem_plugged",
+        "Memory the guest has plugged.",
+        Some(Unit::Bytes),
+        bytes(s.plugged),
+    );
+    for (kind, counter) in [
+        ("plug", &k.plug_requests),
+        ("unplug", &k.unplug_requests),
+        ("unplug_all", &k.unplug_all_requests),
+        ("state", &k.state_requests),
+    ] {
+        f.labelled(
+            "virtio_mem_requests",
+            "Requests from the guest driver, by kind.",
+            None,
+            vec![("kind", kind.to_string())],
+            n(counter),
+        );
+    }
+    f.push(
+        "virtio_mem_nacks",
+        "Requests answered NACK.",
+        None,
+        n(&k.nacks),
+    );
+    f.push(
+        "virtio_mem_malformed_requests",
+        "Requests refused as malformed.",
+        None,
+        n(&k.malformed_requests),
+    );
+    f.push(
+        "virtio_mem_discard_errors",
+        "madvise calls on unplugged blocks that failed.",
+        None,
+        n(&k.discard_errors),
+    );
+}
+
 /// The guest agent's families.
 fn agent(f: &mut Families, a: &memtide_balancer::reader::AgentReports) {
     let s = a.snapshot();
@@ -413,6 +465,9 @@ fn families(state: &ApiState) -> Families {
     }
     if let Some(b) = &state.balloon {
         balloon(&mut f, b);
+    }
+    if let Some(v) = &state.virtio_mem {
+        virtio_mem(&mut f, v);
     }
     if let Some(a) = &state.agent {
         agent(&mut f, a);
@@ -616,6 +671,7 @@ mod tests {
             agent: Some(agent),
             vsock: None,
             balancer: Some(Arc::new(Mutex::new(status))),
+            virtio_mem: None,
         }
     }
 

@@ -14,6 +14,7 @@ pub mod listen;
 pub mod metrics;
 pub mod routes;
 pub mod server;
+pub mod virtio_mem;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

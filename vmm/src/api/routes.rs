@@ -7,6 +7,8 @@
 //! | GET | `/balloon/statistics` | the guest's latest balloon statistics and the host-side counters |
 //! | GET | `/memory` | boot, plugged and maximum MiB, and every hot-add slot |
 //! | PUT | `/memory` | `{"size_mib": N}`: hot-add N MiB (whole slots, up to the maximum) |
+//! | GET | `/memory/virtio-mem` | requested and plugged MiB, block size, region, driver state, counters |
+//! | PUT | `/memory/virtio-mem` | `{"requested_mib": N}`: the size the guest is asked to plug |
 //! | GET | `/memory/guest` | the guest memory agent's latest report, its age and the reader's counters |
 //! | GET | `/vsock` | the vsock driver state, guest CID, connections and packet counters |
 //! | GET | `/balancer` | budget and, per VM, assigned, demand, pressure, the last decision and its reason |
@@ -24,13 +26,14 @@ use memtide_api::{
 use memtide_balancer::driver::SharedStatus;
 use memtide_balancer::reader::AgentReports;
 use memtide_devices::virtio::balloon::BalloonShared;
+use memtide_devices::virtio::mem::VirtioMemShared;
 use memtide_devices::virtio::vsock::VsockShared;
 use serde::Serialize;
 
 use super::http::{Request, Response};
 
 /// A 200 answer with `body` as JSON.
-fn ok_json<T: Serialize>(body: &T) -> Response {
+pub(super) fn ok_json<T: Serialize>(body: &T) -> Response {
     match serde_json::to_string(body) {
         Ok(json) => Response::json(200, json),
         Err(e) => Response::error(500, &format!("cannot encode the answer: {e}")),
@@ -43,6 +46,8 @@ pub struct ApiState {
     pub balloon: Option<Arc<BalloonShared>>,
     /// Memory hot-add, if the VM has slots.
     pub hotplug: Option<Arc<std::sync::Mutex<crate::memory::hotplug::MemoryHotplug>>>,
+    /// virtio-mem, if the VM has the device.
+    pub virtio_mem: Option<Arc<VirtioMemShared>>,
     /// Boot RAM in MiB (with hot-added memory: the upper bound for balloon
     /// targets).
     pub ram_mib: u64,
@@ -62,6 +67,7 @@ impl std::fmt::Debug for ApiState {
         f.debug_struct("ApiState")
             .field("balloon", &self.balloon)
             .field("hotplug", &self.hotplug)
+            .field("virtio_mem", &self.virtio_mem)
             .field("ram_mib", &self.ram_mib)
             .field("agent", &self.agent)
             .field("vsock", &self.vsock)
@@ -77,6 +83,7 @@ impl ApiState {
         Self {
             balloon: None,
             hotplug: None,
+            virtio_mem: None,
             ram_mib: 0,
             resident_mib: Box::new(|| 0),
             agent: None,
@@ -133,12 +140,15 @@ fn memory_route(state: &ApiState, req: &Request) -> Response {
     }
 }
 
-/// Guest RAM now: boot memory plus hot-added memory.
+/// Guest RAM now: boot memory plus hot-added memory plus plugged
+/// virtio-mem memory.
 pub(super) fn ram_mib(state: &ApiState) -> u64 {
-    state
+    let boot_and_slots = state
         .hotplug
         .as_ref()
-        .map_or(state.ram_mib, |h| crate::api::lock(h).status().plugged_mib)
+        .map_or(state.ram_mib, |h| crate::api::lock(h).status().plugged_mib);
+    let virtio_mem = state.virtio_mem.as_ref().map_or(0, |v| v.plugged() >> 20);
+    boot_and_slots + virtio_mem
 }
 
 /// Answers one request.
@@ -209,6 +219,7 @@ pub fn handle(state: &ApiState, req: &Request) -> Response {
         }),
         (_, "/balloon" | "/balloon/statistics") => Response::error(405, "method not allowed"),
         (_, "/memory") => memory_route(state, req),
+        (_, "/memory/virtio-mem") => super::virtio_mem::route(state.virtio_mem.as_deref(), req),
         ("GET", "/memory/guest") => guest_memory(state),
         ("GET", "/vsock") => vsock_route(state),
         ("GET", "/balancer") => balancer_route(state),
@@ -383,6 +394,7 @@ mod tests {
         ApiState {
             balloon: balloon.then(|| Arc::new(BalloonShared::new().expect("shared"))),
             hotplug: None,
+            virtio_mem: None,
             ram_mib: 256,
             resident_mib: Box::new(|| 42),
             agent: Some(Arc::new(AgentReports::new())),

@@ -1,6 +1,7 @@
 //! The devices of a VM and where the guest finds them: the legacy port-I/O
 //! devices ([`legacy`]), virtio-mmio placement ([`mmio`]), the balloon, the
-//! vsock channel to the guest agent ([`guest_channel`]) and the ACPI
+//! vsock channel to the guest agent ([`guest_channel`]), virtio-mem
+//! ([`virtio_mem`]) and the ACPI
 //! platform with the place of the memory hot-plug controller
 //! ([`acpi_platform`]).
 
@@ -8,6 +9,7 @@ pub mod acpi_platform;
 pub mod guest_channel;
 pub mod legacy;
 pub mod mmio;
+pub mod virtio_mem;
 
 use std::sync::{Arc, Mutex};
 
@@ -24,7 +26,9 @@ use crate::memory::hotplug::MemoryHotplug;
 use crate::memory::GuestMemoryMmap;
 use acpi_platform::{AcpiPlatformError, WiringInputs};
 use guest_channel::{GuestChannel, GuestChannelError};
+use memtide_devices::virtio::mem::{VirtioMemHandler, VirtioMemShared};
 use mmio::{MmioDeviceError, MmioDeviceManager};
+use virtio_mem::VirtioMemWiringError;
 
 /// Errors from creating or placing devices.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +61,9 @@ pub enum DeviceManagerError {
     /// The ACPI platform or memory hot-add.
     #[error(transparent)]
     AcpiPlatform(#[from] AcpiPlatformError),
+    /// virtio-mem.
+    #[error(transparent)]
+    VirtioMem(#[from] VirtioMemWiringError),
 }
 
 fn io_err(what: &'static str) -> impl FnOnce(std::io::Error) -> DeviceManagerError {
@@ -90,6 +97,10 @@ pub struct Devices {
     pub channel: Option<GuestChannel>,
     /// Run-time memory hot-add, if configured.
     pub hotplug: Option<Arc<Mutex<MemoryHotplug>>>,
+    /// virtio-mem's event-loop side, if configured.
+    pub virtio_mem_handler: Option<VirtioMemHandler>,
+    /// virtio-mem's shared state, for the API.
+    pub virtio_mem: Option<Arc<VirtioMemShared>>,
     /// What the boot tables must say about the devices.
     pub boot: BootInfo,
 }
@@ -145,6 +156,10 @@ pub fn build(config: &VmConfig, inp: DeviceInputs<'_>) -> Result<Devices, Device
         )?),
         None => None,
     };
+    let virtio_mem =
+        virtio_mem::wire(config, inp.vm, &mut mmio, &inp.guest_mem, inp.next_kvm_slot)?;
+    // The virtio-mem region took one KVM slot; hot-added slots follow.
+    let next_kvm_slot = inp.next_kvm_slot + u32::from(virtio_mem.is_some());
     let platform = if config.acpi {
         Some(acpi_platform::wire(
             config.hotplug.as_ref(),
@@ -155,7 +170,7 @@ pub fn build(config: &VmConfig, inp: DeviceInputs<'_>) -> Result<Devices, Device
                 mmio: &mut mmio,
                 pio: &mut pio,
                 off_evt: inp.reset_evt,
-                next_kvm_slot: inp.next_kvm_slot,
+                next_kvm_slot,
                 vcpus: config.vcpus,
                 memory_mib: config.memory_mib,
             },
@@ -172,6 +187,10 @@ pub fn build(config: &VmConfig, inp: DeviceInputs<'_>) -> Result<Devices, Device
         },
         acpi_rsdp: platform.as_ref().map(|p| p.rsdp),
     };
+    let (virtio_mem_handler, virtio_mem) = match virtio_mem {
+        Some(p) => (Some(p.handler), Some(p.shared)),
+        None => (None, None),
+    };
     Ok(Devices {
         pio: Arc::new(pio),
         mmio: Arc::new(mmio.into_bus()),
@@ -180,6 +199,8 @@ pub fn build(config: &VmConfig, inp: DeviceInputs<'_>) -> Result<Devices, Device
         balloon,
         channel,
         hotplug: platform.and_then(|p| p.hotplug),
+        virtio_mem_handler,
+        virtio_mem,
         boot,
     })
 }

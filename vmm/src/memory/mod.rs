@@ -1,8 +1,10 @@
 //! Guest RAM: anonymous host mappings registered as KVM memory slots
 //! ([`register_region`] is the one place a region becomes a KVM slot, for
-//! boot RAM and hot-added slots alike); memory hot-add is [`hotplug`].
+//! boot RAM, hot-added slots and the virtio-mem region alike); memory
+//! hot-add is [`hotplug`], the virtio-mem region [`virtio_mem`].
 
 pub mod hotplug;
+pub mod virtio_mem;
 
 use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::VmFd;

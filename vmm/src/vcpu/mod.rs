@@ -101,9 +101,8 @@ pub trait StopSink: Send + Sync {
 pub struct Vcpu {
     id: u8,
     fd: VcpuFd,
-    /// Guest memory as it is now: hot-add replaces the map, and the nested
-    /// assists read page tables and save areas that may lie in hot-added
-    /// memory.
+    /// All guest RAM, hot-added and virtio-mem memory included: the
+    /// guest's page tables may lie anywhere in it.
     mem: GuestMemoryAtomic<GuestMemoryMmap>,
     pio: Arc<Bus>,
     mmio: Arc<Bus>,

@@ -186,6 +186,7 @@ fn start_services(
             ApiState {
                 balloon: devices.balloon.clone(),
                 hotplug: devices.hotplug.clone(),
+                virtio_mem: devices.virtio_mem.clone(),
                 ram_mib: config.memory_mib,
                 resident_mib: Box::new(move || memory::resident_bytes(&ram.memory()) >> 20),
                 agent: devices.channel.as_ref().map(|c| c.reports.clone()),

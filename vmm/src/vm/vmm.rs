@@ -143,6 +143,9 @@ impl Vmm {
         if let Some(handler) = self.devices.balloon_handler.take() {
             event_mgr.add_subscriber(Arc::new(Mutex::new(handler)));
         }
+        if let Some(handler) = self.devices.virtio_mem_handler.take() {
+            event_mgr.add_subscriber(Arc::new(Mutex::new(handler)));
+        }
         if let Some(channel) = self.devices.channel.take() {
             event_mgr.add_subscriber(Arc::new(Mutex::new(channel.handler)));
         }
