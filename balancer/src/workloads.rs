@@ -136,7 +136,31 @@ pub fn all() -> Vec<Workload> {
                 ),
             ],
         ),
+        recorded_demo(),
     ]
+}
+
+/// A real run: `memtide demo --phase-s 20` on the nested host
+/// (2026-12-02), two 256 MiB guests (128..512 MiB) under 640 MiB, each
+/// with memtide-agent reporting the Committed_AS of its memtide-hog
+/// phases. Only the reasons were dropped from the recorded trace.
+const DEMO_RECORDING: &str = include_str!("../traces/demo-2026-12-02.json");
+
+/// The recorded demo as a workload (empty if the recording does not parse,
+/// which a unit test rules out).
+fn recorded_demo() -> Workload {
+    let about = "memtide demo, 2 guests, memtide-hog phases, as their agents reported them (recorded 2026-12-02)";
+    match Trace::from_json(DEMO_RECORDING) {
+        Ok(t) => recorded("recorded-demo", about, &t),
+        Err(_) => Workload {
+            name: "recorded-demo",
+            about,
+            budget_mib: 0,
+            duration_ms: 0,
+            vms: Vec::new(),
+            working_set_pct: Vec::new(),
+        },
+    }
 }
 
 /// The trace called `name`, if any.
@@ -238,5 +262,17 @@ mod tests {
             [d.at(0), d.at(1_000), d.at(2_000), d.at(5_499), d.at(5_500)],
             [100, 100, 200, 200, 150]
         );
+    }
+
+    #[test]
+    fn the_recorded_demo_parses_and_has_demand() {
+        assert!(Trace::from_json(DEMO_RECORDING).is_ok());
+        let w = recorded_demo();
+        assert_eq!(w.vms.len(), 2);
+        assert!(w.duration_ms >= 60_000, "{} ms", w.duration_ms);
+        let peak = (0..w.duration_ms / TICK_MS)
+            .map(|k| w.vms[0].demand.at(k * TICK_MS))
+            .max();
+        assert!(peak.unwrap_or(0) > 200, "{peak:?}");
     }
 }

@@ -91,13 +91,7 @@ pub fn region(
 ) -> Result<RegionInfo, VirtioMemError> {
     validate(vc)?;
     let ram_bytes = memory_mib * MIB;
-    let ram_end = layout::ram_regions(ram_bytes)
-        .iter()
-        .map(|(start, len)| start.0 + len)
-        .max()
-        .unwrap_or(0);
-    let four_gib = layout::MMIO32_START + layout::MMIO32_SIZE;
-    let mut after = ram_end.max(four_gib);
+    let mut after = layout::above_ram(ram_bytes);
     if let Some(h) = hotplug {
         let l = HotplugLayout::new(ram_bytes, h.slots, h.slot_mib)?;
         after = after.max(l.base + u64::from(l.slots) * l.slot_bytes);

@@ -68,6 +68,18 @@ pub const KVM_TSS_ADDRESS: usize = 0xfffb_d000;
 /// Highest IRQ line routed through the I/O APIC.
 pub const IRQ_MAX: u8 = 23;
 
+/// The first address above `ram_bytes` of boot RAM and the 32-bit device
+/// window: where memory added at run time (hot-add slots, the virtio-mem
+/// region) may start.
+pub fn above_ram(ram_bytes: u64) -> u64 {
+    let ram_end = ram_regions(ram_bytes)
+        .iter()
+        .map(|(start, len)| start.0 + len)
+        .max()
+        .unwrap_or(0);
+    ram_end.max(MMIO32_START + MMIO32_SIZE)
+}
+
 /// Splits `ram_bytes` of guest RAM around the 32-bit device window.
 ///
 /// Returns the (start, length) of each RAM region, lowest first.

@@ -75,14 +75,8 @@ impl HotplugLayout {
         if slots > 255 {
             return Err(HotplugError::SlotCount(slots));
         }
-        let ram_end = layout::ram_regions(ram_bytes)
-            .iter()
-            .map(|(start, len)| start.0 + len)
-            .max()
-            .unwrap_or(0);
-        let four_gib = layout::MMIO32_START + layout::MMIO32_SIZE;
         Ok(Self {
-            base: align_up(ram_end.max(four_gib), BLOCK_MIB * MIB),
+            base: align_up(layout::above_ram(ram_bytes), BLOCK_MIB * MIB),
             slot_bytes: slot_mib * MIB,
             slots,
         })
