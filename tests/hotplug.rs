@@ -14,14 +14,6 @@ use std::time::{Duration, Instant};
 
 use memtide_test_support::{boot_lock, require_kvm, Boots, Guest};
 
-fn total_mib(g: &mut Guest) -> f64 {
-    g.guest_free_mib(); // waits for a fresh statistics report
-    g.get("stats")["guest"]["total_memory"]
-        .as_f64()
-        .expect("total_memory")
-        / f64::from(1 << 20)
-}
-
 #[test]
 fn hot_added_slots_come_online_and_the_balloon_can_use_them() {
     if !require_kvm() {
@@ -39,7 +31,7 @@ fn hot_added_slots_come_online_and_the_balloon_can_use_them() {
             "500",
         ],
     );
-    let before = total_mib(&mut g);
+    let before = g.guest_total_mib();
     let mem = g.get_from("memory", "get");
     assert_eq!(mem["plugged_mib"], 128);
     assert_eq!(mem["max_mib"], 384);
@@ -74,7 +66,7 @@ fn hot_added_slots_come_online_and_the_balloon_can_use_them() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    let after = total_mib(&mut g);
+    let after = g.guest_total_mib();
     assert!(
         after - before >= 250.0,
         "guest MemTotal {before:.0} -> {after:.0} MiB"

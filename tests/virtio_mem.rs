@@ -28,14 +28,6 @@ const FILL_CMD: &str = "memtotal() { sed -n '/^MemTotal:/s/[^0-9]//gp' /proc/mem
     dd if=/dev/zero of=/tmp/fill bs=1M count=48 2>/dev/null; rm /tmp/fill; \
     echo FILLED; sleep 100000";
 
-fn total_mib(g: &mut Guest) -> f64 {
-    g.guest_free_mib(); // waits for a fresh statistics report
-    g.get("stats")["guest"]["total_memory"]
-        .as_f64()
-        .expect("total_memory")
-        / f64::from(1 << 20)
-}
-
 fn resident_mib(g: &Guest) -> u64 {
     g.get("get")["guest_ram_resident_mib"]
         .as_u64()
@@ -147,7 +139,7 @@ fn plugged_memory_comes_online_and_unplugged_memory_leaves_the_host() {
         (Some(0), Some(0))
     );
 
-    let total_before = total_mib(&mut g);
+    let total_before = g.guest_total_mib();
     let resident_before = resident_mib(&g);
 
     // Plug 128 MiB.
@@ -155,7 +147,7 @@ fn plugged_memory_comes_online_and_unplugged_memory_leaves_the_host() {
     wait(
         "MemTotal to grow by the plugged 128 MiB",
         Boots(2.0),
-        || total_mib(&mut g),
+        || g.guest_total_mib(),
         |t| *t - total_before >= 120.0,
     );
     // The guest touches 48 MiB, most of it in the plugged memory (each
@@ -172,7 +164,7 @@ fn plugged_memory_comes_online_and_unplugged_memory_leaves_the_host() {
         "[memtide-tests] the guest touched 40 MiB in {:.1} s",
         took.as_secs_f64()
     );
-    let total_plugged = total_mib(&mut g);
+    let total_plugged = g.guest_total_mib();
     wait(
         "the guest to delete what it wrote",
         Boots(10.0),
@@ -186,7 +178,7 @@ fn plugged_memory_comes_online_and_unplugged_memory_leaves_the_host() {
     wait(
         "MemTotal to shrink back",
         Boots(2.0),
-        || total_mib(&mut g),
+        || g.guest_total_mib(),
         |t| *t - total_before <= 8.0,
     );
     let resident_after = resident_mib(&g);

@@ -659,6 +659,15 @@ impl Guest {
         }
     }
 
+    /// The guest's MemTotal, in MiB, from a fresh balloon statistics report.
+    pub fn guest_total_mib(&mut self) -> f64 {
+        self.guest_free_mib(); // waits for a fresh statistics report
+        self.get("stats")["guest"]["total_memory"]
+            .as_f64()
+            .expect("total_memory")
+            / f64::from(1 << 20)
+    }
+
     /// The guest's free memory from a fresh balloon statistics report.
     pub fn guest_free_mib(&mut self) -> f64 {
         // Statistics arrive every 500 ms; wait for a report newer than now.
