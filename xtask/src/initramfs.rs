@@ -76,7 +76,8 @@ fn build_idle(out_dir: &Path) -> Result<PathBuf, XtaskError> {
 
 /// Writes `archive` to `path` atomically.
 fn write_archive(path: &Path, archive: &[u8]) -> Result<(), XtaskError> {
-    let tmp = path.with_extension("tmp");
+    // A name of this process's own: two xtasks may write the same archive.
+    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
     std::fs::write(&tmp, archive).map_err(io_at(&tmp))?;
     std::fs::rename(&tmp, path).map_err(io_at(path))
 }

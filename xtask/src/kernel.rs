@@ -55,6 +55,7 @@ pub fn cache_key(fragment: &[u8], tarball_name: &str, tarball_size: u64) -> Stri
 /// Builds (or finds in the cache) the guest kernel.
 pub fn build() -> Result<KernelImages, XtaskError> {
     let cache = cache_dir()?;
+    let _lock = crate::paths::lock_cache(&cache, "kernel")?;
     let fragment_file = fragment_path();
     let fragment = std::fs::read(&fragment_file).map_err(io_at(&fragment_file))?;
     let tarball = Path::new(KERNEL_TARBALL);
