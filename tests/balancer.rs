@@ -27,7 +27,7 @@ use memtide_balancer::trace::Trace;
 use memtide_test_support::get_json;
 use memtide_test_support::scripted_agent::ScriptedAgent;
 use memtide_test_support::{
-    boot_lock, guest_images, memtide_bin, require_kvm, spawn_memtide, Boots, Guest, BOOT_DEADLINE,
+    boot_lock, lean_initramfs, memtide_bin, require_kvm, spawn_memtide, Boots, Guest, BOOT_DEADLINE,
 };
 
 /// `GET path` on a memtide API socket, as JSON.
@@ -289,18 +289,22 @@ fn a_guest_workload_gets_memory_from_an_idle_guest_and_gives_it_back() {
     }
     let _guard = boot_lock();
     let dir = test_dir("agent");
-    let (_, initramfs) = guest_images();
+    // Plain memtide-hog commands: the image without a shell boots sooner.
+    let initramfs = lean_initramfs();
     // The real agent in both guests. A's workload commits 290 MiB 20 s after
-    // its init starts and frees it 50 s later; B idles for 60 s, then commits
-    // 190 MiB, so that its demand (about 239 MiB) is met from its own
-    // balloon: at 222 MiB a 256 MiB guest runs within a few MiB of its
-    // watermarks (its kernel and initramfs hold about 40 MiB that
-    // Committed_AS does not count), too tight to online a hot-added slot
-    // or fill a balloon in time. (memtide-hog commits a phase's memory at
-    // once.) Both end in
-    // a long idle phase: a guest whose command ends powers off, and the
-    // checks at the end ask both guests' balloons, whichever lane finishes
-    // the steps sooner.
+    // its init starts and holds it until the test has seen A get its
+    // demand; then it frees it and B's workload commits 190 MiB, so that
+    // B's demand (about 239 MiB) is met from its own balloon: at 222 MiB a
+    // 256 MiB guest runs within a few MiB of its watermarks (its kernel and
+    // initramfs hold about 40 MiB that Committed_AS does not count), too
+    // tight to online a hot-added slot or fill a balloon in time.
+    // (memtide-hog commits a phase's memory at once.) The phases end on
+    // lines the test types on each guest's console (`MIB:line`), not at
+    // fixed times: on a loaded or slower host the balancer's first step
+    // took longer than A's old 50 s phase, and B's 90 s phase ended before
+    // the memory reached it (ci14, 2026-12-02). Both end in a long idle
+    // phase: a guest whose command ends powers off, and the checks at the
+    // end ask both guests' balloons.
     let start = |name: &str, cmd: &str| {
         let uds = dir.join(format!("{name}.vsock"));
         let mut args = guest_args(&uds);
@@ -308,8 +312,8 @@ fn a_guest_workload_gets_memory_from_an_idle_guest_and_gives_it_back() {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         Guest::start(&format!("balance-agent-{name}"), &initramfs, &args)
     };
-    let mut a = start("a", "memtide-hog 0:20 290:50 0:600");
-    let mut b = start("b", "memtide-hog 0:60 190:90 0:600");
+    let mut a = start("a", "memtide-hog 0:20 290:line 0:3600");
+    let mut b = start("b", "memtide-hog 0:line 190:line 0:3600");
     for g in [&mut a, &mut b] {
         g.wait_for("the balloon driver", BOOT_DEADLINE, |v| {
             v["driver_ready"] == true
@@ -338,11 +342,13 @@ fn a_guest_workload_gets_memory_from_an_idle_guest_and_gives_it_back() {
         "idle B lent memory through its balloon",
     );
 
-    // A's workload exits and B's starts: the memory goes to B.
+    // A's workload ends and B's starts: the memory goes to B.
+    a.send_line("A: free");
+    b.send_line("B: commit");
     wait_status(
         &balance_api,
         "B's workload to get its demand",
-        Boots(10.0).plus_secs(70),
+        Boots(10.0).plus_secs(20),
         |v| demand(v, 1) >= 230 && demand(v, 0) < 200 && has_demand(v, 1),
     );
     wait_balloon(&a.sock, Boots(8.0));

@@ -6,8 +6,8 @@
 )]
 
 use memtide_test_support::{
-    boot_lock, guest_images, kernel_memory_line_kib, require_kvm, run_memtide, BOOT_DEADLINE,
-    KERNEL_RUNS_INIT,
+    boot_lock, guest_images, kernel_memory_line_kib, lean_initramfs, require_kvm, run_memtide,
+    BOOT_DEADLINE, KERNEL_RUNS_INIT,
 };
 
 const READY: &str = "memtide-init: ready uptime=";
@@ -162,4 +162,60 @@ fn a_failed_guest_command_ends_memtide_with_exit_code_3_naming_it() {
         .find(|l| l.contains("guest command exited"))
         .unwrap_or_else(|| panic!("no command line in stderr:\n{}", r.stderr));
     assert_eq!(line, "memtide: the guest command exited with status 7");
+}
+
+#[test]
+fn the_lean_image_runs_plain_commands_and_names_what_needs_a_shell() {
+    if !require_kvm() {
+        return;
+    }
+    let _guard = boot_lock();
+    let (kernel, _) = guest_images();
+    let kernel = kernel.to_str().expect("utf-8 path").to_string();
+    let lean = lean_initramfs();
+    let lean = lean.to_str().expect("utf-8 path").to_string();
+    let run = |cmd: &str| {
+        run_memtide(
+            &[
+                "run",
+                "--kernel",
+                &kernel,
+                "--initramfs",
+                &lean,
+                "--memory-mib",
+                "128",
+                "--cmd",
+                cmd,
+            ],
+            BOOT_DEADLINE,
+        )
+    };
+    // No busybox: the init runs a plain command itself.
+    let r = run("memtide-hog 8:1");
+    assert!(
+        r.status.success(),
+        "stderr:\n{}\nconsole:\n{}",
+        r.stderr,
+        r.stdout
+    );
+    assert!(
+        r.stdout
+            .contains("memtide-hog: phase 1: holding 8 MiB for 1 s"),
+        "console:\n{}",
+        r.stdout
+    );
+    assert!(r
+        .stdout
+        .contains("memtide-init: command exited with status 0"));
+    // Shell syntax cannot run there: memtide fails and says why.
+    let r = run("memtide-hog 8:1; true");
+    assert!(!r.status.success(), "console:\n{}", r.stdout);
+    assert!(
+        r.stderr
+            .contains("the guest init could not start the command")
+            && r.stderr.contains("needs a shell"),
+        "stderr:\n{}\nconsole:\n{}",
+        r.stderr,
+        r.stdout
+    );
 }

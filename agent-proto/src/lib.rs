@@ -10,6 +10,7 @@
 //! is in `docs/agent.md` and in [`wire`].
 
 mod frame_reader;
+pub mod guest_command;
 mod report;
 pub mod signal;
 pub mod wire;

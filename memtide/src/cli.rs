@@ -317,7 +317,9 @@ pub struct RunArgs {
     pub kernel: Option<PathBuf>,
 
     /// Initramfs (cpio, uncompressed or compressed as the kernel supports).
-    /// Default: $MEMTIDE_CACHE/initramfs.cpio.
+    /// Default: $MEMTIDE_CACHE/initramfs-lean.cpio (no shell: boots
+    /// faster) when there is no --cmd or it is a plain `memtide-hog ...`
+    /// command, else $MEMTIDE_CACHE/initramfs.cpio (with busybox).
     #[arg(long, value_name = "PATH", conflicts_with = "no_initramfs")]
     pub initramfs: Option<PathBuf>,
 

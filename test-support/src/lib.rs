@@ -152,6 +152,19 @@ pub fn guest_images() -> (PathBuf, PathBuf) {
     (kernel, initramfs)
 }
 
+/// Asserts that the lean initramfs (the guest binary, no busybox: for
+/// guests whose command is a plain `memtide-hog ...`, or none) exists and
+/// returns its path.
+pub fn lean_initramfs() -> PathBuf {
+    let lean = cache_dir().join("initramfs-lean.cpio");
+    assert!(
+        lean.exists(),
+        "{} is missing: run `cargo xtask images` first",
+        lean.display()
+    );
+    lean
+}
+
 /// Asserts that the idle initramfs (`memtide-idle` as init) exists and
 /// returns its path.
 pub fn idle_initramfs() -> PathBuf {
@@ -578,9 +591,28 @@ impl Guest {
             .arg("--api-sock")
             .arg(&sock)
             .args(extra)
-            .stdin(Stdio::null());
+            // A pipe, for [`Guest::send_line`]; it stays open (and silent)
+            // as long as the guest runs.
+            .stdin(Stdio::piped());
         let (child, _) = spawn_memtide(&mut cmd, name, Stdio::null(), Stdio::inherit());
         Guest { child, sock }
+    }
+
+    /// Types `line` and a newline on the guest's serial console (memtide's
+    /// stdin), e.g. to end a `memtide-hog` phase `MIB:line` at the moment
+    /// a test has seen what it waited for. Only for guests from
+    /// [`Guest::start`] or [`Guest::boot`].
+    pub fn send_line(&mut self, line: &str) {
+        use std::io::Write;
+        let stdin = self
+            .child
+            .stdin
+            .as_mut()
+            .expect("the guest's stdin is a pipe (Guest::start)");
+        stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .and_then(|()| stdin.flush())
+            .unwrap_or_else(|e| panic!("write to the guest console: {e}"));
     }
 
     /// Boots the idle init with a balloon and `extra` options, and waits

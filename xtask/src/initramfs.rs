@@ -8,7 +8,9 @@ use std::process::Command;
 use crate::busybox::{self, Applets};
 use crate::cpio::CpioWriter;
 use crate::error::{io_at, XtaskError};
-use crate::paths::{cache_dir, workspace_root, INITRAMFS_FILE, INITRAMFS_IDLE_FILE};
+use crate::paths::{
+    cache_dir, workspace_root, INITRAMFS_FILE, INITRAMFS_IDLE_FILE, INITRAMFS_LEAN_FILE,
+};
 use crate::process::run;
 use crate::static_binary::add_binary;
 
@@ -100,10 +102,9 @@ fn build_idle_archive(idle: &Path, cache: &Path) -> Result<PathBuf, XtaskError> 
     Ok(out)
 }
 
-/// Builds the initramfs with busybox links for `applets`; returns its path.
-pub fn build(applets: Applets) -> Result<PathBuf, XtaskError> {
-    let bin_dir = build_guest_programs()?;
-    let idle = build_idle(&bin_dir)?;
+/// The archive's entries other than busybox: directories, console and null
+/// devices, the guest binary as `/init` with its links, and memtide-idle.
+fn guest_entries(bin_dir: &Path, idle: &Path) -> Result<CpioWriter, XtaskError> {
     let mut w = CpioWriter::new();
     for d in DIRS {
         w.dir(d)?;
@@ -114,11 +115,30 @@ pub fn build(applets: Applets) -> Result<PathBuf, XtaskError> {
     for link in GUEST_LINKS {
         w.symlink(link, &format!("/{GUEST_PATH}"))?;
     }
-    add_binary(&mut w, "sbin/memtide-idle", &idle)?;
-    let links = busybox::add(&mut w, applets)?;
-    let archive = w.finish()?;
+    add_binary(&mut w, "sbin/memtide-idle", idle)?;
+    Ok(w)
+}
+
+/// Builds the initramfs with busybox links for `applets`, and the lean one
+/// without busybox next to it; returns the first's path.
+pub fn build(applets: Applets) -> Result<PathBuf, XtaskError> {
+    let bin_dir = build_guest_programs()?;
+    let idle = build_idle(&bin_dir)?;
     let cache = cache_dir()?;
     std::fs::create_dir_all(&cache).map_err(io_at(&cache))?;
+
+    let lean = guest_entries(&bin_dir, &idle)?.finish()?;
+    let lean_out = cache.join(INITRAMFS_LEAN_FILE);
+    write_archive(&lean_out, &lean)?;
+    println!(
+        "[xtask] initramfs: {} ({} KiB: init, no shell)",
+        lean_out.display(),
+        lean.len() / 1024,
+    );
+
+    let mut w = guest_entries(&bin_dir, &idle)?;
+    let links = busybox::add(&mut w, applets)?;
+    let archive = w.finish()?;
     let out = cache.join(INITRAMFS_FILE);
     write_archive(&out, &archive)?;
     println!(

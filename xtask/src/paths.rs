@@ -14,6 +14,9 @@ pub const VMLINUX_FILE: &str = "vmlinux";
 pub const BZIMAGE_FILE: &str = "bzImage";
 /// The initramfs memtide boots by default (in the cache).
 pub const INITRAMFS_FILE: &str = "initramfs.cpio";
+/// The initramfs without busybox (in the cache): `memtide run` boots it by
+/// default when the guest needs no shell (`docs/guest-image.md`).
+pub const INITRAMFS_LEAN_FILE: &str = "initramfs-lean.cpio";
 /// The initramfs whose `/init` only idles (in the cache).
 pub const INITRAMFS_IDLE_FILE: &str = "initramfs-idle.cpio";
 /// Debian's kernel source tarball.

@@ -3,14 +3,17 @@
 //! multi-call guest binary, see [`crate::programs`]).
 //!
 //! ```text
-//! memtide-hog MIB:SECONDS [MIB:SECONDS ...]
+//! memtide-hog MIB:END [MIB:END ...]      END = SECONDS | line
 //! ```
 //!
 //! Each phase resizes the process's committed memory to MIB MiB at once,
 //! then touches the new pages, and holds it until SECONDS after the phase
-//! began; after the last phase the process exits (and the kernel frees
+//! began, or, for `line`, until a line arrives on stdin (the guest
+//! console: a test writes it to memtide's stdin, so that a phase ends when
+//! the test has seen what it waits for, not at a time fixed in advance).
+//! After the last phase the process exits (and the kernel frees
 //! everything). One line per phase goes to stdout:
-//! `memtide-hog: phase N: holding M MiB for S s`.
+//! `memtide-hog: phase N: holding M MiB for S s` (or `until a line on stdin`).
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -20,20 +23,41 @@ const MIB: usize = 1 << 20;
 /// Bytes per page touched.
 const PAGE: usize = 4096;
 
-/// One phase: hold `mib` MiB for `seconds`.
+/// When a phase ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PhaseEnd {
+    /// This many seconds after it began.
+    After(u64),
+    /// When a line (or the end of input) arrives on stdin.
+    Line,
+}
+
+/// One phase: hold `mib` MiB until `end`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Phase {
     mib: usize,
-    seconds: u64,
+    end: PhaseEnd,
 }
 
-/// Parses `MIB:SECONDS`.
+/// Parses `MIB:SECONDS` or `MIB:line`.
 fn parse_phase(arg: &str) -> Option<Phase> {
-    let (mib, seconds) = arg.split_once(':')?;
+    let (mib, end) = arg.split_once(':')?;
+    let end = match end {
+        "line" => PhaseEnd::Line,
+        secs => PhaseEnd::After(secs.parse().ok()?),
+    };
     Some(Phase {
         mib: mib.parse().ok()?,
-        seconds: seconds.parse().ok()?,
+        end,
     })
+}
+
+/// Blocks until a line or the end of input arrives on stdin.
+fn wait_for_line() {
+    let mut line = String::new();
+    if let Err(e) = std::io::stdin().read_line(&mut line) {
+        crate::err_line!("memtide-hog: reading stdin: {e}");
+    }
 }
 
 /// Memory held in 1 MiB chunks, so that shrinking returns whole chunks to
@@ -72,19 +96,28 @@ pub fn main(args: impl Iterator<Item = String>) -> ExitCode {
     let phases = match phases {
         Some(p) if !p.is_empty() => p,
         _ => {
-            crate::err_line!("usage: memtide-hog MIB:SECONDS [MIB:SECONDS ...]");
+            crate::err_line!("usage: memtide-hog MIB:END [MIB:END ...]  (END = SECONDS or line)");
             return ExitCode::from(2);
         }
     };
     let mut held = Held(Vec::new());
     for (i, phase) in phases.iter().enumerate() {
-        // Phases keep their length whatever the touching takes.
-        let end = Instant::now() + Duration::from_secs(phase.seconds);
+        // Timed phases keep their length whatever the touching takes; a
+        // phase that ends on a line touches everything first.
+        let (end, until) = match phase.end {
+            PhaseEnd::After(secs) => (
+                Instant::now() + Duration::from_secs(secs),
+                format!("for {secs} s"),
+            ),
+            PhaseEnd::Line => (
+                Instant::now() + Duration::from_secs(u64::from(u32::MAX)),
+                "until a line on stdin".to_string(),
+            ),
+        };
         println!(
-            "memtide-hog: phase {}: holding {} MiB for {} s",
+            "memtide-hog: phase {}: holding {} MiB {until}",
             i + 1,
-            phase.mib,
-            phase.seconds
+            phase.mib
         );
         let touched = held.resize(phase.mib, end);
         if touched + held.0.len().min(phase.mib) < phase.mib {
@@ -93,7 +126,12 @@ pub fn main(args: impl Iterator<Item = String>) -> ExitCode {
                 i + 1
             );
         }
-        std::thread::sleep(end.saturating_duration_since(Instant::now()));
+        match phase.end {
+            PhaseEnd::After(_) => {
+                std::thread::sleep(end.saturating_duration_since(Instant::now()));
+            }
+            PhaseEnd::Line => wait_for_line(),
+        }
     }
     ExitCode::SUCCESS
 }
@@ -108,10 +146,17 @@ mod tests {
             parse_phase("64:5"),
             Some(Phase {
                 mib: 64,
-                seconds: 5
+                end: PhaseEnd::After(5)
             })
         );
-        for bad in ["64", "a:1", "1:b", ":", "-1:2"] {
+        assert_eq!(
+            parse_phase("190:line"),
+            Some(Phase {
+                mib: 190,
+                end: PhaseEnd::Line
+            })
+        );
+        for bad in ["64", "a:1", "1:b", ":", "-1:2", "1:Line", "1:line "] {
             assert_eq!(parse_phase(bad), None, "{bad}");
         }
     }

@@ -19,7 +19,8 @@ use std::time::Duration;
 use crate::deps::BUSYBOX;
 use crate::error::{io_at, XtaskError};
 use crate::paths::{
-    cache_dir, workspace_root, BZIMAGE_FILE, INITRAMFS_FILE, INITRAMFS_IDLE_FILE, VMLINUX_FILE,
+    cache_dir, workspace_root, BZIMAGE_FILE, INITRAMFS_FILE, INITRAMFS_IDLE_FILE,
+    INITRAMFS_LEAN_FILE, VMLINUX_FILE,
 };
 
 use payload::L1Root;
@@ -232,6 +233,7 @@ fn l1_root(
         VMLINUX_FILE,
         BZIMAGE_FILE,
         INITRAMFS_FILE,
+        INITRAMFS_LEAN_FILE,
         INITRAMFS_IDLE_FILE,
     ] {
         let path = cache.join(image);
