@@ -31,6 +31,8 @@ pub struct VirtioMem {
     queue: Option<Queue>,
     mem: Option<GuestMemory>,
     interrupt: Option<Arc<Interrupt>>,
+    /// Make plugged blocks resident on the host before acknowledging them.
+    populate_on_plug: bool,
 }
 
 /// What was read from one descriptor chain.
@@ -54,7 +56,15 @@ impl VirtioMem {
             queue: None,
             mem: None,
             interrupt: None,
+            populate_on_plug: false,
         })
+    }
+
+    /// With `on`, every plug is made resident on the host before it is
+    /// acknowledged (`MADV_POPULATE_WRITE`, as QEMU's `prealloc=on`; for
+    /// `--prefault` runs, whose measurements start from known residency).
+    pub fn set_populate_on_plug(&mut self, on: bool) {
+        self.populate_on_plug = on;
     }
 
     /// Hands the device a clone of the transport's queue eventfd.
@@ -178,6 +188,14 @@ impl VirtioMem {
         let usable = self.bitmap.blocks();
         let h = handle(req, &mut self.bitmap, self.shared.requested(), usable);
         self.discard(m, &h);
+        if let (true, Request::Plug { addr, nb_blocks }, Response::Ack(_)) =
+            (self.populate_on_plug, req, h.response)
+        {
+            let len = u64::from(nb_blocks).saturating_mul(self.bitmap.block_size());
+            if let Err(e) = host::populate(m, addr, len) {
+                memtide_log_limit::warn_limited!("virtio-mem: {e}");
+            }
+        }
         self.shared
             .plugged
             .store(self.bitmap.plugged_bytes(), Ordering::SeqCst);
