@@ -480,15 +480,38 @@ pub enum BenchCommand {
     /// one madvise per 4 KiB page for comparison.
     Balloon(BalloonBenchArgs),
     /// Hot-add latency: from `PUT /memory` to the guest reporting the
-    /// memory online (`_OST`), one slot at a time.
+    /// memory online (`_OST`), one slot at a time; then, in a second guest,
+    /// from `PUT /memory/virtio-mem` to the slot's size plugged.
     Hotplug(HotplugBenchArgs),
     /// Balancer reaction time: from the first report of a committed-memory
     /// step to the first memory added and to the demand met, over rounds
     /// (a fresh guest each round; reports from a scripted source).
     Balancer(BalancerBenchArgs),
+    /// Shrinking by virtio-mem unplug against balloon inflate, the same
+    /// MiB in the same guest: time, MiB/s, guest MemTotal and host
+    /// residency before and after, and the speed ratio (medians over runs).
+    Shrink(ShrinkBenchArgs),
     /// Every benchmark above in one run, then one Markdown table of
     /// medians and ratios with the host.
     All(AllBenchArgs),
+}
+
+/// Options of `memtide bench shrink`.
+#[derive(Debug, Args)]
+pub struct ShrinkBenchArgs {
+    /// MiB to shrink by, with each mechanism (a multiple of the virtio-mem
+    /// block size, below --memory-mib).
+    #[arg(long, default_value_t = 128)]
+    pub mib: u64,
+    /// Runs (one guest boot each).
+    #[arg(long, default_value_t = 3)]
+    pub runs: u32,
+    /// How the guest is booted (--balloon, --api-sock, --prefault,
+    /// --virtio-mem-mib, --balloon-stats-ms and --cmd are set by the
+    /// benchmark; the default initramfs, which runs --cmd, unless
+    /// --initramfs is given).
+    #[command(flatten)]
+    pub vm: RunArgs,
 }
 
 /// Options of `memtide bench all`.
@@ -503,6 +526,9 @@ pub struct AllBenchArgs {
     /// Hot-add slots to add, one at a time.
     #[arg(long, default_value_t = 2)]
     pub slots: u32,
+    /// MiB to shrink by in the shrink benchmark (0: skip it).
+    #[arg(long, default_value_t = 128)]
+    pub shrink_mib: u64,
     /// Also write the table to this file.
     #[arg(long, value_name = "PATH")]
     pub markdown: Option<PathBuf>,

@@ -52,9 +52,9 @@ pub fn wire(
     let region = virtio_mem::region(config.memory_mib, config.hotplug.as_ref(), vc)?;
     virtio_mem::map(vm, guest_mem, region, kvm_slot)?;
     let shared = Arc::new(VirtioMemShared::new(region).map_err(VirtioMemWiringError::Device)?);
-    let device = Arc::new(Mutex::new(
-        VirtioMem::new(shared.clone()).map_err(VirtioMemWiringError::Device)?,
-    ));
+    let mut device = VirtioMem::new(shared.clone()).map_err(VirtioMemWiringError::Device)?;
+    device.set_populate_on_plug(config.prefault);
+    let device = Arc::new(Mutex::new(device));
     let virtio: Arc<Mutex<dyn VirtioDevice>> = device.clone();
     let (slot, evts) = mmio.add(vm, virtio, guest_mem.clone())?;
     if let Some(evt) = evts.into_iter().next() {

@@ -31,6 +31,8 @@ pub struct VirtioMem {
     queue: Option<Queue>,
     mem: Option<GuestMemory>,
     interrupt: Option<Arc<Interrupt>>,
+    /// Make plugged blocks resident on the host before acknowledging them.
+    populate_on_plug: bool,
 }
 
 /// What was read from one descriptor chain.
@@ -54,7 +56,15 @@ impl VirtioMem {
             queue: None,
             mem: None,
             interrupt: None,
+            populate_on_plug: false,
         })
+    }
+
+    /// With `on`, every plug is made resident on the host before it is
+    /// acknowledged (`MADV_POPULATE_WRITE`, as QEMU's `prealloc=on`; for
+    /// `--prefault` runs, whose measurements start from known residency).
+    pub fn set_populate_on_plug(&mut self, on: bool) {
+        self.populate_on_plug = on;
     }
 
     /// Hands the device a clone of the transport's queue eventfd.
@@ -178,6 +188,14 @@ impl VirtioMem {
         let usable = self.bitmap.blocks();
         let h = handle(req, &mut self.bitmap, self.shared.requested(), usable);
         self.discard(m, &h);
+        if let (true, Request::Plug { addr, nb_blocks }, Response::Ack(_)) =
+            (self.populate_on_plug, req, h.response)
+        {
+            let len = u64::from(nb_blocks).saturating_mul(self.bitmap.block_size());
+            if let Err(e) = host::populate(m, addr, len) {
+                memtide_log_limit::warn_limited!("virtio-mem: {e}");
+            }
+        }
         self.shared
             .plugged
             .store(self.bitmap.plugged_bytes(), Ordering::SeqCst);
@@ -290,7 +308,7 @@ mod tests {
     use crate::virtio::mem::RegionInfo;
     use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
     use virtio_queue::mock::MockSplitQueue;
-    use vm_memory::{GuestAddress, GuestMemoryAtomic};
+    use vm_memory::{GuestAddress, GuestMemoryAtomic, GuestMemoryBackend};
 
     const BASE: u64 = 0x100_0000;
     const BS: u64 = 2 << 20;
@@ -372,6 +390,43 @@ mod tests {
                 (0x9000, u32::try_from(RESPONSE_SIZE).expect("10"), F_WRITE),
             ],
         )
+    }
+
+    /// Pages of `len` bytes at `addr` resident on the host.
+    fn resident_pages(r: &Rig, addr: u64, len: usize) -> usize {
+        let guard = r.mem.memory();
+        let host = guard
+            .get_host_address(GuestAddress(addr))
+            .expect("host address");
+        let mut vec = vec![0u8; len / 4096];
+        // SAFETY: the range lies in one live mapping of the rig's memory;
+        // `vec` has one byte per 4 KiB page of it.
+        let rc = unsafe { libc::mincore(host.cast(), len, vec.as_mut_ptr()) };
+        assert_eq!(rc, 0);
+        vec.iter().filter(|b| *b & 1 == 1).count()
+    }
+
+    #[test]
+    fn with_populate_on_plug_plugged_blocks_are_resident_and_refused_plugs_are_not() {
+        let len = usize::try_from(BS).expect("small");
+        for populate in [false, true] {
+            let mut r = rig();
+            r.dev.set_populate_on_plug(populate);
+            r.dev.shared.activated.store(true, Ordering::SeqCst);
+            r.dev.shared.set_requested_mib(4).expect("requested");
+            let (resp, _) = request(&mut r, REQ_PLUG, BASE, 2);
+            assert_eq!(resp, Response::Ack(None).encode());
+            let (resp, _) = request(&mut r, REQ_PLUG, BASE + 2 * BS, 1);
+            assert_eq!(resp, Response::Nack.encode());
+            let want = if populate { len / 4096 } else { 0 };
+            assert_eq!(resident_pages(&r, BASE, len), want, "populate {populate}");
+            assert_eq!(
+                resident_pages(&r, BASE + BS, len),
+                want,
+                "populate {populate}"
+            );
+            assert_eq!(resident_pages(&r, BASE + 2 * BS, len), 0, "NACKed block");
+        }
     }
 
     #[test]

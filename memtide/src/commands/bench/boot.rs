@@ -81,6 +81,11 @@ pub fn run_argv(args: &RunArgs) -> Vec<String> {
             "--max-memory-mib",
             args.max_memory_mib.map(|m| m.to_string()),
         ),
+        ("--virtio-mem-mib", Some(args.virtio_mem_mib.to_string())),
+        (
+            "--virtio-mem-block-mib",
+            Some(args.virtio_mem_block_mib.to_string()),
+        ),
         ("--vsock-uds", path(&args.vsock_uds)),
         (
             "--guest-cid",
@@ -114,6 +119,7 @@ pub fn run_argv(args: &RunArgs) -> Vec<String> {
         ("--no-acpi", args.no_acpi),
         ("--no-balancer", args.no_balancer),
         ("--no-syscall-gate", args.no_syscall_gate),
+        ("--no-sandbox", args.no_sandbox),
     ];
     let mut v = vec!["run".to_string()];
     for (flag, value) in valued {
@@ -422,6 +428,11 @@ mod tests {
             "--weight",
             "700",
             "--no-balancer",
+            "--virtio-mem-mib",
+            "256",
+            "--virtio-mem-block-mib",
+            "4",
+            "--no-sandbox",
         ])
         .expect("parse");
         let crate::cli::Command::Run(args) = cli.command else {
@@ -442,5 +453,7 @@ mod tests {
         );
         assert_eq!((back.guest_cid, back.weight), (9, 700));
         assert!(back.no_balancer);
+        assert_eq!((back.virtio_mem_mib, back.virtio_mem_block_mib), (256, 4));
+        assert!(back.no_sandbox);
     }
 }

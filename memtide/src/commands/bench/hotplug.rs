@@ -1,15 +1,16 @@
 //! `memtide bench hotplug`: latency from a hot-add request to the guest
 //! reporting the memory online (its `_OST` call), per slot; then the
 //! guest's MemTotal, from a balloon statistics sample taken after the last
-//! `_OST`.
+//! `_OST`; then the same growth by virtio-mem plug in a second guest
+//! (`hotplug_vmem.rs`).
 
 use std::time::{Duration, Instant};
 
 use super::figure::Figure;
 use super::guest::{Guest, GuestError};
+use super::guest_stats::{mib, stats_sample, StatsSample, STATS_POLL};
 use super::stats::{median, min_max};
 use crate::cli::HotplugBenchArgs;
-use memtide_api::Client;
 use memtide_vmm::host_info::HostInfo;
 
 /// How long one slot may take to come online.
@@ -20,19 +21,6 @@ const STATS_INTERVAL: Duration = Duration::from_millis(500);
 /// hot-add (the balloon driver is up by then; the sample follows within a
 /// few stats intervals even on the nested host).
 const BASELINE_DEADLINE: Duration = Duration::from_secs(60);
-/// How often the statistics are polled.
-const STATS_POLL: Duration = Duration::from_millis(50);
-
-/// One balloon statistics sample as the API reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct StatsSample {
-    /// When it arrived, ms since the VMM started (only compared with other
-    /// samples of the same VM).
-    updated_ms: u64,
-    /// The guest's MemTotal, bytes.
-    total_bytes: u64,
-}
-
 /// What a statistics sample says about the hot-added memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum MemTotalView {
@@ -67,25 +55,9 @@ fn judge(
 /// statistics: twice its slowest hot-add (in ms, as measured; the guest's
 /// stats work is far less than onlining a slot, on any host) plus four
 /// statistics intervals (the host's request timer may just have fired).
-fn settle_deadline(api_to_ost_ms: &[f64], stats_interval: Duration) -> Duration {
+pub(super) fn settle_deadline(api_to_ost_ms: &[f64], stats_interval: Duration) -> Duration {
     let slowest_ms = min_max(api_to_ost_ms).map_or(0.0, |(_, hi)| hi);
     Duration::from_secs_f64(2.0 * slowest_ms / 1e3) + 4 * stats_interval
-}
-
-/// The latest balloon statistics sample, if the guest has sent one with
-/// its MemTotal.
-fn stats_sample(sock: &std::path::Path) -> Result<Option<StatsSample>, GuestError> {
-    let v = Client::new(sock).get_balloon_statistics()?;
-    Ok(v.guest.and_then(|g| {
-        g.total_memory.map(|total_bytes| StatsSample {
-            updated_ms: g.updated_ms,
-            total_bytes,
-        })
-    }))
-}
-
-fn mib(bytes: u64) -> f64 {
-    bytes as f64 / f64::from(1 << 20)
 }
 
 /// Polls `guest`'s statistics until one taken after the last `_OST` shows
@@ -225,7 +197,8 @@ pub fn run(args: &HotplugBenchArgs) -> Result<Vec<Figure>, GuestError> {
             BASELINE_DEADLINE.as_secs()
         ),
     }
-    Ok(Figure::of(
+    drop(guest);
+    let mut figures: Vec<Figure> = Figure::of(
         "hotplug",
         &format!(
             "hot-add of one {} MiB slot, request to guest _OST",
@@ -236,7 +209,9 @@ pub fn run(args: &HotplugBenchArgs) -> Result<Vec<Figure>, GuestError> {
         0,
     )
     .into_iter()
-    .collect())
+    .collect();
+    figures.extend(super::hotplug_vmem::run(args, args.slots.max(1))?);
+    Ok(figures)
 }
 
 #[cfg(test)]
