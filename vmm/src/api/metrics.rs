@@ -409,6 +409,9 @@ fn balancer(f: &mut Families, status: &memtide_balancer::driver::SharedStatus) {
             ("inflate", v.actions.inflate),
             ("deflate", v.actions.deflate),
             ("hot_add", v.actions.hot_add),
+            ("plug", v.actions.plug),
+            ("unplug", v.actions.unplug),
+            ("keep_plugged", v.actions.keep_plugged),
         ] {
             f.labelled(
                 "balancer_actions",

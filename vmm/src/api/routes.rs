@@ -318,6 +318,8 @@ fn balancer_route(state: &ApiState) -> Response {
                 assigned_mib: v.assigned_mib,
                 plugged_mib: v.plugged_mib,
                 balloon_mib: v.balloon_mib,
+                virtio_mem_mib: v.virtio_mem_mib,
+                virtio_mem_plugged_mib: v.virtio_mem_plugged_mib,
                 demand_mib: v.demand_mib,
                 committed_mib: v.committed_mib,
                 pressure_pct: v.pressure_pct,

@@ -81,6 +81,14 @@ pub fn run_argv(args: &RunArgs) -> Vec<String> {
             "--max-memory-mib",
             args.max_memory_mib.map(|m| m.to_string()),
         ),
+        (
+            "--virtio-mem-mib",
+            (args.virtio_mem_mib > 0).then(|| args.virtio_mem_mib.to_string()),
+        ),
+        (
+            "--virtio-mem-block-mib",
+            (args.virtio_mem_mib > 0).then(|| args.virtio_mem_block_mib.to_string()),
+        ),
         ("--vsock-uds", path(&args.vsock_uds)),
         (
             "--guest-cid",
