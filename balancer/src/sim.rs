@@ -304,7 +304,7 @@ pub fn simulate(
         for d in &decisions {
             if let (Some(v), Some(g)) = (vms.get(d.vm), dev.get_mut(d.vm)) {
                 for a in &d.actions {
-                    guest_device_follows(g, a, v.pinned, t);
+                    guest_device_follows(g, a, v, t);
                 }
             }
         }
@@ -334,21 +334,26 @@ pub fn simulate(
     Ok(out)
 }
 
-/// A simulated guest's virtio-mem driver acting on `action` at `t_ms`:
-/// plugs at once; unplugs at once, but not below what is pinned.
+/// VM `vm`'s simulated virtio-mem driver acting on `action` at `t_ms`:
+/// plugs at once; unplugs at once, but not below the whole blocks that
+/// hold pinned memory.
 fn guest_device_follows(
     dev: &mut (u64, u64),
     action: &crate::action::Action,
-    pinned: Option<Pinned>,
+    vm: &SimVm,
     t_ms: u64,
 ) {
     use crate::action::Action;
+    let Some(settings) = vm.settings.virtio_mem else {
+        return;
+    };
     match *action {
         Action::Plug { to_requested_mib } => *dev = (to_requested_mib, to_requested_mib),
         Action::Unplug { to_requested_mib } => {
-            let stuck = pinned
+            let stuck = vm
+                .pinned
                 .filter(|p| t_ms < p.until_ms)
-                .map_or(0, |p| p.mib.min(dev.1));
+                .map_or(0, |p| settings.ceil_blocks(p.mib).min(dev.1));
             *dev = (to_requested_mib, to_requested_mib.max(stuck));
         }
         Action::KeepPlugged { to_requested_mib } => dev.0 = to_requested_mib,

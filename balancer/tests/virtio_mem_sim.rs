@@ -125,3 +125,68 @@ fn the_checker_catches_unplugged_memory_counted_as_assigned() {
     let err = check_virtio_mem(&settings, &ticks, cfg.vmem_settle_ms).expect_err("caught");
     assert!(err.contains("only"), "{err}");
 }
+
+mod random {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn curve() -> impl Strategy<Value = Curve> {
+        prop_oneof![
+            (64u64..900).prop_map(Curve::Constant),
+            (0u64..60_000, 64u64..900, 64u64..900).prop_map(|(at_ms, before, after)| {
+                Curve::Step {
+                    at_ms,
+                    before,
+                    after,
+                }
+            }),
+            (100u64..600, 0u64..300, 5_000u64..60_000).prop_map(|(base, amplitude, period_ms)| {
+                Curve::Sine {
+                    base,
+                    amplitude,
+                    period_ms,
+                }
+            }),
+        ]
+    }
+
+    fn vm() -> impl Strategy<Value = SimVm> {
+        (
+            curve(),
+            1u64..=4,
+            prop_oneof![Just(2u64), Just(4), Just(32)],
+            prop::option::of((0u64..200, 0u64..120_000)),
+            any::<bool>(),
+        )
+            .prop_map(|(demand, blocks, block_mib, pinned, with_vmem)| {
+                let region = blocks * 128;
+                let mut v = SimVm::new("vm", 256, 128, 256 + region, demand);
+                if with_vmem {
+                    v.settings.virtio_mem = Some(VirtioMemSettings {
+                        region_mib: region,
+                        block_mib,
+                    });
+                    v.pinned = pinned.map(|(mib, until_ms)| Pinned { mib, until_ms });
+                }
+                v
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn invariants_hold_with_and_without_virtio_mem(
+            vms in prop::collection::vec(vm(), 2..=3),
+            budget in 400u64..1500,
+        ) {
+            let cfg = PolicyConfig::default();
+            let ticks = simulate(cfg, &vms, budget, TICK, 300).expect("sim");
+            let settings = settings_of(&vms);
+            check_safety(&settings, budget, &ticks).map_err(TestCaseError::fail)?;
+            check_no_hot_remove(&ticks).map_err(TestCaseError::fail)?;
+            check_virtio_mem(&settings, &ticks, cfg.vmem_settle_ms)
+                .map_err(TestCaseError::fail)?;
+        }
+    }
+}
