@@ -243,7 +243,7 @@ impl Driver {
             latest.push(seen);
             if let Some(v) = port.virtio_mem() {
                 self.balancer
-                    .observe_virtio_mem(i, v.requested_mib, v.plugged_mib);
+                    .observe_virtio_mem(i, v.requested_mib, v.plugged_mib, now_ms);
             }
         }
         let decisions = self.balancer.step(&reports, self.budget_mib, now_ms);

@@ -193,12 +193,19 @@ impl Balancer {
         }
     }
 
-    /// Records what VM `vm`'s virtio-mem device says now: its requested
-    /// and plugged sizes, MiB (ignored for an unknown VM or one without
-    /// virtio-mem). A requested size other than the balancer's (a request
-    /// that failed, say before the guest driver was up, or an operator's)
-    /// becomes the balancer's: the device is the truth.
-    pub fn observe_virtio_mem(&mut self, vm: usize, requested_mib: u64, plugged_mib: u64) {
+    /// Records what VM `vm`'s virtio-mem device says at `now_ms`: its
+    /// requested and plugged sizes, MiB (ignored for an unknown VM or one
+    /// without virtio-mem). A requested size other than the balancer's (a
+    /// request that failed, say before the guest driver was up, or an
+    /// operator's) becomes the balancer's, as of now: the device is the
+    /// truth.
+    pub fn observe_virtio_mem(
+        &mut self,
+        vm: usize,
+        requested_mib: u64,
+        plugged_mib: u64,
+        now_ms: u64,
+    ) {
         let Some(v) = self.vms.get_mut(vm) else {
             return;
         };
@@ -208,6 +215,7 @@ impl Balancer {
         v.state.vmem_plugged_mib = plugged_mib;
         if v.state.vmem_requested_mib != requested_mib {
             v.state.vmem_requested_mib = requested_mib;
+            v.state.vmem_requested_at_ms = Some(now_ms);
         }
     }
 

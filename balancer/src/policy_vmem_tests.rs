@@ -28,7 +28,7 @@ fn one(settings: VmSettings) -> Balancer {
 /// A VM with 200 MiB plugged by virtio-mem (456 MiB assigned).
 fn plugged_200() -> Balancer {
     let mut b = one(vmem_vm());
-    b.observe_virtio_mem(0, 200, 200);
+    b.observe_virtio_mem(0, 200, 200, 0);
     b
 }
 
@@ -89,7 +89,7 @@ fn shrinks_by_unplugging_first() {
 #[test]
 fn only_what_unplug_cannot_take_goes_to_the_balloon() {
     let mut b = one(vmem_vm());
-    b.observe_virtio_mem(0, 40, 40);
+    b.observe_virtio_mem(0, 40, 40, 0);
     // 296 MiB assigned, 200 MiB budget: 96 MiB to give, 40 plugged.
     let d = b.step(&[(0, r(100, 0))], 200, 0);
     assert_eq!(
@@ -123,7 +123,7 @@ fn a_short_unplug_is_ballooned_then_converted_back_when_blocks_free_up() {
     let mut t = 0;
     while t < cfg.vmem_settle_ms {
         t += 500;
-        b.observe_virtio_mem(0, 44, 88);
+        b.observe_virtio_mem(0, 44, 88, t);
         let d = b.step(&[(0, r(100, t))], 300, t);
         if t < cfg.vmem_settle_ms {
             assert!(d[0].is_noop(), "t={t}: {d:?}");
@@ -155,7 +155,7 @@ fn a_short_unplug_is_ballooned_then_converted_back_when_blocks_free_up() {
     let mut converted = None;
     while t < settled_at + cfg.vmem_retry_ms + 2_000 {
         t += 500;
-        b.observe_virtio_mem(0, 88, 88);
+        b.observe_virtio_mem(0, 88, 88, t);
         let d = b.step(&[(0, r(100, t))], 300, t);
         if !d[0].is_noop() {
             converted = Some((t, d[0].clone()));
@@ -201,7 +201,7 @@ fn a_failed_request_is_taken_from_the_device() {
     let d = b.step(&[(0, r(300, 0))], 1024, 0);
     assert_eq!(d[0].assigned_after_mib, 360);
     // The PUT was refused (driver not up): the device still asks for 0.
-    b.observe_virtio_mem(0, 0, 0);
+    b.observe_virtio_mem(0, 0, 0, 1000);
     assert_eq!(b.state(0).expect("vm").assigned_mib(), 256);
     let d = b.step(&[(0, r(300, 1500))], 1024, 1500);
     assert_eq!(
@@ -222,7 +222,7 @@ fn vms_without_virtio_mem_are_unchanged() {
             let t = k as u64 * 20_000;
             if observe {
                 // Ignored: the VM has no virtio-mem.
-                b.observe_virtio_mem(0, 64, 64);
+                b.observe_virtio_mem(0, 64, 64, t);
             }
             all.push(b.step(&[(0, r(c, t))], 400, t));
         }

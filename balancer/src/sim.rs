@@ -287,7 +287,7 @@ pub fn simulate(
         let t = k * tick_ms;
         for (i, v) in vms.iter().enumerate() {
             if v.settings.virtio_mem.is_some() {
-                b.observe_virtio_mem(i, dev[i].0, dev[i].1);
+                b.observe_virtio_mem(i, dev[i].0, dev[i].1, t);
             }
         }
         let mut reports = Vec::new();
