@@ -219,18 +219,19 @@ impl Balancer {
         }
     }
 
-    /// An unplug that came up short: VM `vm`'s device still has more
-    /// plugged than requested `vmem_settle_ms` after the request. Returns
-    /// the shortfall, MiB.
-    fn unplug_shortfall(&self, vm: usize, now_ms: u64) -> Option<u64> {
+    /// A resize that came up short: VM `vm`'s device has another plugged
+    /// size than requested `vmem_settle_ms` after the request. Returns
+    /// plugged minus requested, MiB (positive: an unplug left memory
+    /// plugged; negative: a plug did not plug it all).
+    fn vmem_shortfall(&self, vm: usize, now_ms: u64) -> Option<i128> {
         let v = self.vms.get(vm)?;
         v.settings.virtio_mem?;
         let st = &v.state;
         let settled = st
             .vmem_requested_at_ms
             .is_some_and(|t| now_ms.saturating_sub(t) >= self.cfg.vmem_settle_ms);
-        let short = st.vmem_plugged_mib.saturating_sub(st.vmem_requested_mib);
-        (settled && short > 0).then_some(short)
+        let diff = i128::from(st.vmem_plugged_mib) - i128::from(st.vmem_requested_mib);
+        (settled && diff != 0).then_some(diff)
     }
 
     /// The balancer's view of VM `vm`.
@@ -326,8 +327,14 @@ impl Balancer {
                     urgent,
                     floors_fit,
                 };
-                let mut d = match self.unplug_shortfall(i, now_ms) {
-                    Some(short) => self.balloon_the_shortfall(i, short, &needs[i], now_ms),
+                let mut d = match self.vmem_shortfall(i, now_ms) {
+                    Some(diff) if diff > 0 => self.balloon_the_shortfall(
+                        i,
+                        u64::try_from(diff).unwrap_or(u64::MAX),
+                        &needs[i],
+                        now_ms,
+                    ),
+                    Some(_) => self.count_what_was_plugged(i, &needs[i], now_ms),
                     None => self.decide(i, &needs[i], &judged[i].verdict, &judged[i].psi, ctx),
                 };
                 if !judged[i].psi.text.is_empty() {

@@ -57,6 +57,41 @@ impl Balancer {
         }
     }
 
+    /// VM `i`'s last plug came up short (the device has less plugged than
+    /// requested `vmem_settle_ms` after the request): ask for what is
+    /// plugged and count only that; a later step plugs again if the VM
+    /// still needs it.
+    pub(super) fn count_what_was_plugged(
+        &mut self,
+        i: usize,
+        need: &Need,
+        now_ms: u64,
+    ) -> Decision {
+        let v = &mut self.vms[i];
+        let before = v.state.assigned_mib();
+        let requested = v.state.vmem_requested_mib;
+        let plugged = v.state.vmem_plugged_mib;
+        v.state.vmem_requested_mib = plugged;
+        v.state.vmem_requested_at_ms = Some(now_ms);
+        v.state.last_change_ms = Some(now_ms);
+        Decision {
+            vm: i,
+            target_mib: need.target,
+            assigned_before_mib: before,
+            assigned_after_mib: v.state.assigned_mib(),
+            actions: vec![Action::KeepPlugged {
+                to_requested_mib: plugged,
+            }],
+            over_budget_mib: 0,
+            reason: format!(
+                "vm {}: plug came up short: {plugged} MiB plugged of {requested} MiB requested \
+                 after {} s (virtio-mem); counts the {plugged} MiB plugged",
+                v.settings.name,
+                self.cfg.vmem_settle_ms / 1000
+            ),
+        }
+    }
+
     /// Balloon to unplug: VM `i` has balloon and plugged blocks, no
     /// request in flight and no recent failed unplug, and is not under
     /// pressure (the caller checks that): unplug whole blocks worth of the

@@ -236,3 +236,34 @@ fn vms_without_virtio_mem_are_unchanged() {
         .all(|a| a.virtio_mem_requested_mib().is_none()));
     assert!(actions.iter().any(|a| matches!(a, Action::HotAdd { .. })));
 }
+
+#[test]
+fn a_short_plug_counts_only_what_was_plugged() {
+    let cfg = PolicyConfig::default();
+    let mut b = one(vmem_vm());
+    let d = b.step(&[(0, r(300, 0))], 1024, 0);
+    assert_eq!(d[0].assigned_after_mib, 360);
+    let mut t = 0;
+    let d = loop {
+        t += 500;
+        // The guest plugs only 100 of the 104 MiB.
+        b.observe_virtio_mem(0, 104, 100, t);
+        let d = b.step(&[(0, r(300, t))], 1024, t);
+        if !d[0].is_noop() {
+            break d;
+        }
+    };
+    assert!(t >= cfg.vmem_settle_ms, "only after the settle time: {t}");
+    assert_eq!(
+        d[0].actions,
+        vec![Action::KeepPlugged {
+            to_requested_mib: 100
+        }]
+    );
+    assert!(
+        d[0].reason.contains("plug came up short"),
+        "{}",
+        d[0].reason
+    );
+    assert_eq!(b.state(0).expect("vm").assigned_mib(), 356);
+}

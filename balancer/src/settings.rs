@@ -67,11 +67,30 @@ pub struct VmSettings {
 pub struct VirtioMemSettings {
     /// The device region: the most that can be plugged, MiB.
     pub region_mib: u64,
-    /// The block size: the unit of plug and unplug, MiB (at least 1).
+    /// The unit of plug and unplug, MiB (at least 1): the device's block
+    /// size, or the guest driver's larger unit
+    /// ([`VirtioMemSettings::for_linux_guest`]).
     pub block_mib: u64,
 }
 
+/// The least a Linux guest plugs or unplugs at a time, MiB: its
+/// `virtio_mem` driver works in sub-blocks of at least `MAX_ORDER` pages
+/// (4 MiB on x86-64 with Linux 6.12, "subblock size: 0x400000" in its log),
+/// whatever the device's block size; a request between two sub-blocks is
+/// never met (a 2 MiB device asked for 34 MiB plugs 32).
+pub const LINUX_SUBBLOCK_MIB: u64 = 4;
+
 impl VirtioMemSettings {
+    /// The balancer's view of a device of `region_mib` with
+    /// `device_block_mib` blocks in a Linux guest: it resizes in units of
+    /// the larger of the device block and [`LINUX_SUBBLOCK_MIB`].
+    pub fn for_linux_guest(region_mib: u64, device_block_mib: u64) -> Self {
+        Self {
+            region_mib,
+            block_mib: device_block_mib.max(LINUX_SUBBLOCK_MIB),
+        }
+    }
+
     /// `mib` rounded down to whole blocks.
     pub fn floor_blocks(&self, mib: u64) -> u64 {
         let b = self.block_mib.max(1);

@@ -118,10 +118,7 @@ pub fn settings(cfg: &BalancerConfig, vm: &LocalVm) -> VmSettings {
     }
     s.virtio_mem = vm.virtio_mem.as_ref().map(|d| {
         let r = d.region();
-        VirtioMemSettings {
-            region_mib: r.size / MIB,
-            block_mib: (r.block_size / MIB).max(1),
-        }
+        VirtioMemSettings::for_linux_guest(r.size / MIB, r.block_size / MIB)
     });
     s.buffer_pct = cfg.buffer_pct;
     s.weight = cfg.weight;

@@ -96,10 +96,10 @@ fn probe(sock: &Path) -> Result<Probed, BalanceError> {
         Err(e) => return Err(api(e)),
     };
     let virtio_mem = match client.get_virtio_mem() {
-        Ok(v) => Some(VirtioMemSettings {
-            region_mib: v.region_mib,
-            block_mib: v.block_size_mib.max(1),
-        }),
+        Ok(v) => Some(VirtioMemSettings::for_linux_guest(
+            v.region_mib,
+            v.block_size_mib,
+        )),
         Err(e) if e.status() == Some(400) => None,
         Err(e) => return Err(api(e)),
     };
