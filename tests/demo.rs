@@ -134,11 +134,15 @@ fn the_virtio_mem_demo_grows_by_plug_and_shrinks_by_unplug() {
     );
     // Two guests with a 256 MiB virtio-mem region each and no slots; 5
     // phases of 8 s: web's demand rises (plug), then batch's while web's
-    // falls (web gives back by unplug).
+    // falls (web gives back by unplug). The demand comes from the scripted
+    // report source, in step with the phases whatever the guests' speed;
+    // the plugs and unplugs are the guests' own.
     let run = run_memtide(
         &[
             "demo",
             "--virtio-mem",
+            "--workload",
+            "scripted",
             "--phase-s",
             "8",
             "--out-dir",
