@@ -29,24 +29,27 @@ use memtide_test_support::{boot_lock, get_json, guest_images, require_kvm, Boots
 /// virtio-mem driver up), commit and touch 150 MiB for 40 s, then idle.
 const HOG: &str = "memtide-hog 0:10 150:40 0:600";
 
-/// Polls `GET path` on `sock` every 100 ms until `done` holds for the
-/// answer; returns it and how long it took. Panics at `deadline` with the
-/// last answer, printing progress every 10 s.
+/// Polls `GET path` on the guest's API every 100 ms until `done` holds
+/// for the answer; returns it and how long it took. Panics at `deadline`
+/// or when memtide exits, with the last answer, printing progress every
+/// 10 s.
 fn wait_json(
-    sock: &Path,
+    g: &mut Guest,
     path: &str,
-    what: &str,
+    what: &'static str,
     deadline: impl Into<Duration>,
     done: impl Fn(&serde_json::Value) -> bool,
 ) -> (serde_json::Value, Duration) {
     let deadline = deadline.into();
     let start = Instant::now();
     let mut progress = Instant::now();
-    loop {
-        let got = get_json(sock, path).ok();
+    let mut last = None;
+    let mut hit = None;
+    let waited = g.wait_until(what, deadline, Duration::from_millis(100), |g| {
+        let got = get_json(&g.sock, path).ok();
         if let Some(v) = got.as_ref().filter(|v| done(v)) {
-            eprintln!("[{:>5.1} s] {what}: {v}", start.elapsed().as_secs_f64());
-            return (v.clone(), start.elapsed());
+            hit = Some(v.clone());
+            return Ok(true);
         }
         if progress.elapsed() >= Duration::from_secs(10) {
             progress = Instant::now();
@@ -56,11 +59,15 @@ fn wait_json(
                 deadline.as_secs_f64()
             );
         }
-        assert!(
-            start.elapsed() < deadline,
-            "timed out after {deadline:?} waiting for {what} ({path}): {got:?}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
+        last = got;
+        Ok(false)
+    });
+    match (waited, hit) {
+        (Ok(()), Some(v)) => {
+            eprintln!("[{:>5.1} s] {what}: {v}", start.elapsed().as_secs_f64());
+            (v, start.elapsed())
+        }
+        (e, _) => panic!("waiting for {what} ({path}): {e:?}; last answer: {last:?}"),
     }
 }
 
@@ -110,7 +117,7 @@ fn the_balancer_grows_by_plug_and_shrinks_by_unplug() {
         v["driver_ready"] == true
     });
     wait_json(
-        &sock,
+        &mut g,
         "/memory/virtio-mem",
         "the virtio-mem driver",
         Boots(2.0),
@@ -121,7 +128,7 @@ fn the_balancer_grows_by_plug_and_shrinks_by_unplug() {
 
     // The workload commits 150 MiB: the balancer plugs.
     let (grown, _) = wait_json(
-        &sock,
+        &mut g,
         "/balancer",
         "the balancer to plug",
         Boots(6.0).plus_secs(20),
@@ -135,7 +142,7 @@ fn the_balancer_grows_by_plug_and_shrinks_by_unplug() {
     );
     assert!(!reason.contains("hot-added"), "no slot: {vm}");
     let (dev, plug_took) = wait_json(
-        &sock,
+        &mut g,
         "/memory/virtio-mem",
         "the guest to plug what was requested",
         Boots(4.0),
@@ -165,7 +172,7 @@ fn the_balancer_grows_by_plug_and_shrinks_by_unplug() {
     // The workload ends; after 30 s without a stall the guest is calm and
     // the balancer unplugs what it plugged.
     let (shrunk, _) = wait_json(
-        &sock,
+        &mut g,
         "/balancer",
         "the balancer to unplug",
         Boots(6.0).plus_secs(40 + 30 + 20),
@@ -182,7 +189,7 @@ fn the_balancer_grows_by_plug_and_shrinks_by_unplug() {
     assert!(reason.contains("(virtio-mem)"), "{vm}");
     let requested = u(vm, "virtio_mem_mib");
     let (dev, unplug_took) = wait_json(
-        &sock,
+        &mut g,
         "/memory/virtio-mem",
         "the guest to unplug",
         Boots(4.0),
