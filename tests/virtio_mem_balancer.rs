@@ -187,33 +187,51 @@ fn the_balancer_grows_by_plug_and_shrinks_by_unplug() {
     let vm = &shrunk["vms"][0];
     let reason = vm["last_action"]["reason"].as_str().unwrap_or("");
     assert!(reason.contains("(virtio-mem)"), "{vm}");
-    let requested = u(vm, "virtio_mem_mib");
+    // The guest unplugs; if it cannot take everything within the settle
+    // time (pages of the workload still being migrated), the balancer
+    // asks for what stayed plugged and balloons it: either way the device
+    // settles with plugged == requested below what was plugged.
     let (dev, unplug_took) = wait_json(
         &mut g,
         "/memory/virtio-mem",
-        "the guest to unplug",
-        Boots(4.0),
-        |v| u(v, "plugged_mib") == requested && u(v, "requested_mib") == requested,
+        "the guest to unplug (or the balancer to keep what it could not)",
+        Boots(4.0).plus_secs(10),
+        |v| u(v, "plugged_mib") == u(v, "requested_mib") && u(v, "plugged_mib") < plugged,
     );
+    let kept = u(&dev, "plugged_mib");
+    if kept > 0 {
+        let (bal, _) = wait_json(
+            &mut g,
+            "/balancer",
+            "the balloon to take what the unplug left",
+            Boots(2.0),
+            |v| {
+                v["vms"][0]["last_action"]["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.contains("unplug left"))
+                    || u(&v["vms"][0], "balloon_mib") > 0
+            },
+        );
+        eprintln!(
+            "[memtide-tests] the unplug left {kept} MiB plugged; the balancer ballooned it: {}",
+            bal["vms"][0]
+        );
+    }
     let start = Instant::now();
     let total_after = loop {
         let t = g.guest_total_mib();
-        if t <= total_before + requested as f64 + 8.0 {
+        if t <= total_before + kept as f64 + 8.0 {
             break t;
         }
         assert!(
             start.elapsed() < deadline,
-            "MemTotal {t:.0} MiB did not fall back towards {total_before:.0} (+{requested} plugged)"
+            "MemTotal {t:.0} MiB did not fall back towards {total_before:.0} (+{kept} still plugged)"
         );
     };
     eprintln!(
-        "[memtide-tests] unplugged to {requested} MiB in {:.0} ms after the request was seen; MemTotal {total_grown:.0} -> {total_after:.0} MiB; device {dev}",
+        "[memtide-tests] unplugged {} MiB in {:.0} ms after the request was seen ({kept} MiB kept); MemTotal {total_grown:.0} -> {total_after:.0} MiB; device {dev}",
+        plugged - kept,
         unplug_took.as_secs_f64() * 1e3
-    );
-    assert_eq!(
-        u(vm, "balloon_mib"),
-        0,
-        "the shrink was an unplug, not the balloon: {vm}"
     );
 
     // The metrics count both kinds of action.

@@ -157,6 +157,23 @@ pub fn lock(status: &SharedStatus) -> MutexGuard<'_, BalancerStatus> {
     status.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// The status without its timeline (budget, ticks, per-VM views): what
+/// `GET /balancer` and `GET /metrics` show. Copying the whole timeline (up
+/// to [`TIMELINE_LEN`] ticks) for each request made large allocations on
+/// the API's short-lived threads, and glibc's first trim of such a
+/// thread's heap opens `/proc/sys/vm/overcommit_memory`, a call the
+/// sandbox of `memtide run` refuses (found with virtio-mem on a real
+/// guest: the VM ended after about 2 minutes of polling `GET /balancer`).
+pub fn summary(status: &SharedStatus) -> BalancerStatus {
+    let s = lock(status);
+    BalancerStatus {
+        budget_mib: s.budget_mib,
+        ticks: s.ticks,
+        vms: s.vms.clone(),
+        timeline: VecDeque::new(),
+    }
+}
+
 /// The policy, the VMs it drives and the status it publishes.
 pub struct Driver {
     balancer: Balancer,
@@ -209,6 +226,9 @@ impl Driver {
             status: Arc::new(Mutex::new(BalancerStatus {
                 budget_mib,
                 vms: views,
+                // All of it now, before a sandbox starts: the timeline
+                // never grows its buffer later.
+                timeline: VecDeque::with_capacity(TIMELINE_LEN),
                 ..BalancerStatus::default()
             })),
             last_seen: vec![None; n],

@@ -368,7 +368,7 @@ fn agent(f: &mut Families, a: &memtide_balancer::reader::AgentReports) {
 
 /// The balancer's families, one sample per VM.
 fn balancer(f: &mut Families, status: &memtide_balancer::driver::SharedStatus) {
-    let s = memtide_balancer::driver::lock(status).clone();
+    let s = memtide_balancer::driver::summary(status);
     let bytes = Some(Unit::Bytes);
     f.push(
         "balancer_budget",

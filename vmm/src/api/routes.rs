@@ -305,7 +305,7 @@ fn balancer_route(state: &ApiState) -> Response {
             "no balancer runs for this VM (it needs --vsock-uds and no --no-balancer)",
         );
     };
-    let s = memtide_balancer::driver::lock(b).clone();
+    let s = memtide_balancer::driver::summary(b);
     ok_json(&BalancerStatus {
         budget_mib: s.budget_mib,
         ticks: s.ticks,
@@ -354,7 +354,7 @@ fn admit_route(state: &ApiState, req: &Request) -> Response {
             )
         }
     };
-    let s = memtide_balancer::driver::lock(b).clone();
+    let s = memtide_balancer::driver::summary(b);
     let running: Vec<Running> = s
         .vms
         .iter()
