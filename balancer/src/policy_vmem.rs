@@ -49,8 +49,8 @@ impl Balancer {
             over_budget_mib: 0,
             reason: format!(
                 "vm {}: balloon {short_mib} MiB: unplug left {short_mib} MiB plugged \
-                 (unmovable pages: {plugged} MiB plugged of {requested} MiB requested \
-                 after {} s); virtio-mem asked for the {plugged} MiB plugged",
+                 (the guest could not free those blocks: {plugged} MiB plugged of {requested} MiB \
+                 requested after {} s); virtio-mem asked for the {plugged} MiB plugged",
                 v.settings.name,
                 cfg.vmem_settle_ms / 1000
             ),
