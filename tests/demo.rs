@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use memtide_balancer::invariants::{check_no_hot_remove, check_safety};
+use memtide_balancer::invariants::{check_no_hot_remove, check_safety, check_virtio_mem};
 use memtide_balancer::trace::Trace;
 use memtide_test_support::{boot_lock, guest_images, require_kvm, run_memtide, Boots};
 
@@ -117,4 +117,71 @@ fn the_checker_rejects_broken_markup() {
     assert!(well_formed("<svg><g></g></svg>").is_ok());
     assert!(well_formed("<svg><g></svg>").is_err());
     assert!(well_formed("<svg><line/></svg>").is_ok());
+}
+
+#[test]
+fn the_virtio_mem_demo_grows_by_plug_and_shrinks_by_unplug() {
+    if !require_kvm() {
+        return;
+    }
+    let _guard = boot_lock();
+    let (kernel, _) = guest_images();
+    let out = std::env::temp_dir().join(format!("memtide-demo-vmem-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let (out_arg, kernel_arg) = (
+        out.to_str().expect("utf-8 path"),
+        kernel.to_str().expect("utf-8 path"),
+    );
+    // Two guests with a 256 MiB virtio-mem region each and no slots; 5
+    // phases of 8 s: web's demand rises (plug), then batch's while web's
+    // falls (web gives back by unplug). The demand comes from the scripted
+    // report source, in step with the phases whatever the guests' speed;
+    // the plugs and unplugs are the guests' own.
+    let run = run_memtide(
+        &[
+            "demo",
+            "--virtio-mem",
+            "--workload",
+            "scripted",
+            "--phase-s",
+            "8",
+            "--out-dir",
+            out_arg,
+            "--kernel",
+            kernel_arg,
+        ],
+        Boots(12.0).plus_secs(40),
+    );
+    let stdout = &run.stdout;
+    assert!(
+        run.status.success(),
+        "demo failed: {}\n{stdout}\n{}",
+        run.status,
+        run.stderr
+    );
+    assert!(stdout.contains("by virtio-mem plug"), "{stdout}");
+    assert!(stdout.contains("invariants hold"), "{stdout}");
+    let text = std::fs::read_to_string(out.join("trace.json")).expect("trace.json");
+    let trace = Trace::from_json(&text).expect("a valid trace");
+    assert!(
+        trace.vms.iter().all(|v| v.virtio_mem.is_some()),
+        "{:?}",
+        trace.vms
+    );
+    check_safety(&trace.vms, trace.budget_mib, &trace.ticks).expect("safety");
+    check_virtio_mem(&trace.vms, &trace.ticks, 10_000).expect("virtio-mem accounting");
+    let reasons: Vec<&String> = trace
+        .ticks
+        .iter()
+        .flat_map(|t| t.reasons.iter())
+        .filter(|r| !r.is_empty())
+        .collect();
+    let has = |s: &str| reasons.iter().any(|r| r.contains(s));
+    assert!(has("(virtio-mem)") && has("plug "), "no plug: {reasons:#?}");
+    assert!(has("unplug "), "no unplug: {reasons:#?}");
+    assert!(
+        !has("slot(s) hot-added"),
+        "no slots in this demo: {reasons:#?}"
+    );
+    let _ = std::fs::remove_dir_all(&out);
 }

@@ -335,6 +335,14 @@ pub struct BalancerVm {
     pub plugged_mib: u64,
     /// Memory held by the balloon, MiB.
     pub balloon_mib: u64,
+    /// virtio-mem: the requested size the balancer counts, MiB (0 without
+    /// a device).
+    #[serde(default)]
+    pub virtio_mem_mib: u64,
+    /// virtio-mem: the device's plugged size at the balancer's last look,
+    /// MiB.
+    #[serde(default)]
+    pub virtio_mem_plugged_mib: u64,
     /// Committed plus buffer within the VM's bounds, MiB.
     pub demand_mib: u64,
     /// Committed memory from the latest report, MiB.

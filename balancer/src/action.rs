@@ -21,6 +21,37 @@ pub enum Action {
         /// MiB each.
         slot_mib: u64,
     },
+    /// virtio-mem: raise the device's requested size to this, MiB (the
+    /// guest plugs blocks and its MemTotal grows).
+    Plug {
+        /// New requested size.
+        to_requested_mib: u64,
+    },
+    /// virtio-mem: lower the device's requested size to this, MiB (the
+    /// guest unplugs blocks; they leave its MemTotal and the host).
+    Unplug {
+        /// New requested size.
+        to_requested_mib: u64,
+    },
+    /// virtio-mem: set the requested size to what the guest could not
+    /// unplug, so that it stops trying; the balloon takes the rest.
+    KeepPlugged {
+        /// New requested size (the device's plugged size).
+        to_requested_mib: u64,
+    },
+}
+
+impl Action {
+    /// The virtio-mem requested size this action sets, if it is a
+    /// virtio-mem action.
+    pub fn virtio_mem_requested_mib(&self) -> Option<u64> {
+        match *self {
+            Action::Plug { to_requested_mib }
+            | Action::Unplug { to_requested_mib }
+            | Action::KeepPlugged { to_requested_mib } => Some(to_requested_mib),
+            Action::Deflate { .. } | Action::Inflate { .. } | Action::HotAdd { .. } => None,
+        }
+    }
 }
 
 /// What the balancer decided for one VM in one step.

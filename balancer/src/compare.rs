@@ -128,6 +128,8 @@ pub fn run(policy: &mut dyn Policy, name: &str, w: &Workload) -> Run {
             t_ms: t,
             plugged: states.iter().map(|s| s.plugged_mib).collect(),
             balloon: states.iter().map(|s| s.balloon_mib).collect(),
+            vmem: Vec::new(),
+            vmem_plugged: Vec::new(),
             committed,
             target: decisions.iter().map(|d| d.target_mib).collect(),
             honest: vec![true; n],

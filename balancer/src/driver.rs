@@ -50,6 +50,21 @@ pub trait VmPort: Send {
     fn fault(&self) -> Option<String> {
         None
     }
+    /// The VM's virtio-mem device now, if it has one and it can be asked:
+    /// its requested and plugged sizes, MiB. The balancer learns from it
+    /// whether an unplug came up short.
+    fn virtio_mem(&mut self) -> Option<VirtioMemNow> {
+        None
+    }
+}
+
+/// What a VM's virtio-mem device says (`GET /memory/virtio-mem`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VirtioMemNow {
+    /// Requested size, MiB.
+    pub requested_mib: u64,
+    /// Plugged size, MiB.
+    pub plugged_mib: u64,
 }
 
 /// One VM's line in the balancer's status.
@@ -63,6 +78,10 @@ pub struct VmView {
     pub plugged_mib: u64,
     /// Memory held by the balloon, MiB.
     pub balloon_mib: u64,
+    /// virtio-mem: the size the balancer asked the device for, MiB.
+    pub virtio_mem_mib: u64,
+    /// virtio-mem: the device's plugged size at the last look, MiB.
+    pub virtio_mem_plugged_mib: u64,
     /// Memory the VM must keep, MiB (its settings' minimum).
     pub minimum_mib: u64,
     /// What the VM should have: committed plus buffer within its bounds, MiB.
@@ -92,6 +111,12 @@ pub struct ActionCounts {
     pub deflate: u64,
     /// Hot-adds of memory slots.
     pub hot_add: u64,
+    /// virtio-mem plugs (requested size raised).
+    pub plug: u64,
+    /// virtio-mem unplugs (requested size lowered).
+    pub unplug: u64,
+    /// Short unplugs given up (requested size set to what stayed plugged).
+    pub keep_plugged: u64,
 }
 
 impl ActionCounts {
@@ -102,6 +127,9 @@ impl ActionCounts {
             Action::Inflate { .. } => &mut self.inflate,
             Action::Deflate { .. } => &mut self.deflate,
             Action::HotAdd { .. } => &mut self.hot_add,
+            Action::Plug { .. } => &mut self.plug,
+            Action::Unplug { .. } => &mut self.unplug,
+            Action::KeepPlugged { .. } => &mut self.keep_plugged,
         };
         *n = n.saturating_add(1);
     }
@@ -127,6 +155,23 @@ pub type SharedStatus = Arc<Mutex<BalancerStatus>>;
 /// Locks the shared status (recovering from a poisoned lock: plain data).
 pub fn lock(status: &SharedStatus) -> MutexGuard<'_, BalancerStatus> {
     status.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The status without its timeline (budget, ticks, per-VM views): what
+/// `GET /balancer` and `GET /metrics` show. Copying the whole timeline (up
+/// to [`TIMELINE_LEN`] ticks) for each request made large allocations on
+/// the API's short-lived threads, and glibc's first trim of such a
+/// thread's heap opens `/proc/sys/vm/overcommit_memory`, a call the
+/// sandbox of `memtide run` refuses (found with virtio-mem on a real
+/// guest: the VM ended after about 2 minutes of polling `GET /balancer`).
+pub fn summary(status: &SharedStatus) -> BalancerStatus {
+    let s = lock(status);
+    BalancerStatus {
+        budget_mib: s.budget_mib,
+        ticks: s.ticks,
+        vms: s.vms.clone(),
+        timeline: VecDeque::new(),
+    }
 }
 
 /// The policy, the VMs it drives and the status it publishes.
@@ -181,6 +226,9 @@ impl Driver {
             status: Arc::new(Mutex::new(BalancerStatus {
                 budget_mib,
                 vms: views,
+                // All of it now, before a sandbox starts: the timeline
+                // never grows its buffer later.
+                timeline: VecDeque::with_capacity(TIMELINE_LEN),
                 ..BalancerStatus::default()
             })),
             last_seen: vec![None; n],
@@ -213,6 +261,10 @@ impl Driver {
                 }
             }
             latest.push(seen);
+            if let Some(v) = port.virtio_mem() {
+                self.balancer
+                    .observe_virtio_mem(i, v.requested_mib, v.plugged_mib, now_ms);
+            }
         }
         let decisions = self.balancer.step(&reports, self.budget_mib, now_ms);
         for d in &decisions {
@@ -244,11 +296,18 @@ impl Driver {
         let mut status = lock(&self.status);
         status.ticks += 1;
         let n = decisions.len();
+        let any_vmem = (0..n).any(|i| {
+            self.balancer
+                .settings(i)
+                .is_some_and(|s| s.virtio_mem.is_some())
+        });
         let mut point = Tick {
             t_ms: now_ms,
             assigned: Vec::with_capacity(n),
             plugged: Vec::with_capacity(n),
             balloon: Vec::with_capacity(n),
+            vmem: Vec::new(),
+            vmem_plugged: Vec::new(),
             committed: Vec::with_capacity(n),
             target: Vec::with_capacity(n),
             honest: Vec::with_capacity(n),
@@ -266,6 +325,8 @@ impl Driver {
             view.assigned_mib = state.assigned_mib();
             view.plugged_mib = state.plugged_mib;
             view.balloon_mib = state.balloon_mib;
+            view.virtio_mem_mib = state.vmem_requested_mib;
+            view.virtio_mem_plugged_mib = state.vmem_plugged_mib;
             view.demand_mib = d.target_mib;
             view.committed_mib = committed;
             view.pressure_pct = committed
@@ -285,6 +346,10 @@ impl Driver {
             point.assigned.push(view.assigned_mib);
             point.plugged.push(view.plugged_mib);
             point.balloon.push(view.balloon_mib);
+            if any_vmem {
+                point.vmem.push(view.virtio_mem_mib);
+                point.vmem_plugged.push(view.virtio_mem_plugged_mib);
+            }
             point.committed.push(committed.unwrap_or(0));
             point.target.push(view.demand_mib);
             point.honest.push(committed.is_some());

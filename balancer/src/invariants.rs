@@ -44,7 +44,8 @@ pub fn check_safety(vms: &[VmSettings], budget_mib: u64, ticks: &[Tick]) -> Resu
                     t.t_ms, s.name, t.plugged[i]
                 ));
             }
-            if t.balloon[i] > t.plugged[i].saturating_sub(s.minimum_mib) {
+            let vmem = t.vmem.get(i).copied().unwrap_or(0);
+            if t.balloon[i] > (t.plugged[i] + vmem).saturating_sub(s.minimum_mib) {
                 return Err(format!(
                     "t={}: vm {} balloon {} MiB above plugged - minimum",
                     t.t_ms, s.name, t.balloon[i]
@@ -60,6 +61,54 @@ pub fn check_no_hot_remove(ticks: &[Tick]) -> Result<(), String> {
     for w in ticks.windows(2) {
         if w[1].plugged.iter().zip(&w[0].plugged).any(|(b, a)| b < a) {
             return Err(format!("t={}: plugged memory fell", w[1].t_ms));
+        }
+    }
+    Ok(())
+}
+
+/// virtio-mem accounting, every tick, for VMs with a device: assigned is
+/// boot + hot-added + requested - balloon; the requested size is whole
+/// blocks within the region; and unplugged memory is never counted as
+/// assigned: the requested size (what is counted) is at most what the
+/// device has plugged, but for a plug still under way (the requested size
+/// rose within the last `settle_ms`). Ticks without virtio-mem figures pass.
+pub fn check_virtio_mem(vms: &[VmSettings], ticks: &[Tick], settle_ms: u64) -> Result<(), String> {
+    // Per VM, when its requested size last rose.
+    let mut rose_at: Vec<Option<u64>> = vec![None; vms.len()];
+    let mut prev: Vec<u64> = vec![0; vms.len()];
+    for t in ticks {
+        if t.vmem.len() != vms.len() || t.vmem_plugged.len() != vms.len() {
+            continue;
+        }
+        for (i, s) in vms.iter().enumerate() {
+            let Some(dev) = s.virtio_mem else {
+                continue;
+            };
+            let (req, plugged) = (t.vmem[i], t.vmem_plugged[i]);
+            if req > prev[i] {
+                rose_at[i] = Some(t.t_ms);
+            }
+            prev[i] = req;
+            let counted = (t.plugged[i] + req).saturating_sub(t.balloon[i]);
+            if t.assigned[i] != counted {
+                return Err(format!(
+                    "t={}: vm {} assigned {} MiB, but boot + hot-added {} + virtio-mem {req} - balloon {} = {counted}",
+                    t.t_ms, s.name, t.assigned[i], t.plugged[i], t.balloon[i]
+                ));
+            }
+            if req > dev.region_mib || dev.floor_blocks(req) != req {
+                return Err(format!(
+                    "t={}: vm {} requests {req} MiB: not whole {} MiB blocks within {} MiB",
+                    t.t_ms, s.name, dev.block_mib, dev.region_mib
+                ));
+            }
+            let plugging = rose_at[i].is_some_and(|r| t.t_ms.saturating_sub(r) < settle_ms);
+            if req > plugged && !plugging {
+                return Err(format!(
+                    "t={}: vm {} counts {req} MiB of virtio-mem, only {plugged} MiB plugged",
+                    t.t_ms, s.name
+                ));
+            }
         }
     }
     Ok(())
@@ -182,6 +231,8 @@ mod tests {
             t_ms,
             plugged: assigned.clone(),
             balloon: vec![0; n],
+            vmem: Vec::new(),
+            vmem_plugged: Vec::new(),
             committed: vec![100; n],
             target: vec![120; n],
             honest: vec![true; n],

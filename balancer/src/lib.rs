@@ -25,9 +25,10 @@ pub mod settings;
 pub mod share;
 pub mod sim;
 pub mod trace;
+pub mod vmem;
 pub mod workloads;
 
 pub use action::{Action, Decision};
 pub use policy::{Balancer, PolicyConfig};
 pub use report::{Report, ReportVerdict};
-pub use settings::{SettingsError, VmSettings, VmState};
+pub use settings::{SettingsError, VirtioMemSettings, VmSettings, VmState};

@@ -21,12 +21,17 @@
 //! for a while may give back memory down to committed plus a smaller
 //! buffer (below its startup memory only when the budget is short).
 
-use crate::action::{resize_actions, Decision};
+use crate::action::{resize_actions, Action, Decision};
 use crate::psi::{calm_now, psi_signal, psi_step_mib, with_pct, PsiSignal};
 use crate::report::{judge, Report, ReportVerdict};
 use crate::resize::{hysteresis_mib, plan_growth, plan_shrink, pressure_pct};
 use crate::settings::{SettingsError, VmSettings, VmState};
 use crate::share::{fit_budget, Need};
+use crate::vmem::{plan_vmem_growth, split_shrink, vmem_reachable_mib, VmemNow};
+
+#[path = "policy_vmem.rs"]
+mod vmem_steps;
+use vmem_steps::{vmem_growth_text, vmem_shrink_text};
 
 /// What `decide` needs to know about the whole step.
 #[derive(Debug, Clone, Copy)]
@@ -72,6 +77,12 @@ pub struct PolicyConfig {
     /// The buffer over committed memory of a calm guest, percent (smaller
     /// than the VMs' buffer).
     pub calm_buffer_pct: u64,
+    /// virtio-mem: a device still plugging more than requested this long
+    /// after the request (ms) has come up short: the balloon takes the rest.
+    pub vmem_settle_ms: u64,
+    /// virtio-mem: after an unplug came up short, no balloon-to-unplug
+    /// conversion for this long, ms.
+    pub vmem_retry_ms: u64,
 }
 
 impl Default for PolicyConfig {
@@ -88,6 +99,8 @@ impl Default for PolicyConfig {
             psi_step_pct: 10,
             psi_calm_after_ms: 30_000,
             calm_buffer_pct: 10,
+            vmem_settle_ms: 10_000,
+            vmem_retry_ms: 30_000,
         }
     }
 }
@@ -178,6 +191,47 @@ impl Balancer {
             }
             v.previous = v.latest.replace(report);
         }
+    }
+
+    /// Records what VM `vm`'s virtio-mem device says at `now_ms`: its
+    /// requested and plugged sizes, MiB (ignored for an unknown VM or one
+    /// without virtio-mem). A requested size other than the balancer's (a
+    /// request that failed, say before the guest driver was up, or an
+    /// operator's) becomes the balancer's, as of now: the device is the
+    /// truth.
+    pub fn observe_virtio_mem(
+        &mut self,
+        vm: usize,
+        requested_mib: u64,
+        plugged_mib: u64,
+        now_ms: u64,
+    ) {
+        let Some(v) = self.vms.get_mut(vm) else {
+            return;
+        };
+        if v.settings.virtio_mem.is_none() {
+            return;
+        }
+        v.state.vmem_plugged_mib = plugged_mib;
+        if v.state.vmem_requested_mib != requested_mib {
+            v.state.vmem_requested_mib = requested_mib;
+            v.state.vmem_requested_at_ms = Some(now_ms);
+        }
+    }
+
+    /// A resize that came up short: VM `vm`'s device has another plugged
+    /// size than requested `vmem_settle_ms` after the request. Returns
+    /// plugged minus requested, MiB (positive: an unplug left memory
+    /// plugged; negative: a plug did not plug it all).
+    fn vmem_shortfall(&self, vm: usize, now_ms: u64) -> Option<i128> {
+        let v = self.vms.get(vm)?;
+        v.settings.virtio_mem?;
+        let st = &v.state;
+        let settled = st
+            .vmem_requested_at_ms
+            .is_some_and(|t| now_ms.saturating_sub(t) >= self.cfg.vmem_settle_ms);
+        let diff = i128::from(st.vmem_plugged_mib) - i128::from(st.vmem_requested_mib);
+        (settled && diff != 0).then_some(diff)
     }
 
     /// The balancer's view of VM `vm`.
@@ -273,7 +327,16 @@ impl Balancer {
                     urgent,
                     floors_fit,
                 };
-                let mut d = self.decide(i, &needs[i], &judged[i].verdict, &judged[i].psi, ctx);
+                let mut d = match self.vmem_shortfall(i, now_ms) {
+                    Some(diff) if diff > 0 => self.balloon_the_shortfall(
+                        i,
+                        u64::try_from(diff).unwrap_or(u64::MAX),
+                        &needs[i],
+                        now_ms,
+                    ),
+                    Some(_) => self.count_what_was_plugged(i, &needs[i], now_ms),
+                    None => self.decide(i, &needs[i], &judged[i].verdict, &judged[i].psi, ctx),
+                };
                 if !judged[i].psi.text.is_empty() {
                     d.reason.push_str("; ");
                     d.reason.push_str(&judged[i].psi.text);
@@ -345,6 +408,11 @@ impl Balancer {
         let shrinking = need.want < assigned;
         let delta = need.want.abs_diff(assigned);
         if delta == 0 || (delta < threshold && !(shrinking && ctx.urgent)) {
+            if !psi.high && need.want <= assigned {
+                if let Some(c) = self.convert_balloon(i, need, ctx.now_ms) {
+                    return c;
+                }
+            }
             d.reason = format!(
                 "vm {name}: pressure {pressure}, target {} MiB, want {} MiB within {threshold} MiB of {assigned} MiB: no change",
                 need.target, need.want
@@ -384,24 +452,93 @@ impl Balancer {
                 d.reason = format!("vm {name}: at its floor of {floor} MiB");
                 return d;
             }
-            let old = v.state.balloon_mib;
-            v.state.balloon_mib += shrink;
-            d.actions = resize_actions(old, v.state.balloon_mib, 0, slot_mib);
             let why = if psi.calm && !ctx.urgent {
                 "calm, gives back"
             } else {
                 "budget short"
             };
-            d.reason = format!(
-                "vm {name}: {why}, pressure {pressure} (target {} MiB, share {} MiB): inflate {shrink} MiB",
+            let head = format!(
+                "vm {name}: {why}, pressure {pressure} (target {} MiB, share {} MiB)",
                 need.target, need.want
             );
+            let old = v.state.balloon_mib;
+            if let Some(dev) = v.settings.virtio_mem {
+                let split = split_shrink(
+                    &dev,
+                    v.state.vmem_requested_mib,
+                    shrink,
+                    assigned.saturating_sub(floor),
+                );
+                let how = vmem_shrink_text(&dev, v.state.vmem_requested_mib, split);
+                if split.unplug_mib > 0 {
+                    v.state.vmem_requested_mib -= split.unplug_mib;
+                    v.state.vmem_requested_at_ms = Some(ctx.now_ms);
+                    d.actions.push(Action::Unplug {
+                        to_requested_mib: v.state.vmem_requested_mib,
+                    });
+                }
+                v.state.balloon_mib += split.inflate_mib;
+                d.actions
+                    .extend(resize_actions(old, v.state.balloon_mib, 0, slot_mib));
+                d.reason = format!("{head}: {how}");
+            } else {
+                v.state.balloon_mib += shrink;
+                d.actions = resize_actions(old, v.state.balloon_mib, 0, slot_mib);
+                d.reason = format!("{head}: inflate {shrink} MiB");
+            }
         } else {
             let grow = delta.min(headroom);
             if grow == 0 {
                 d.reason = format!(
                     "vm {name}: pressure {pressure}, wants {delta} MiB more, no budget headroom"
                 );
+                return d;
+            }
+            let why = if psi.high {
+                format!("vm {name}: pressure {pressure}, target {} MiB", need.target)
+            } else {
+                format!(
+                    "vm {name}: pressure {pressure} > {} (target {} MiB = committed + {} % buffer)",
+                    10_000 / (100 + u64::from(v.settings.buffer_pct)),
+                    need.target,
+                    v.settings.buffer_pct,
+                )
+            };
+            if let Some(dev) = v.settings.virtio_mem {
+                let now = VmemNow {
+                    plugged_mib: v.state.plugged_mib,
+                    requested_mib: v.state.vmem_requested_mib,
+                    balloon_mib: v.state.balloon_mib,
+                    maximum_mib: v.settings.maximum_mib,
+                };
+                let g = plan_vmem_growth(&dev, now, grow, headroom - grow, slot_mib);
+                let gained = g.gained_mib(assigned);
+                if gained == 0 {
+                    d.reason = format!(
+                        "vm {name}: at its maximum ({} MiB plugged by virtio-mem, region {} MiB)",
+                        now.requested_mib, dev.region_mib
+                    );
+                    return d;
+                }
+                if g.plug_mib > 0 {
+                    d.actions.push(Action::Plug {
+                        to_requested_mib: g.new_requested_mib,
+                    });
+                    v.state.vmem_requested_at_ms = Some(ctx.now_ms);
+                }
+                d.actions.extend(resize_actions(
+                    now.balloon_mib,
+                    g.new_balloon_mib,
+                    g.slots,
+                    slot_mib,
+                ));
+                v.state.plugged_mib = g.new_plugged_mib;
+                v.state.vmem_requested_mib = g.new_requested_mib;
+                v.state.balloon_mib = g.new_balloon_mib;
+                v.state.last_grow_ms = Some(ctx.now_ms);
+                d.reason = format!("{why}, grow {gained} MiB: {}", vmem_growth_text(&dev, &g));
+                v.state.last_change_ms = Some(ctx.now_ms);
+                d.assigned_after_mib = v.state.assigned_mib();
                 return d;
             }
             let (plugged, balloon) = (v.state.plugged_mib, v.state.balloon_mib);
@@ -415,16 +552,6 @@ impl Balancer {
             v.state.plugged_mib = g.new_plugged_mib;
             v.state.balloon_mib = g.new_balloon_mib;
             v.state.last_grow_ms = Some(ctx.now_ms);
-            let why = if psi.high {
-                format!("vm {name}: pressure {pressure}, target {} MiB", need.target)
-            } else {
-                format!(
-                    "vm {name}: pressure {pressure} > {} (target {} MiB = committed + {} % buffer)",
-                    10_000 / (100 + u64::from(v.settings.buffer_pct)),
-                    need.target,
-                    v.settings.buffer_pct,
-                )
-            };
             d.reason = format!(
                 "{why}, grow {gained} MiB ({} from the balloon, {} slot(s) hot-added)",
                 g.from_balloon_mib, g.slots
@@ -437,10 +564,20 @@ impl Balancer {
 }
 
 /// The most a VM can reach by hot-adding whole slots: plugged plus the
-/// whole slots that fit below its maximum.
+/// whole slots that fit below its maximum (with virtio-mem: whole blocks
+/// first, [`vmem_reachable_mib`]).
 fn reachable_mib(cfg: &PolicyConfig, v: &Vm) -> u64 {
     let slot = v.settings.slot_mib.unwrap_or(cfg.slot_mib).max(1);
     let plugged = v.state.plugged_mib;
+    if let Some(dev) = v.settings.virtio_mem {
+        return vmem_reachable_mib(
+            &dev,
+            plugged,
+            v.state.vmem_requested_mib,
+            v.settings.maximum_mib,
+            slot,
+        );
+    }
     plugged + v.settings.maximum_mib.saturating_sub(plugged) / slot * slot
 }
 
@@ -525,6 +662,10 @@ fn fresh_need(cfg: &PolicyConfig, v: &mut Vm, r: &Report, now_ms: u64) -> (Need,
     };
     (need, note)
 }
+
+#[cfg(test)]
+#[path = "policy_vmem_tests.rs"]
+mod vmem_tests;
 
 #[cfg(test)]
 mod tests {

@@ -55,6 +55,53 @@ pub struct VmSettings {
     /// different slot sizes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slot_mib: Option<u64>,
+    /// This VM's virtio-mem device, if it has one: the balancer then grows
+    /// it by plugging blocks and shrinks it by unplugging them
+    /// (`docs/virtio-mem.md`, "How the balancer chooses").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub virtio_mem: Option<VirtioMemSettings>,
+}
+
+/// A VM's virtio-mem device as the balancer sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct VirtioMemSettings {
+    /// The device region: the most that can be plugged, MiB.
+    pub region_mib: u64,
+    /// The unit of plug and unplug, MiB (at least 1): the device's block
+    /// size, or the guest driver's larger unit
+    /// ([`VirtioMemSettings::for_linux_guest`]).
+    pub block_mib: u64,
+}
+
+/// The least a Linux guest plugs or unplugs at a time, MiB: its
+/// `virtio_mem` driver works in sub-blocks of at least `MAX_ORDER` pages
+/// (4 MiB on x86-64 with Linux 6.12, "subblock size: 0x400000" in its log),
+/// whatever the device's block size; a request between two sub-blocks is
+/// never met (a 2 MiB device asked for 34 MiB plugs 32).
+pub const LINUX_SUBBLOCK_MIB: u64 = 4;
+
+impl VirtioMemSettings {
+    /// The balancer's view of a device of `region_mib` with
+    /// `device_block_mib` blocks in a Linux guest: it resizes in units of
+    /// the larger of the device block and [`LINUX_SUBBLOCK_MIB`].
+    pub fn for_linux_guest(region_mib: u64, device_block_mib: u64) -> Self {
+        Self {
+            region_mib,
+            block_mib: device_block_mib.max(LINUX_SUBBLOCK_MIB),
+        }
+    }
+
+    /// `mib` rounded down to whole blocks.
+    pub fn floor_blocks(&self, mib: u64) -> u64 {
+        let b = self.block_mib.max(1);
+        mib / b * b
+    }
+
+    /// `mib` rounded up to whole blocks (saturating).
+    pub fn ceil_blocks(&self, mib: u64) -> u64 {
+        let b = self.block_mib.max(1);
+        mib.div_ceil(b).saturating_mul(b)
+    }
 }
 
 impl VmSettings {
@@ -68,6 +115,7 @@ impl VmSettings {
             buffer_pct: 20,
             weight: 5000,
             slot_mib: None,
+            virtio_mem: None,
         }
     }
 
@@ -109,7 +157,7 @@ impl VmSettings {
 }
 
 /// The balancer's view of a VM's memory.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct VmState {
     /// Boot memory plus hot-added memory, MiB.
     pub plugged_mib: u64,
@@ -119,6 +167,17 @@ pub struct VmState {
     pub last_change_ms: Option<u64>,
     /// When the VM last grew (ms), if ever.
     pub last_grow_ms: Option<u64>,
+    /// virtio-mem: the size the balancer asked the device for (its
+    /// requested size), MiB; counted as assigned. 0 without a device.
+    pub vmem_requested_mib: u64,
+    /// virtio-mem: what the device said was plugged at the last
+    /// observation, MiB.
+    pub vmem_plugged_mib: u64,
+    /// virtio-mem: when the requested size last changed (ms), if ever.
+    pub vmem_requested_at_ms: Option<u64>,
+    /// virtio-mem: no balloon-to-unplug conversion before this time (ms),
+    /// set when an unplug came up short.
+    pub vmem_retry_after_ms: Option<u64>,
 }
 
 impl VmState {
@@ -126,15 +185,17 @@ impl VmState {
     pub fn at_startup(settings: &VmSettings) -> Self {
         Self {
             plugged_mib: settings.startup_mib,
-            balloon_mib: 0,
-            last_change_ms: None,
-            last_grow_ms: None,
+            ..Self::default()
         }
     }
 
-    /// Memory the guest may use now: plugged minus balloon.
+    /// Memory the guest may use now: boot plus hot-added plus the
+    /// virtio-mem size requested, minus the balloon. Memory the balancer
+    /// asked to unplug is never counted.
     pub fn assigned_mib(&self) -> u64 {
-        self.plugged_mib.saturating_sub(self.balloon_mib)
+        self.plugged_mib
+            .saturating_add(self.vmem_requested_mib)
+            .saturating_sub(self.balloon_mib)
     }
 }
 

@@ -198,6 +198,16 @@ impl Agent {
     }
 }
 
+/// Memory a simulated guest cannot unplug for a while (unmovable pages in
+/// its virtio-mem blocks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pinned {
+    /// An unplug leaves at least this much plugged (MiB) ...
+    pub mib: u64,
+    /// ... until this time (ms); after it, blocks free up.
+    pub until_ms: u64,
+}
+
 /// One simulated VM.
 #[derive(Debug, Clone)]
 pub struct SimVm {
@@ -207,6 +217,8 @@ pub struct SimVm {
     pub demand: Curve,
     /// Its agent.
     pub agent: Agent,
+    /// virtio-mem memory its guest cannot unplug, if any.
+    pub pinned: Option<Pinned>,
 }
 
 impl SimVm {
@@ -216,6 +228,7 @@ impl SimVm {
             settings: VmSettings::new(name, startup, min, max),
             demand,
             agent: Agent::Honest,
+            pinned: None,
         }
     }
 }
@@ -236,6 +249,13 @@ pub struct Tick {
     pub plugged: Vec<u64>,
     /// Balloon size, per VM.
     pub balloon: Vec<u64>,
+    /// virtio-mem: the requested size the balancer counts as assigned,
+    /// per VM (empty in traces from before virtio-mem: none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vmem: Vec<u64>,
+    /// virtio-mem: what the device had plugged, per VM (empty: none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vmem_plugged: Vec<u64>,
     /// Committed memory (the demand curve), per VM.
     pub committed: Vec<u64>,
     /// The target the balancer used (committed + buffer within minimum
@@ -260,8 +280,16 @@ pub fn simulate(
 ) -> Result<Vec<Tick>, SettingsError> {
     let mut b = Balancer::new(cfg, vms.iter().map(|v| v.settings.clone()).collect())?;
     let mut out = Vec::new();
+    let any_vmem = vms.iter().any(|v| v.settings.virtio_mem.is_some());
+    // Each guest's virtio-mem device: (requested, plugged), MiB.
+    let mut dev = vec![(0u64, 0u64); vms.len()];
     for k in 0..ticks {
         let t = k * tick_ms;
+        for (i, v) in vms.iter().enumerate() {
+            if v.settings.virtio_mem.is_some() {
+                b.observe_virtio_mem(i, dev[i].0, dev[i].1, t);
+            }
+        }
         let mut reports = Vec::new();
         for (i, v) in vms.iter().enumerate() {
             let visible = b.state(i).map_or(0, |s| s.assigned_mib());
@@ -273,12 +301,29 @@ pub fn simulate(
             reports.push((i, Report::at(committed, visible, t)));
         }
         let decisions = b.step(&reports, budget_mib, t);
+        for d in &decisions {
+            if let (Some(v), Some(g)) = (vms.get(d.vm), dev.get_mut(d.vm)) {
+                for a in &d.actions {
+                    guest_device_follows(g, a, v, t);
+                }
+            }
+        }
         let states: Vec<_> = (0..vms.len()).filter_map(|i| b.state(i)).collect();
         out.push(Tick {
             t_ms: t,
             assigned: states.iter().map(|s| s.assigned_mib()).collect(),
             plugged: states.iter().map(|s| s.plugged_mib).collect(),
             balloon: states.iter().map(|s| s.balloon_mib).collect(),
+            vmem: if any_vmem {
+                states.iter().map(|s| s.vmem_requested_mib).collect()
+            } else {
+                Vec::new()
+            },
+            vmem_plugged: if any_vmem {
+                dev.iter().map(|d| d.1).collect()
+            } else {
+                Vec::new()
+            },
             committed: vms.iter().map(|v| v.demand.at(t)).collect(),
             target: decisions.iter().map(|d| d.target_mib).collect(),
             honest: vms.iter().map(|v| v.agent.honest_at(t)).collect(),
@@ -287,6 +332,33 @@ pub fn simulate(
         });
     }
     Ok(out)
+}
+
+/// VM `vm`'s simulated virtio-mem driver acting on `action` at `t_ms`:
+/// plugs at once; unplugs at once, but not below the whole blocks that
+/// hold pinned memory.
+fn guest_device_follows(
+    dev: &mut (u64, u64),
+    action: &crate::action::Action,
+    vm: &SimVm,
+    t_ms: u64,
+) {
+    use crate::action::Action;
+    let Some(settings) = vm.settings.virtio_mem else {
+        return;
+    };
+    match *action {
+        Action::Plug { to_requested_mib } => *dev = (to_requested_mib, to_requested_mib),
+        Action::Unplug { to_requested_mib } => {
+            let stuck = vm
+                .pinned
+                .filter(|p| t_ms < p.until_ms)
+                .map_or(0, |p| settings.ceil_blocks(p.mib).min(dev.1));
+            *dev = (to_requested_mib, to_requested_mib.max(stuck));
+        }
+        Action::KeepPlugged { to_requested_mib } => dev.0 = to_requested_mib,
+        Action::Deflate { .. } | Action::Inflate { .. } | Action::HotAdd { .. } => {}
+    }
 }
 
 #[cfg(test)]

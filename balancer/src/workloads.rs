@@ -194,6 +194,7 @@ pub fn recorded(name: &'static str, about: &'static str, trace: &Trace) -> Workl
                 settings: s.clone(),
                 demand: Curve::Recorded(points),
                 agent: Agent::Honest,
+                pinned: None,
             }
         })
         .collect();
@@ -237,6 +238,8 @@ mod tests {
             assigned: vec![256],
             plugged: vec![256],
             balloon: vec![0],
+            vmem: Vec::new(),
+            vmem_plugged: Vec::new(),
             committed: vec![committed],
             target: vec![0],
             honest: vec![honest],

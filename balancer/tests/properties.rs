@@ -73,6 +73,7 @@ fn sim_vm() -> impl Strategy<Value = SimVm> {
                     settings,
                     demand,
                     agent,
+                    pinned: None,
                 }
             },
         )

@@ -91,6 +91,12 @@ pub struct DemoArgs {
     /// With --one-guest: how far to inflate the balloon, MiB.
     #[arg(long, default_value_t = 64)]
     pub balloon_mib: u64,
+    /// Give each guest a virtio-mem region (of --virtio-mem-mib MiB, by
+    /// default as much as its two hot-add slots) instead of hot-add slots:
+    /// the balancer grows the guests by plugging blocks and shrinks them by
+    /// unplugging, ballooning only what unplug cannot take.
+    #[arg(long)]
+    pub virtio_mem: bool,
     /// How each guest is booted (--balloon, --api-sock, hot-add slots and,
     /// for the balancer demo, --vsock-uds and --no-balancer are set by the
     /// demo).
@@ -411,7 +417,10 @@ pub struct RunArgs {
 
     /// Add a virtio-mem device that can plug up to this much memory, in MiB
     /// (a multiple of 128; 0: no device; nothing is plugged until
-    /// `PUT /memory/virtio-mem`).
+    /// `PUT /memory/virtio-mem`). With the balancer (--vsock-uds), the
+    /// balancer grows the guest by plugging its blocks and shrinks it by
+    /// unplugging them, the balloon taking only what unplug cannot; its
+    /// maximum then includes this region.
     #[arg(long, default_value_t = 0, value_name = "MIB")]
     pub virtio_mem_mib: u64,
 

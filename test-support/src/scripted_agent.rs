@@ -41,9 +41,15 @@ pub fn frame(seq: u64, uptime_ms: u64, visible_mib: u64, committed_mib: u64) -> 
 /// `_OST` (added and onlined), not merely the slots memtide mapped.
 pub fn guest_memory(api: &Path) -> Result<(u64, u64), ClientError> {
     let client = Client::new(api);
-    let online = client.get_memory()?.online_mib();
-    let balloon = client.get_balloon()?.actual_mib;
-    Ok((online, balloon))
+    let balloon = client.get_balloon()?;
+    let online = match client.get_memory() {
+        Ok(m) => m.online_mib(),
+        // No hot-add slots (a virtio-mem guest, say): the balloon's guest
+        // RAM, which counts plugged virtio-mem memory.
+        Err(e) if e.status() == Some(400) => balloon.guest_ram_mib,
+        Err(e) => return Err(e),
+    };
+    Ok((online, balloon.actual_mib))
 }
 
 /// A background report source for one VM; stops when dropped.

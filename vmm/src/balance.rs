@@ -1,15 +1,17 @@
 //! The balancer of `memtide run`: one VM, driven in-process. Its port reads
 //! the agent reports the vsock reader keeps and resizes through the same
-//! calls as the control API (`PUT /balloon`, `PUT /memory`).
+//! calls as the control API (`PUT /balloon`, `PUT /memory`,
+//! `PUT /memory/virtio-mem`).
 
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use memtide_balancer::driver::{ApplyError, Driver, SharedStatus, VmPort};
+use memtide_balancer::driver::{ApplyError, Driver, SharedStatus, VirtioMemNow, VmPort};
 use memtide_balancer::reader::{to_policy_report, AgentReports};
-use memtide_balancer::{Action, PolicyConfig, Report, VmSettings};
+use memtide_balancer::{Action, PolicyConfig, Report, VirtioMemSettings, VmSettings};
 use memtide_devices::virtio::balloon::BalloonShared;
+use memtide_devices::virtio::mem::VirtioMemShared;
 
 use crate::config::BalancerConfig;
 use crate::memory::hotplug::MemoryHotplug;
@@ -34,7 +36,12 @@ pub struct LocalVm {
     pub balloon: Option<Arc<BalloonShared>>,
     /// Hot-add, if any.
     pub hotplug: Option<Arc<Mutex<MemoryHotplug>>>,
+    /// virtio-mem, if any: the balancer then plugs and unplugs its blocks.
+    pub virtio_mem: Option<Arc<VirtioMemShared>>,
 }
+
+/// Bytes in a MiB.
+const MIB: u64 = 1 << 20;
 
 impl VmPort for LocalVm {
     fn latest(&mut self) -> Option<(Report, u64)> {
@@ -44,7 +51,25 @@ impl VmPort for LocalVm {
         Some((to_policy_report(&received), age))
     }
 
+    fn virtio_mem(&mut self) -> Option<VirtioMemNow> {
+        let s = self.virtio_mem.as_ref()?.status();
+        Some(VirtioMemNow {
+            requested_mib: s.requested / MIB,
+            plugged_mib: s.plugged / MIB,
+        })
+    }
+
     fn apply(&mut self, action: &Action) -> Result<(), ApplyError> {
+        if let Some(mib) = action.virtio_mem_requested_mib() {
+            let dev = self
+                .virtio_mem
+                .as_ref()
+                .ok_or(ApplyError::Unsupported("this VM has no virtio-mem device"))?;
+            return dev.set_requested_mib(mib).map_err(|e| ApplyError::Failed {
+                what: "set the virtio-mem requested size",
+                detail: e.to_string(),
+            });
+        }
         match *action {
             Action::Inflate { to_balloon_mib } | Action::Deflate { to_balloon_mib } => {
                 let balloon = self
@@ -71,21 +96,30 @@ impl VmPort for LocalVm {
                         detail: e.to_string(),
                     })
             }
+            Action::Plug { .. } | Action::Unplug { .. } | Action::KeepPlugged { .. } => {
+                Err(ApplyError::Unsupported("virtio-mem action handled above"))
+            }
         }
     }
 }
 
 /// The VM's settings as the policy sees them: what it cannot do (shrink
-/// without a balloon, grow without slots) is taken out of its range.
+/// without a balloon or virtio-mem, grow without slots or virtio-mem) is
+/// taken out of its range. With virtio-mem the maximum (from
+/// [`BalancerConfig`]) includes the device region.
 pub fn settings(cfg: &BalancerConfig, vm: &LocalVm) -> VmSettings {
     let startup = cfg.startup_mib;
     let mut s = VmSettings::new("vm", startup, cfg.minimum_mib, cfg.maximum_mib);
-    if vm.balloon.is_none() {
+    if vm.balloon.is_none() && vm.virtio_mem.is_none() {
         s.minimum_mib = startup;
     }
-    if vm.hotplug.is_none() {
+    if vm.hotplug.is_none() && vm.virtio_mem.is_none() {
         s.maximum_mib = startup;
     }
+    s.virtio_mem = vm.virtio_mem.as_ref().map(|d| {
+        let r = d.region();
+        VirtioMemSettings::for_linux_guest(r.size / MIB, r.block_size / MIB)
+    });
     s.buffer_pct = cfg.buffer_pct;
     s.weight = cfg.weight;
     s

@@ -38,8 +38,7 @@ impl Fixed {
                 VmState {
                     plugged_mib: plugged,
                     balloon_mib: plugged - size,
-                    last_change_ms: None,
-                    last_grow_ms: None,
+                    ..VmState::default()
                 }
             })
             .collect();

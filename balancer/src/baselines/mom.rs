@@ -90,8 +90,7 @@ impl Mom {
             .map(|s| VmState {
                 plugged_mib: s.maximum_mib,
                 balloon_mib: s.maximum_mib - s.startup_mib,
-                last_change_ms: None,
-                last_grow_ms: None,
+                ..VmState::default()
             })
             .collect();
         let latest = vec![None; settings.len()];

@@ -1,7 +1,7 @@
 //! `memtide balance`: one balancer over several memtide processes, through
 //! their control sockets. Each VM's agent reports come from its
-//! `GET /memory/guest`; resizes go to its `PUT /balloon` and `PUT /memory`,
-//! the same routes an operator uses. The VMs run with `--no-balancer`.
+//! `GET /memory/guest`; resizes go to its `PUT /balloon`, `PUT /memory`
+//! and `PUT /memory/virtio-mem`, the same routes an operator uses. The VMs run with `--no-balancer`.
 
 pub use crate::vm_arg::VmArg;
 use std::path::{Path, PathBuf};
@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use memtide_balancer::driver::{self, Driver, VmPort};
 use memtide_balancer::trace::{Trace, TRACE_VERSION};
-use memtide_balancer::{PolicyConfig, SettingsError, VmSettings};
+use memtide_balancer::{PolicyConfig, SettingsError, VirtioMemSettings, VmSettings};
 
 use memtide_api::{Client, ClientError, Timeouts};
 
@@ -76,6 +76,8 @@ pub struct Probed {
     pub slot_mib: Option<u64>,
     /// It has a balloon.
     pub balloon: bool,
+    /// Its virtio-mem device, if any (`max_mib` includes its region).
+    pub virtio_mem: Option<VirtioMemSettings>,
 }
 
 /// Asks one VM's API about its memory.
@@ -93,22 +95,39 @@ fn probe(sock: &Path) -> Result<Probed, BalanceError> {
         Err(e) if e.status() == Some(400) => false,
         Err(e) => return Err(api(e)),
     };
+    let virtio_mem = match client.get_virtio_mem() {
+        Ok(v) => Some(VirtioMemSettings::for_linux_guest(
+            v.region_mib,
+            v.block_size_mib,
+        )),
+        Err(e) if e.status() == Some(400) => None,
+        Err(e) => return Err(api(e)),
+    };
+    let region = virtio_mem.map_or(0, |v| v.region_mib);
     match client.get_memory() {
         Ok(m) => Ok(Probed {
             boot_mib: m.boot_mib,
-            max_mib: m.max_mib,
+            max_mib: m.max_mib + region,
             slot_mib: Some(m.slot_mib),
             balloon,
+            virtio_mem,
         }),
         // No hot-add slots: the VM cannot grow past its boot memory; its
         // boot memory is what the balloon route calls guest RAM.
         Err(e) if e.status() == Some(400) => {
-            let boot = client.get_balloon().map_err(api)?.guest_ram_mib;
+            // guest_ram_mib counts plugged virtio-mem memory too.
+            let plugged = client.get_virtio_mem().map_or(0, |v| v.plugged_mib);
+            let boot = client
+                .get_balloon()
+                .map_err(api)?
+                .guest_ram_mib
+                .saturating_sub(plugged);
             Ok(Probed {
                 boot_mib: boot,
-                max_mib: boot,
+                max_mib: boot + region,
                 slot_mib: None,
                 balloon,
+                virtio_mem,
             })
         }
         Err(e) => Err(api(e)),
@@ -119,7 +138,7 @@ fn probe(sock: &Path) -> Result<Probed, BalanceError> {
 /// what its API said; the slot size is the VM's own.
 pub fn vm_settings(i: usize, arg: &VmArg, p: &Probed) -> VmSettings {
     let name = arg.name.clone().unwrap_or_else(|| format!("vm{i}"));
-    let minimum = if p.balloon {
+    let minimum = if p.balloon || p.virtio_mem.is_some() {
         arg.minimum_mib.unwrap_or(p.boot_mib / 2)
     } else {
         p.boot_mib
@@ -128,6 +147,7 @@ pub fn vm_settings(i: usize, arg: &VmArg, p: &Probed) -> VmSettings {
     s.weight = arg.weight.unwrap_or(s.weight);
     s.buffer_pct = arg.buffer_pct.unwrap_or(s.buffer_pct);
     s.slot_mib = p.slot_mib.filter(|&m| m > 0);
+    s.virtio_mem = p.virtio_mem;
     s
 }
 
@@ -190,7 +210,7 @@ pub fn run(opts: &BalanceOptions) -> Result<Trace, BalanceError> {
         let probed = probe(&arg.sock)?;
         let s = vm_settings(i, arg, &probed);
         println!(
-            "memtide balance: {} ({}): boot {} MiB, range [{}, {}] MiB, weight {}, buffer {} %{}",
+            "memtide balance: {} ({}): boot {} MiB, range [{}, {}] MiB, weight {}, buffer {} %{}{}",
             s.name,
             arg.sock.display(),
             s.startup_mib,
@@ -200,14 +220,19 @@ pub fn run(opts: &BalanceOptions) -> Result<Trace, BalanceError> {
             s.buffer_pct,
             s.slot_mib
                 .map(|m| format!(", slot {m} MiB"))
+                .unwrap_or_default(),
+            s.virtio_mem
+                .map(|v| format!(
+                    ", virtio-mem {} MiB in {} MiB blocks",
+                    v.region_mib, v.block_mib
+                ))
                 .unwrap_or_default()
         );
-        let port = RemoteVm::start(client(&arg.sock), opts.interval).map_err(|source| {
-            BalanceError::Poller {
+        let port = RemoteVm::start(client(&arg.sock), opts.interval, s.virtio_mem.is_some())
+            .map_err(|source| BalanceError::Poller {
                 sock: arg.sock.clone(),
                 source,
-            }
-        })?;
+            })?;
         vms.push((s, Box::new(port)));
     }
     let settings: Vec<VmSettings> = vms.iter().map(|(s, _)| s.clone()).collect();
@@ -293,6 +318,7 @@ mod tests {
             max_mib: 1024,
             slot_mib,
             balloon: true,
+            virtio_mem: None,
         };
         let a = vm_settings(0, &arg, &probed(Some(128)));
         let b = vm_settings(1, &arg, &probed(Some(512)));

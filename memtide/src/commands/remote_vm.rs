@@ -4,13 +4,15 @@
 //! client's time limits, and keeps the latest answer; the balancer reads
 //! that copy and never waits on a socket. A VM whose API times out (a
 //! stopped or stuck memtide) shows why as its `last_error`, its actions
-//! fail at once, and the other VMs keep being balanced.
+//! fail at once, and the other VMs keep being balanced. For a VM with
+//! virtio-mem the poller also asks `GET /memory/virtio-mem`, and the
+//! balancer's plug and unplug go to `PUT /memory/virtio-mem`.
 
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use memtide_api::{AgentReport, BalloonTarget, Client, GuestMemory, HotAdd};
-use memtide_balancer::driver::{ApplyError, VmPort};
+use memtide_balancer::driver::{ApplyError, VirtioMemNow, VmPort};
 use memtide_balancer::{Action, Report};
 
 /// The policy's report from a `GET /memory/guest` answer, with its age.
@@ -35,6 +37,9 @@ struct Polled {
     latest: Option<(Report, u64, Instant)>,
     /// Why the last poll failed.
     fault: Option<String>,
+    /// The virtio-mem device's sizes and when the poll that read them
+    /// began.
+    vmem: Option<(VirtioMemNow, Instant)>,
 }
 
 /// A PSI average (a percentage) as the policy's `f32`.
@@ -54,31 +59,56 @@ fn lock(p: &Mutex<Polled>) -> MutexGuard<'_, Polled> {
 pub struct RemoteVm {
     api: Client,
     polled: Arc<Mutex<Polled>>,
+    /// When the balancer last set the virtio-mem requested size: a poll
+    /// that began before it does not show that request yet.
+    vmem_put: Option<Instant>,
 }
 
 impl RemoteVm {
-    /// Starts polling `api` every `interval` on a thread that ends when
-    /// this value is dropped (after its current request).
-    pub fn start(api: Client, interval: Duration) -> std::io::Result<Self> {
+    /// Starts polling `api` every `interval` (and its virtio-mem device,
+    /// when `virtio_mem`) on a thread that ends when this value is dropped
+    /// (after its current request).
+    pub fn start(api: Client, interval: Duration, virtio_mem: bool) -> std::io::Result<Self> {
         let polled = Arc::new(Mutex::new(Polled::default()));
         let weak = Arc::downgrade(&polled);
         let poller = api.clone();
         std::thread::Builder::new()
             .name("balance-poll".into())
-            .spawn(move || poll(&poller, &weak, interval))?;
-        Ok(Self { api, polled })
+            .spawn(move || poll(&poller, &weak, interval, virtio_mem))?;
+        Ok(Self {
+            api,
+            polled,
+            vmem_put: None,
+        })
     }
 }
 
-/// Asks for the guest's memory until the [`RemoteVm`] is gone.
-fn poll(api: &Client, polled: &Weak<Mutex<Polled>>, interval: Duration) {
+/// Asks for the guest's memory (and the virtio-mem device's sizes, with
+/// `virtio_mem`) until the [`RemoteVm`] is gone.
+fn poll(api: &Client, polled: &Weak<Mutex<Polled>>, interval: Duration, virtio_mem: bool) {
     loop {
+        let began = Instant::now();
+        let vmem = virtio_mem
+            .then(|| api.get_virtio_mem().ok())
+            .flatten()
+            .map(|v| {
+                (
+                    VirtioMemNow {
+                        requested_mib: v.requested_mib,
+                        plugged_mib: v.plugged_mib,
+                    },
+                    began,
+                )
+            });
         let answer = api.get_guest_memory();
         let Some(polled) = polled.upgrade() else {
             return;
         };
         {
             let mut p = lock(&polled);
+            if vmem.is_some() {
+                p.vmem = vmem;
+            }
             match answer {
                 Ok(v) => {
                     p.latest = report_from_api(&v).map(|(r, age)| (r, age, Instant::now()));
@@ -105,10 +135,19 @@ impl VmPort for RemoteVm {
         })
     }
 
+    fn virtio_mem(&mut self) -> Option<VirtioMemNow> {
+        let p = lock(&self.polled);
+        let (v, began) = p.vmem?;
+        self.vmem_put.is_none_or(|put| began > put).then_some(v)
+    }
+
     fn apply(&mut self, action: &Action) -> Result<(), ApplyError> {
         let what = match action {
             Action::Inflate { .. } | Action::Deflate { .. } => "set the balloon target",
             Action::HotAdd { .. } => "hot-add memory",
+            Action::Plug { .. } | Action::Unplug { .. } | Action::KeepPlugged { .. } => {
+                "set the virtio-mem requested size"
+            }
         };
         if let Some(fault) = self.fault() {
             // Do not wait out another timeout on a VM that is not answering.
@@ -132,6 +171,12 @@ impl VmPort for RemoteVm {
                     size_mib: u64::from(slots) * slot_mib,
                 },
             ),
+            Action::Plug { to_requested_mib }
+            | Action::Unplug { to_requested_mib }
+            | Action::KeepPlugged { to_requested_mib } => {
+                self.vmem_put = Some(Instant::now());
+                self.api.set_virtio_mem_requested(to_requested_mib)
+            }
         };
         result.map_err(|e| ApplyError::Failed {
             what,

@@ -58,7 +58,8 @@ fn a_stuck_vm_is_marked_and_the_others_keep_being_balanced() {
     let limit = Duration::from_millis(300);
     let port = |p: &PathBuf| {
         let c = Client::new(p).with_timeouts(Timeouts::all(limit));
-        Box::new(RemoteVm::start(c, Duration::from_millis(50)).expect("poller")) as Box<dyn VmPort>
+        Box::new(RemoteVm::start(c, Duration::from_millis(50), false).expect("poller"))
+            as Box<dyn VmPort>
     };
     let settings = |name: &str| VmSettings::new(name, 256, 128, 256);
     let mut driver = Driver::new(

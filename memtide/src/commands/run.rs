@@ -17,10 +17,15 @@ use memtide_vmm::vm;
 
 use crate::cli::{DiscardArg, RunArgs};
 
-/// The balancer's settings from the flags and the VM's memory.
-fn balancer_config(args: &RunArgs, hotplug: Option<&HotplugConfig>) -> BalancerConfig {
+/// The balancer's settings from the flags and the VM's memory: its
+/// maximum is the hot-add maximum plus the virtio-mem region, if any.
+fn balancer_config(
+    args: &RunArgs,
+    hotplug: Option<&HotplugConfig>,
+    virtio_mem: Option<&VirtioMemConfig>,
+) -> BalancerConfig {
     let startup = args.memory_mib;
-    let maximum = hotplug.map_or(startup, |h| h.max_mib);
+    let maximum = hotplug.map_or(startup, |h| h.max_mib) + virtio_mem.map_or(0, |v| v.size_mib);
     BalancerConfig {
         startup_mib: startup,
         minimum_mib: args.min_memory_mib.unwrap_or(startup / 2),
@@ -109,7 +114,7 @@ pub fn config_from_args(args: &RunArgs, host: HostKvm) -> Result<VmConfig, Confi
         cmdline.push(&format!("memtide.agent_port={}", args.agent_port))?;
     }
     let balancer = match (&vsock, args.no_balancer) {
-        (Some(_), false) => Some(balancer_config(args, hotplug.as_ref())),
+        (Some(_), false) => Some(balancer_config(args, hotplug.as_ref(), virtio_mem.as_ref())),
         _ => None,
     };
     let config = VmConfig {
@@ -306,6 +311,17 @@ mod tests {
             .cmdline
             .as_str()
             .contains("memory_hotplug.online_policy=auto-movable"));
+        let c = config_from_args(
+            &args(&["--virtio-mem-mib", "256", "--vsock-uds", "/tmp/v"]),
+            HostKvm::Hardware,
+        )
+        .expect("ok");
+        let b = c.balancer.expect("balancer");
+        assert_eq!(
+            (b.maximum_mib, b.budget_mib),
+            (512, 512),
+            "the balancer may plug the whole region"
+        );
         for bad in [
             &["--virtio-mem-mib", "100"][..],
             &["--virtio-mem-mib", "512", "--virtio-mem-block-mib", "3"],

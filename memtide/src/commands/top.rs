@@ -50,7 +50,7 @@ pub fn render(v: &BalancerStatus) -> String {
             opt(vm.committed_mib),
             pressure,
             vm.balloon_mib,
-            vm.plugged_mib,
+            vm.plugged_mib + vm.virtio_mem_mib,
             vm.reason,
             error,
         ));

@@ -368,7 +368,7 @@ fn agent(f: &mut Families, a: &memtide_balancer::reader::AgentReports) {
 
 /// The balancer's families, one sample per VM.
 fn balancer(f: &mut Families, status: &memtide_balancer::driver::SharedStatus) {
-    let s = memtide_balancer::driver::lock(status).clone();
+    let s = memtide_balancer::driver::summary(status);
     let bytes = Some(Unit::Bytes);
     f.push(
         "balancer_budget",
@@ -409,6 +409,9 @@ fn balancer(f: &mut Families, status: &memtide_balancer::driver::SharedStatus) {
             ("inflate", v.actions.inflate),
             ("deflate", v.actions.deflate),
             ("hot_add", v.actions.hot_add),
+            ("plug", v.actions.plug),
+            ("unplug", v.actions.unplug),
+            ("keep_plugged", v.actions.keep_plugged),
         ] {
             f.labelled(
                 "balancer_actions",

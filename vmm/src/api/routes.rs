@@ -305,7 +305,7 @@ fn balancer_route(state: &ApiState) -> Response {
             "no balancer runs for this VM (it needs --vsock-uds and no --no-balancer)",
         );
     };
-    let s = memtide_balancer::driver::lock(b).clone();
+    let s = memtide_balancer::driver::summary(b);
     ok_json(&BalancerStatus {
         budget_mib: s.budget_mib,
         ticks: s.ticks,
@@ -318,6 +318,8 @@ fn balancer_route(state: &ApiState) -> Response {
                 assigned_mib: v.assigned_mib,
                 plugged_mib: v.plugged_mib,
                 balloon_mib: v.balloon_mib,
+                virtio_mem_mib: v.virtio_mem_mib,
+                virtio_mem_plugged_mib: v.virtio_mem_plugged_mib,
                 demand_mib: v.demand_mib,
                 committed_mib: v.committed_mib,
                 pressure_pct: v.pressure_pct,
@@ -352,7 +354,7 @@ fn admit_route(state: &ApiState, req: &Request) -> Response {
             )
         }
     };
-    let s = memtide_balancer::driver::lock(b).clone();
+    let s = memtide_balancer::driver::summary(b);
     let running: Vec<Running> = s
         .vms
         .iter()

@@ -50,11 +50,28 @@ pub enum SandboxError {
     Handler(std::io::Error),
 }
 
+/// Stops glibc from trimming the heaps of threads' malloc arenas: the first
+/// trim (`shrink_heap`) opens `/proc/sys/vm/overcommit_memory`, which the
+/// filter refuses, ending memtide (seen after about two minutes of
+/// `GET /balancer` on a VM with its own balancer: each request's thread
+/// freed a large copy of the balancer's timeline). Memory freed in an
+/// arena stays mapped for reuse instead of being returned to the host; a
+/// VMM's own heap is small next to its guest's memory.
+fn keep_thread_heaps() {
+    // SAFETY: mallopt only sets a malloc parameter; it takes no pointers
+    // and is called before the filter, with any value valid.
+    let ok = unsafe { libc::mallopt(libc::M_TRIM_THRESHOLD, libc::c_int::MAX) };
+    if ok != 1 {
+        log::warn!("sandbox: cannot turn off malloc heap trimming (mallopt failed)");
+    }
+}
+
 /// Installs the `SIGSYS` reporter and then memtide's filters on every
 /// thread of the process (seccomp `TSYNC`); threads started later inherit
 /// them. Irreversible.
 pub fn install_filter() -> Result<(), SandboxError> {
     let programs = filter::programs()?;
+    keep_thread_heaps();
     sigsys::install_reporter().map_err(SandboxError::Handler)?;
     for program in &programs {
         seccompiler::apply_filter_all_threads(program).map_err(SandboxError::Install)?;

@@ -173,6 +173,7 @@ fn start_services(
                 reports: ch.reports.clone(),
                 balloon: devices.balloon.clone(),
                 hotplug: devices.hotplug.clone(),
+                virtio_mem: devices.virtio_mem.clone(),
             },
             config.hotplug.map_or(128, |h| h.slot_mib),
             balancer_stop.clone(),

@@ -81,10 +81,13 @@ pub fn run_argv(args: &RunArgs) -> Vec<String> {
             "--max-memory-mib",
             args.max_memory_mib.map(|m| m.to_string()),
         ),
-        ("--virtio-mem-mib", Some(args.virtio_mem_mib.to_string())),
+        (
+            "--virtio-mem-mib",
+            (args.virtio_mem_mib > 0).then(|| args.virtio_mem_mib.to_string()),
+        ),
         (
             "--virtio-mem-block-mib",
-            Some(args.virtio_mem_block_mib.to_string()),
+            (args.virtio_mem_mib > 0).then(|| args.virtio_mem_block_mib.to_string()),
         ),
         ("--vsock-uds", path(&args.vsock_uds)),
         (

@@ -7,9 +7,10 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use memtide_balancer::invariants::{check_no_hot_remove, check_safety};
+use memtide_balancer::invariants::{check_no_hot_remove, check_safety, check_virtio_mem};
 use memtide_balancer::reader::port_socket_path;
 use memtide_balancer::trace::Trace;
+use memtide_balancer::PolicyConfig;
 
 use crate::cli::{DemoArgs, WorkloadSource};
 use crate::commands::balance::{self, BalanceError, BalanceOptions, VmArg};
@@ -108,10 +109,28 @@ pub fn run(args: &DemoArgs) -> Result<(), DemoError> {
     let vm_mib = args.vm.memory_mib;
     let slot_mib = args.vm.slot_mib;
     let budget = args.budget_mib.unwrap_or(vm_mib * n as u64 + slot_mib);
+    // With --virtio-mem: a region as large as the slots would be, unless
+    // --virtio-mem-mib says otherwise, and no slots.
+    let vmem_mib = match (args.virtio_mem, args.vm.virtio_mem_mib) {
+        (true, 0) => u64::from(SLOTS) * slot_mib,
+        (true, m) => m,
+        (false, _) => 0,
+    };
+    let growth = if vmem_mib > 0 {
+        format!(
+            "up to {} MiB each by virtio-mem plug, {} MiB blocks",
+            vm_mib + vmem_mib,
+            args.vm.virtio_mem_block_mib
+        )
+    } else {
+        format!(
+            "up to {} MiB each by hot-add",
+            vm_mib + u64::from(SLOTS) * slot_mib
+        )
+    };
     println!("memtide demo on {}", HostInfo::detect());
     println!(
-        "[demo] {n} guests of {vm_mib} MiB (up to {} MiB each by hot-add) under a {budget} MiB budget; 5 phases of {} s; demand from {}",
-        vm_mib + u64::from(SLOTS) * slot_mib,
+        "[demo] {n} guests of {vm_mib} MiB ({growth}) under a {budget} MiB budget; 5 phases of {} s; demand from {}",
         args.phase_s,
         match source {
             WorkloadSource::Agent => "memtide-agent + memtide-hog in each guest",
@@ -126,7 +145,12 @@ pub fn run(args: &DemoArgs) -> Result<(), DemoError> {
         let uds = work.join(format!("{name}.vsock"));
         vm.vsock_uds = Some(uds.clone());
         vm.no_balancer = true;
-        vm.hotplug_slots = SLOTS;
+        if vmem_mib > 0 {
+            vm.hotplug_slots = 0;
+            vm.virtio_mem_mib = vmem_mib;
+        } else {
+            vm.hotplug_slots = SLOTS;
+        }
         if source == WorkloadSource::Agent {
             vm.initramfs = Some(
                 cache_dir()
@@ -247,10 +271,33 @@ fn finish(trace: &Trace, out: &Path) -> Result<(), DemoError> {
     );
     check_safety(&trace.vms, trace.budget_mib, &trace.ticks)
         .and_then(|()| check_no_hot_remove(&trace.ticks))
+        .and_then(|()| {
+            check_virtio_mem(
+                &trace.vms,
+                &trace.ticks,
+                PolicyConfig::default().vmem_settle_ms,
+            )
+        })
         .map_err(DemoError::Invariant)?;
     println!(
-        "[demo] invariants hold on the whole run: every guest within [minimum, maximum], the budget kept, no memory hot-removed"
+        "[demo] invariants hold on the whole run: every guest within [minimum, maximum], the budget kept, no hot-added slot removed, unplugged memory never counted as assigned"
     );
+    if trace.vms.iter().any(|v| v.virtio_mem.is_some()) {
+        let count = |what: &str| {
+            trace
+                .ticks
+                .iter()
+                .flat_map(|t| &t.reasons)
+                .filter(|r| r.contains(what))
+                .count()
+        };
+        println!(
+            "[demo] virtio-mem: {} decisions plugged, {} unplugged, {} ballooned what an unplug left",
+            count(": plug ") + count(", plug "),
+            count("unplug "),
+            count("unplug left"),
+        );
+    }
     Ok(())
 }
 

@@ -1,0 +1,249 @@
+//! The balancer with virtio-mem on a real guest: `memtide run` with a
+//! virtio-mem region, a balloon and the agent channel runs its own
+//! balancer. A `memtide-hog` workload in the guest commits 150 MiB (with a
+//! 100 % buffer the guest then wants about 316 MiB of its 256): the
+//! balancer grows it by **plugging** virtio-mem blocks (not by the
+//! balloon, there is none to deflate; no hot-add slots exist), and the
+//! guest's MemTotal rises by what was plugged. When the workload ends and
+//! the guest has been calm (no memory stall) for 30 s, the balancer gives
+//! the memory back by **unplugging** it, and MemTotal falls again. The
+//! decisions' reasons name virtio-mem, and the metrics count the actions.
+//!
+//! An unplug that comes up short (unmovable pages in a plugged block) and
+//! the balloon fallback after it are covered by the policy's unit tests
+//! and the simulator (`balancer/tests/virtio_mem_sim.rs`): plugged memory
+//! is onlined to ZONE_MOVABLE here, so a real guest cannot pin it.
+
+#![allow(
+    clippy::tests_outside_test_module,
+    reason = "integration tests live at the top level of their own test binary"
+)]
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use memtide_test_support::metrics::{sample, scrape};
+use memtide_test_support::{boot_lock, get_json, guest_images, require_kvm, Boots, Guest};
+
+/// The guest's workload: idle 10 s (the agent's first reports, the
+/// virtio-mem driver up), commit and touch 150 MiB for 40 s, then idle.
+const HOG: &str = "memtide-hog 0:10 150:40 0:600";
+
+/// Polls `GET path` on the guest's API every 100 ms until `done` holds
+/// for the answer; returns it and how long it took. Panics at `deadline`
+/// or when memtide exits, with the last answer, printing progress every
+/// 10 s.
+fn wait_json(
+    g: &mut Guest,
+    path: &str,
+    what: &'static str,
+    deadline: impl Into<Duration>,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> (serde_json::Value, Duration) {
+    let deadline = deadline.into();
+    let start = Instant::now();
+    let mut progress = Instant::now();
+    let mut last = None;
+    let mut hit = None;
+    let waited = g.wait_until(what, deadline, Duration::from_millis(100), |g| {
+        let got = get_json(&g.sock, path).ok();
+        if let Some(v) = got.as_ref().filter(|v| done(v)) {
+            hit = Some(v.clone());
+            return Ok(true);
+        }
+        if progress.elapsed() >= Duration::from_secs(10) {
+            progress = Instant::now();
+            eprintln!(
+                "[{:>5.1} s of {:.0} s] still waiting for {what}: {got:?}",
+                start.elapsed().as_secs_f64(),
+                deadline.as_secs_f64()
+            );
+        }
+        last = got;
+        Ok(false)
+    });
+    match (waited, hit) {
+        (Ok(()), Some(v)) => {
+            eprintln!("[{:>5.1} s] {what}: {v}", start.elapsed().as_secs_f64());
+            (v, start.elapsed())
+        }
+        (e, _) => panic!("waiting for {what} ({path}): {e:?}; last answer: {last:?}"),
+    }
+}
+
+fn u(v: &serde_json::Value, key: &str) -> u64 {
+    v[key].as_u64().unwrap_or(0)
+}
+
+/// The guest's MemTotal as its agent last reported it, MiB.
+fn agent_total_mib(sock: &Path) -> u64 {
+    get_json(sock, "/memory/guest").ok().map_or(0, |v| {
+        v["latest"]["mem_total_kib"].as_u64().unwrap_or(0) >> 10
+    })
+}
+
+#[test]
+fn the_balancer_grows_by_plug_and_shrinks_by_unplug() {
+    if !require_kvm() {
+        return;
+    }
+    let _guard = boot_lock();
+    let (_, initramfs) = guest_images();
+    let dir = std::env::temp_dir().join(format!("memtide-vmem-balance-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let uds = dir.join("vm.vsock");
+    let mut g = Guest::start(
+        "vmem-balance",
+        &initramfs,
+        &[
+            "--memory-mib",
+            "256",
+            "--virtio-mem-mib",
+            "256",
+            "--balloon",
+            "--balloon-stats-ms",
+            "500",
+            "--buffer-pct",
+            "100",
+            "--vsock-uds",
+            uds.to_str().expect("utf-8"),
+            "--cmd",
+            HOG,
+        ],
+    );
+    let sock = g.sock.clone();
+    g.wait_for("the balloon driver", Boots(8.0), |v| {
+        v["driver_ready"] == true
+    });
+    wait_json(
+        &mut g,
+        "/memory/virtio-mem",
+        "the virtio-mem driver",
+        Boots(2.0),
+        |v| v["driver_ready"] == true,
+    );
+    let total_before = g.guest_total_mib();
+    eprintln!("[memtide-tests] MemTotal before: {total_before:.0} MiB");
+
+    // The workload commits 150 MiB: the balancer plugs.
+    let (grown, _) = wait_json(
+        &mut g,
+        "/balancer",
+        "the balancer to plug",
+        Boots(6.0).plus_secs(20),
+        |v| u(&v["vms"][0], "virtio_mem_mib") > 0,
+    );
+    let vm = &grown["vms"][0];
+    let reason = vm["last_action"]["reason"].as_str().unwrap_or("");
+    assert!(
+        reason.contains("plug") && reason.contains("(virtio-mem)"),
+        "the grow names virtio-mem: {vm}"
+    );
+    assert!(!reason.contains("hot-added"), "no slot: {vm}");
+    let (dev, plug_took) = wait_json(
+        &mut g,
+        "/memory/virtio-mem",
+        "the guest to plug what was requested",
+        Boots(4.0),
+        |v| u(v, "plugged_mib") > 0 && v["plugged_mib"] == v["requested_mib"],
+    );
+    let plugged = u(&dev, "plugged_mib");
+    assert!(plugged >= 32, "a real grow: {dev}");
+    // MemTotal follows (the balloon statistics and the agent agree).
+    let start = Instant::now();
+    let deadline = Duration::from(Boots(2.0));
+    let total_grown = loop {
+        let t = g.guest_total_mib();
+        if t + 8.0 >= total_before + plugged as f64 {
+            break t;
+        }
+        assert!(
+            start.elapsed() < deadline,
+            "MemTotal {t:.0} MiB did not rise by {plugged} MiB from {total_before:.0}"
+        );
+    };
+    eprintln!(
+        "[memtide-tests] plugged {plugged} MiB in {:.0} ms after the request was seen; MemTotal {total_before:.0} -> {total_grown:.0} MiB (agent: {} MiB)",
+        plug_took.as_secs_f64() * 1e3,
+        agent_total_mib(&sock)
+    );
+
+    // The workload ends; after 30 s without a stall the guest is calm and
+    // the balancer unplugs what it plugged.
+    let (shrunk, _) = wait_json(
+        &mut g,
+        "/balancer",
+        "the balancer to unplug",
+        Boots(6.0).plus_secs(40 + 30 + 20),
+        |v| {
+            let vm = &v["vms"][0];
+            u(vm, "virtio_mem_mib") < plugged
+                && vm["last_action"]["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.contains("unplug"))
+        },
+    );
+    let vm = &shrunk["vms"][0];
+    let reason = vm["last_action"]["reason"].as_str().unwrap_or("");
+    assert!(reason.contains("(virtio-mem)"), "{vm}");
+    // The guest unplugs; if it cannot take everything within the settle
+    // time (pages of the workload still being migrated), the balancer
+    // asks for what stayed plugged and balloons it: either way the device
+    // settles with plugged == requested below what was plugged.
+    let (dev, unplug_took) = wait_json(
+        &mut g,
+        "/memory/virtio-mem",
+        "the guest to unplug (or the balancer to keep what it could not)",
+        Boots(4.0).plus_secs(10),
+        |v| u(v, "plugged_mib") == u(v, "requested_mib") && u(v, "plugged_mib") < plugged,
+    );
+    let kept = u(&dev, "plugged_mib");
+    if kept > 0 {
+        let (bal, _) = wait_json(
+            &mut g,
+            "/balancer",
+            "the balloon to take what the unplug left",
+            Boots(2.0),
+            |v| {
+                v["vms"][0]["last_action"]["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.contains("unplug left"))
+                    || u(&v["vms"][0], "balloon_mib") > 0
+            },
+        );
+        eprintln!(
+            "[memtide-tests] the unplug left {kept} MiB plugged; the balancer ballooned it: {}",
+            bal["vms"][0]
+        );
+    }
+    let start = Instant::now();
+    let total_after = loop {
+        let t = g.guest_total_mib();
+        if t <= total_before + kept as f64 + 8.0 {
+            break t;
+        }
+        assert!(
+            start.elapsed() < deadline,
+            "MemTotal {t:.0} MiB did not fall back towards {total_before:.0} (+{kept} still plugged)"
+        );
+    };
+    eprintln!(
+        "[memtide-tests] unplugged {} MiB in {:.0} ms after the request was seen ({kept} MiB kept); MemTotal {total_grown:.0} -> {total_after:.0} MiB; device {dev}",
+        plugged - kept,
+        unplug_took.as_secs_f64() * 1e3
+    );
+
+    // The metrics count both kinds of action.
+    let metrics = scrape(&sock).body;
+    for kind in ["plug", "unplug"] {
+        let n = sample(
+            &metrics,
+            "memtide_balancer_actions_total",
+            &[("vm", "vm"), ("kind", kind)],
+        );
+        assert!(n.is_some_and(|n| n >= 1.0), "{kind}: {n:?} in\n{metrics}");
+    }
+    drop(g);
+    let _ = std::fs::remove_dir_all(&dir);
+}
