@@ -507,6 +507,9 @@ pub enum GuestError {
     /// The guest could not be set up (no image cache, ...).
     #[error("{0}")]
     Setup(String),
+    /// A line could not be typed on the guest console.
+    #[error("cannot type on the guest console (memtide's stdin): {0}")]
+    Console(std::io::Error),
 }
 
 /// A running `memtide run` child with an API socket; killed when dropped.
@@ -601,18 +604,22 @@ impl Guest {
     /// Types `line` and a newline on the guest's serial console (memtide's
     /// stdin), e.g. to end a `memtide-hog` phase `MIB:line` at the moment
     /// a test has seen what it waited for. Only for guests from
-    /// [`Guest::start`] or [`Guest::boot`].
+    /// [`Guest::start`] or [`Guest::boot`]; panics on failure.
     pub fn send_line(&mut self, line: &str) {
+        self.type_line(line).unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// [`Guest::send_line`] for a guest whose `memtide run` was spawned
+    /// with a piped stdin (the benchmarks' and the demo's), as an error.
+    pub fn type_line(&mut self, line: &str) -> Result<(), GuestError> {
         use std::io::Write;
-        let stdin = self
-            .child
-            .stdin
-            .as_mut()
-            .expect("the guest's stdin is a pipe (Guest::start)");
+        let stdin = self.child.stdin.as_mut().ok_or_else(|| {
+            GuestError::Console(std::io::Error::other("memtide's stdin is not a pipe"))
+        })?;
         stdin
             .write_all(format!("{line}\n").as_bytes())
             .and_then(|()| stdin.flush())
-            .unwrap_or_else(|e| panic!("write to the guest console: {e}"));
+            .map_err(GuestError::Console)
     }
 
     /// Boots the idle init with a balloon and `extra` options, and waits

@@ -40,7 +40,7 @@ fn balancer_config(
 /// The initramfs `memtide run` boots without `--initramfs`: the lean one
 /// (no busybox; the guest kernel unpacks about 2 MiB less) when the guest
 /// needs no shell, if it has been built, else the one with busybox.
-fn default_initramfs(cache: &std::path::Path, cmd: Option<&str>) -> std::path::PathBuf {
+pub(crate) fn default_initramfs(cache: &std::path::Path, cmd: Option<&str>) -> std::path::PathBuf {
     let lean = cache.join("initramfs-lean.cpio");
     let shell_free = cmd.is_none_or(runs_without_shell);
     if shell_free && lean.exists() {

@@ -30,7 +30,8 @@ pub fn boot(args: &RunArgs, tag: &str) -> Result<Guest, GuestError> {
     let exe = std::env::current_exe().map_err(GuestError::Spawn)?;
     let child = Command::new(exe)
         .args(super::boot::run_argv(&args))
-        .stdin(Stdio::null())
+        // A pipe: the demo types on the guest console (Guest::type_line).
+        .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()

@@ -61,13 +61,37 @@ pub enum DemoError {
     BalancerThread,
 }
 
-/// The `memtide-hog` command that makes `phases` in a guest.
+/// The `memtide-hog` command that makes `phases` in a guest: it idles
+/// until the demo types a line on the guest console (once every agent
+/// reports and the balancer runs), then runs the timed phases.
 fn hog_command(phases: &[u64; 5], phase_s: u64) -> String {
     let args: Vec<String> = phases
         .iter()
         .map(|c| format!("{}:{phase_s}", c.saturating_sub(IDLE_COMMITTED_MIB)))
         .collect();
-    format!("memtide-hog {}", args.join(" "))
+    format!("memtide-hog 0:line {}", args.join(" "))
+}
+
+/// How long the guests' agents may take to send their first reports after
+/// the balloon drivers are up (seen: 40-60 s on a loaded nested AMD host).
+const FIRST_REPORT_DEADLINE: Duration = Duration::from_secs(300);
+
+/// Waits until every guest's agent has sent a report.
+fn wait_for_agents(guests: &mut [Guest]) -> Result<(), GuestError> {
+    let start = Instant::now();
+    for g in guests.iter_mut() {
+        g.wait_until(
+            "the agent's first report",
+            FIRST_REPORT_DEADLINE.saturating_sub(start.elapsed()),
+            Duration::from_millis(200),
+            |g| Ok(g.api().get_guest_memory().is_ok_and(|m| m.reports > 0)),
+        )?;
+    }
+    println!(
+        "[demo] every agent reports ({:.1} s after the guests were up)",
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 /// Prints one screen of the live view.
@@ -137,8 +161,9 @@ pub fn run(args: &DemoArgs) -> Result<(), DemoError> {
             WorkloadSource::Scripted => "a scripted report source on the host",
         }
     );
-    // Boot every guest at once, so that their workloads (which start when
-    // each guest's init is ready) run in step.
+    // Boot every guest at once; their workloads wait for a line on their
+    // consoles, typed when every agent reports, so that they run in step
+    // with the demo's phases however long the boots and agents take.
     let mut configs = Vec::with_capacity(n);
     for (name, phases) in WORKLOAD.iter().take(n) {
         let mut vm = args.vm.clone();
@@ -152,12 +177,12 @@ pub fn run(args: &DemoArgs) -> Result<(), DemoError> {
             vm.hotplug_slots = SLOTS;
         }
         if source == WorkloadSource::Agent {
-            vm.initramfs = Some(
-                cache_dir()
-                    .map_err(|e| GuestError::Setup(e.to_string()))?
-                    .join("initramfs.cpio"),
-            );
-            vm.cmd = Some(hog_command(phases, args.phase_s));
+            let cmd = hog_command(phases, args.phase_s);
+            vm.initramfs = Some(crate::commands::run::default_initramfs(
+                &cache_dir().map_err(|e| GuestError::Setup(e.to_string()))?,
+                Some(&cmd),
+            ));
+            vm.cmd = Some(cmd);
         }
         configs.push((*name, *phases, vm, uds));
     }
@@ -225,7 +250,15 @@ pub fn run(args: &DemoArgs) -> Result<(), DemoError> {
         "[demo] starting the balancer; `memtide top --api-sock {}` shows it from another terminal",
         balance_sock.display()
     );
+    if source == WorkloadSource::Agent {
+        wait_for_agents(&mut guests)?;
+    }
     let balancer = std::thread::spawn(move || balance::run(&opts));
+    if source == WorkloadSource::Agent {
+        for g in &mut guests {
+            g.type_line("demo: phase 1")?;
+        }
+    }
     let tty = std::io::stdout().is_terminal();
     let start = Instant::now();
     for phase in 0..5 {
@@ -309,7 +342,7 @@ mod tests {
     fn the_hog_command_adds_to_the_idle_baseline() {
         assert_eq!(
             hog_command(&WORKLOAD[0].1, 20),
-            "memtide-hog 92:20 292:20 292:20 92:20 92:20"
+            "memtide-hog 0:line 92:20 292:20 292:20 92:20 92:20"
         );
     }
 }
