@@ -15,6 +15,7 @@ pub mod baselines;
 pub mod compare;
 pub mod driver;
 pub mod guest_model;
+pub mod idle;
 pub mod invariants;
 pub mod policy;
 pub mod psi;
@@ -24,6 +25,7 @@ pub mod resize;
 pub mod settings;
 pub mod share;
 pub mod sim;
+pub mod stall;
 pub mod trace;
 pub mod workloads;
 

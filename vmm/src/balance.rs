@@ -41,7 +41,9 @@ impl VmPort for LocalVm {
         let snap = self.reports.snapshot();
         let received = snap.latest?;
         let age = snap.now_ms.saturating_sub(received.received_ms);
-        Some((to_policy_report(&received), age))
+        let mut report = to_policy_report(&received);
+        report.stalls = self.balloon.as_ref().and_then(|b| stall_counters(b));
+        Some((report, age))
     }
 
     fn apply(&mut self, action: &Action) -> Result<(), ApplyError> {
@@ -73,6 +75,13 @@ impl VmPort for LocalVm {
             }
         }
     }
+}
+
+/// The guest's stall and OOM counters from its latest balloon statistics.
+fn stall_counters(b: &BalloonShared) -> Option<memtide_balancer::stall::StallCounters> {
+    let stats = memtide_devices::bus::lock(&b.stats);
+    let s = stats.as_ref()?;
+    memtide_balancer::stall::StallCounters::from_stats(s.oom_kills, s.alloc_stalls)
 }
 
 /// The VM's settings as the policy sees them: what it cannot do (shrink
