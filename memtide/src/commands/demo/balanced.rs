@@ -196,6 +196,7 @@ pub fn run(args: &DemoArgs) -> Result<(), DemoError> {
         duration: Some(total),
         trace: Some(trace_path.clone()),
         api_sock: Some(balance_sock.clone()),
+        idle_reclaim_after: None,
     };
     println!(
         "[demo] starting the balancer; `memtide top --api-sock {}` shows it from another terminal",
@@ -240,6 +241,7 @@ fn finish(trace: &Trace, out: &Path) -> Result<(), DemoError> {
         "[demo] done: {} ticks, {decisions} resize decisions",
         trace.ticks.len()
     );
+    super::signals::print(trace);
     println!(
         "[demo] trace: {}\n[demo] timeline: {}",
         out.join("trace.json").display(),
