@@ -81,6 +81,9 @@ fn main() -> ExitCode {
                 duration: args.duration_s.map(std::time::Duration::from_secs),
                 trace: args.trace,
                 api_sock: args.api_sock,
+                idle_reclaim_after: args
+                    .idle_reclaim_after_s
+                    .map(std::time::Duration::from_secs),
             };
             if let Some([startup, minimum, maximum]) = args.admit {
                 let candidate = memtide_balancer::admit::Candidate {

@@ -109,6 +109,7 @@ pub fn start(
 ) -> Result<SharedStatus, BalanceError> {
     let policy = PolicyConfig {
         slot_mib,
+        idle_reclaim_after_ms: cfg.idle_reclaim_after_ms,
         ..PolicyConfig::default()
     };
     let settings = settings(cfg, &vm);
