@@ -196,7 +196,7 @@ pub fn run(args: &DemoArgs) -> Result<(), DemoError> {
         duration: Some(total),
         trace: Some(trace_path.clone()),
         api_sock: Some(balance_sock.clone()),
-        idle_reclaim_after: None,
+        policy: super::signals::demo_policy(args.phase_s),
     };
     println!(
         "[demo] starting the balancer; `memtide top --api-sock {}` shows it from another terminal",

@@ -4,10 +4,23 @@
 //! that the signals are visible even when the live view missed them.
 
 use memtide_balancer::trace::Trace;
+use memtide_balancer::PolicyConfig;
 
 /// Words a decision's reason carries when a signal drove it
 /// (`memtide_balancer::psi`, `::stall`, `::idle`).
 pub const SIGNAL_MARKS: [&str; 3] = ["PSI ", "balloon stats: ", "idle "];
+
+/// The demo's policy: the default, but for the PSI calm time, which the
+/// demo scales with its phases like the rest of its clock: one and a half
+/// phases (30 s, the default, at the default 20 s phases). A guest whose
+/// PSI shows no stall for that long, and whose commit has not risen, gives
+/// back memory down to committed + 10 % (`docs/balancer.md`, PSI).
+pub fn demo_policy(phase_s: u64) -> PolicyConfig {
+    PolicyConfig {
+        psi_calm_after_ms: phase_s.saturating_mul(1500),
+        ..PolicyConfig::default()
+    }
+}
 
 /// How many signal reasons the summary prints.
 const SHOWN: usize = 6;
@@ -69,6 +82,12 @@ mod tests {
             over_budget_mib: 0,
             reasons: reasons.iter().map(|r| (*r).to_string()).collect(),
         }
+    }
+
+    #[test]
+    fn the_calm_time_is_one_and_a_half_phases() {
+        assert_eq!(demo_policy(20), PolicyConfig::default());
+        assert_eq!(demo_policy(6).psi_calm_after_ms, 9_000);
     }
 
     #[test]
