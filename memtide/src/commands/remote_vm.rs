@@ -40,14 +40,15 @@ pub fn stalls_from_api(s: &BalloonStatistics) -> Option<StallCounters> {
 }
 
 /// The guest's stall counters, asked for while the VM has a balloon
-/// (`ask` turns false at the first 404: no balloon, no statistics).
+/// (`ask` turns false at the first 4xx: a VM without a balloon answers
+/// 400, an older memtide without the route 404).
 fn poll_stalls(api: &Client, ask: &mut bool) -> Option<StallCounters> {
     if !*ask {
         return None;
     }
     match api.get_balloon_statistics() {
         Ok(s) => stalls_from_api(&s),
-        Err(ClientError::Status { status: 404, .. }) => {
+        Err(ClientError::Status { status, .. }) if (400..500).contains(&status) => {
             *ask = false;
             None
         }
