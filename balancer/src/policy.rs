@@ -20,6 +20,10 @@
 //! remembers at what size it stalled), and a guest whose PSI has been zero
 //! for a while may give back memory down to committed plus a smaller
 //! buffer (below its startup memory only when the budget is short).
+//! New allocation stalls or OOM kills in the balloon statistics
+//! ([`crate::stall`]) deflate a ballooned guest at once, and idle reclaim
+//! ([`crate::idle`], off by default) takes a long-idle guest down to
+//! committed + buffer.
 
 use crate::action::{resize_actions, Decision};
 use crate::idle::IdleTracker;
