@@ -2,7 +2,8 @@
 //! phased workload, the balancer; the demo must end cleanly and leave a
 //! valid JSON trace whose invariants hold and a well-formed SVG timeline.
 //! The demand is real: memtide-agent reports from each guest while
-//! memtide-hog commits memory in phases there.
+//! memtide-hog commits memory in phases there, and at least one decision
+//! names a PSI signal.
 
 #![allow(
     clippy::tests_outside_test_module,
@@ -82,6 +83,20 @@ fn a_short_demo_writes_a_valid_trace_and_timeline() {
     );
     assert!(stdout.contains("[demo] booting web, batch"), "{stdout}");
     assert!(stdout.contains("invariants hold"), "{stdout}");
+    // The demo names the decisions a guest signal drove: at least one
+    // PSI one (the calm time is 1.5 phases, 9 s here: a guest whose PSI
+    // shows no stall that long gives memory back, one that stalls grows).
+    let signals: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("[demo] signal at "))
+        .collect();
+    assert!(
+        signals
+            .iter()
+            .any(|l| l.contains("PSI ") || l.contains("balloon stats: ")),
+        "no decision named PSI or a stall signal:\n{stdout}"
+    );
+    eprintln!("signal reasons:\n{}", signals.join("\n"));
 
     let text = std::fs::read_to_string(out.join("trace.json")).expect("trace.json");
     let trace = Trace::from_json(&text).expect("a valid trace");

@@ -79,6 +79,32 @@ pub struct GuestBalloonStats {
     pub major_faults: Option<u64>,
     /// Minor faults.
     pub minor_faults: Option<u64>,
+    /// OOM killer invocations since the guest booted (a Linux guest sends
+    /// tags 8-15 only when built with `CONFIG_VM_EVENT_COUNTERS`).
+    #[serde(default)]
+    pub oom_kills: Option<u64>,
+    /// Allocation stalls (allocations that entered direct reclaim) since
+    /// the guest booted.
+    #[serde(default)]
+    pub alloc_stalls: Option<u64>,
+    /// Memory scanned by kswapd, bytes.
+    #[serde(default)]
+    pub async_scan: Option<u64>,
+    /// Memory scanned in direct reclaim, bytes.
+    #[serde(default)]
+    pub direct_scan: Option<u64>,
+    /// Memory reclaimed by kswapd, bytes.
+    #[serde(default)]
+    pub async_reclaim: Option<u64>,
+    /// Memory reclaimed in direct reclaim, bytes.
+    #[serde(default)]
+    pub direct_reclaim: Option<u64>,
+    /// Huge page allocations.
+    #[serde(default)]
+    pub hugetlb_allocations: Option<u64>,
+    /// Huge page allocation failures.
+    #[serde(default)]
+    pub hugetlb_failures: Option<u64>,
     /// When the report arrived, ms on the device's clock.
     pub updated_ms: u64,
 }

@@ -20,8 +20,13 @@
 //! remembers at what size it stalled), and a guest whose PSI has been zero
 //! for a while may give back memory down to committed plus a smaller
 //! buffer (below its startup memory only when the budget is short).
+//! New allocation stalls or OOM kills in the balloon statistics
+//! ([`crate::stall`]) deflate a ballooned guest at once, and idle reclaim
+//! ([`crate::idle`], off by default) takes a long-idle guest down to
+//! committed + buffer.
 
 use crate::action::{resize_actions, Action, Decision};
+use crate::idle::IdleTracker;
 use crate::psi::{calm_now, psi_signal, psi_step_mib, with_pct, PsiSignal};
 use crate::report::{judge, Report, ReportVerdict};
 use crate::resize::{hysteresis_mib, plan_growth, plan_shrink, pressure_pct};
@@ -31,6 +36,7 @@ use crate::vmem::{plan_vmem_growth, split_shrink, vmem_reachable_mib, VmemNow};
 
 #[path = "policy_vmem.rs"]
 mod vmem_steps;
+use crate::stall::{Observed, StallTracker};
 use vmem_steps::{vmem_growth_text, vmem_shrink_text};
 
 /// What `decide` needs to know about the whole step.
@@ -83,6 +89,15 @@ pub struct PolicyConfig {
     /// virtio-mem: after an unplug came up short, no balloon-to-unplug
     /// conversion for this long, ms.
     pub vmem_retry_ms: u64,
+    /// A guest whose balloon statistics show new allocation stalls while
+    /// its balloon holds memory gets this percentage of its memory back
+    /// from the balloon at once (all of it after an OOM kill;
+    /// [`crate::stall`]).
+    pub stall_deflate_pct: u64,
+    /// Idle reclaim ([`crate::idle`]): a guest idle this long (ms) gives
+    /// back what it has above committed + buffer even when the budget is
+    /// not short; `None` (the default): off.
+    pub idle_reclaim_after_ms: Option<u64>,
 }
 
 impl Default for PolicyConfig {
@@ -101,6 +116,8 @@ impl Default for PolicyConfig {
             calm_buffer_pct: 10,
             vmem_settle_ms: 10_000,
             vmem_retry_ms: 30_000,
+            stall_deflate_pct: 25,
+            idle_reclaim_after_ms: None,
         }
     }
 }
@@ -120,6 +137,10 @@ struct Vm {
     /// The largest `assigned / committed` (percent) at which the VM was
     /// seen stalling (PSI high), if ever.
     stall_ratio_pct: Option<u64>,
+    /// The balloon statistics' stall and OOM counters.
+    stalls: StallTracker,
+    /// How long its demand has been low (idle reclaim).
+    idle: IdleTracker,
 }
 
 /// What PSI made of a VM's need this step.
@@ -131,6 +152,21 @@ struct PsiNote {
     high: bool,
     /// The VM is calm (it may give back memory without a shortage).
     calm: bool,
+    /// The balloon statistics show new stalls or OOM kills: the VM's
+    /// balloon is deflated at once (no hysteresis, no rate limit).
+    stall: bool,
+    /// Idle reclaim gives back the VM's memory above demand + buffer.
+    idle: bool,
+}
+
+impl PsiNote {
+    /// Adds `text` to the note's reason.
+    fn add(&mut self, text: &str) {
+        if !self.text.is_empty() {
+            self.text.push_str("; ");
+        }
+        self.text.push_str(text);
+    }
 }
 
 /// One VM's judged need.
@@ -163,6 +199,8 @@ impl Balancer {
                     calm_since_ms: None,
                     calm_base_mib: None,
                     stall_ratio_pct: None,
+                    stalls: StallTracker::default(),
+                    idle: IdleTracker::default(),
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -188,6 +226,19 @@ impl Balancer {
                     v.calm_since_ms = None;
                     v.calm_base_mib = None;
                 }
+            }
+            let rise = hysteresis_mib(
+                report.committed_mib,
+                self.cfg.hysteresis_mib,
+                self.cfg.hysteresis_pct,
+            );
+            if let Observed::Rose(_) = v.stalls.observe(report.stalls) {
+                // A stall ends calm and idle times alike.
+                v.calm_since_ms = None;
+                v.calm_base_mib = None;
+                v.idle.interrupt();
+            } else {
+                v.idle.observe(&report, rise);
             }
             v.previous = v.latest.replace(report);
         }
@@ -407,8 +458,10 @@ impl Balancer {
         }
         let shrinking = need.want < assigned;
         let delta = need.want.abs_diff(assigned);
-        if delta == 0 || (delta < threshold && !(shrinking && ctx.urgent)) {
-            if !psi.high && need.want <= assigned {
+        // A stall deflates at once: no hysteresis, no rate limit.
+        let stall_grow = psi.stall && !shrinking;
+        if delta == 0 || (delta < threshold && !(shrinking && ctx.urgent) && !stall_grow) {
+            if !psi.high && !psi.stall && need.want <= assigned {
                 if let Some(c) = self.convert_balloon(i, need, ctx.now_ms) {
                     return c;
                 }
@@ -419,9 +472,10 @@ impl Balancer {
             );
             return d;
         }
-        if v.state
-            .last_change_ms
-            .is_some_and(|t| ctx.now_ms.saturating_sub(t) < cfg.min_interval_ms)
+        if !stall_grow
+            && v.state
+                .last_change_ms
+                .is_some_and(|t| ctx.now_ms.saturating_sub(t) < cfg.min_interval_ms)
         {
             d.reason = format!(
                 "vm {name}: changed less than {} ms ago: wait",
@@ -452,7 +506,9 @@ impl Balancer {
                 d.reason = format!("vm {name}: at its floor of {floor} MiB");
                 return d;
             }
-            let why = if psi.calm && !ctx.urgent {
+            let why = if psi.idle && !ctx.urgent {
+                "idle, gives back"
+            } else if psi.calm && !ctx.urgent {
                 "calm, gives back"
             } else {
                 "budget short"
@@ -494,7 +550,7 @@ impl Balancer {
                 );
                 return d;
             }
-            let why = if psi.high {
+            let why = if psi.high || psi.stall {
                 format!("vm {name}: pressure {pressure}, target {} MiB", need.target)
             } else {
                 format!(
@@ -587,7 +643,8 @@ fn fresh_need(cfg: &PolicyConfig, v: &mut Vm, r: &Report, now_ms: u64) -> (Need,
     let c = r.committed_mib;
     let assigned = v.state.assigned_mib();
     let signal = psi_signal(cfg, r, v.previous.as_ref(), v.calm_since_ms, now_ms);
-    if let PsiSignal::High { .. } = signal {
+    let (stalls, stall_note) = v.stalls.take();
+    if matches!(signal, PsiSignal::High { .. }) || stalls.any() {
         let ratio = assigned.saturating_mul(100) / c.max(1);
         v.stall_ratio_pct = Some(v.stall_ratio_pct.map_or(ratio, |old| old.max(ratio)));
     }
@@ -643,15 +700,58 @@ fn fresh_need(cfg: &PolicyConfig, v: &mut Vm, r: &Report, now_ms: u64) -> (Need,
         }
         PsiSignal::Quiet => {}
     }
-    let target = target.min(reachable_mib(cfg, v));
+    if let Some(text) = stall_note {
+        note.add(&text);
+    }
+    if stalls.any() {
+        let threshold = hysteresis_mib(assigned, cfg.hysteresis_mib, cfg.hysteresis_pct);
+        let balloon = v.state.balloon_mib;
+        let back = crate::stall::deflate_mib(
+            &stalls,
+            assigned,
+            balloon,
+            cfg.stall_deflate_pct,
+            threshold.saturating_mul(2),
+        );
+        let what = stalls.describe();
+        if back > 0 {
+            note.stall = true;
+            note.calm = false;
+            target = target.max(assigned.saturating_add(back));
+            note.add(&format!(
+                "balloon stats: {what} since last step: deflate {back} MiB at once (target {target} MiB)"
+            ));
+        } else {
+            note.add(&format!(
+                "balloon stats: {what} since last step (balloon empty)"
+            ));
+        }
+    }
+    let reachable = reachable_mib(cfg, v);
+    let target = target.min(reachable);
     let floor = c.clamp(lo, hi).min(target);
     // Memory is only taken when the budget is short, but for a calm VM,
     // which gives back what it has above its startup memory.
-    let keep = if note.calm {
+    let mut keep = if note.calm {
         assigned.min(s.startup_mib)
     } else {
         assigned
     };
+    if !note.high && !note.stall {
+        let demand = commit_target.max(learned).min(reachable);
+        let threshold = hysteresis_mib(assigned, cfg.hysteresis_mib, cfg.hysteresis_pct);
+        if let Some(r) = crate::idle::reclaim(
+            cfg.idle_reclaim_after_ms,
+            v.idle.idle_for_ms(now_ms),
+            assigned,
+            demand,
+            threshold,
+        ) {
+            keep = keep.min(r.keep_mib);
+            note.idle = true;
+            note.add(&r.text);
+        }
+    }
     let need = Need {
         fresh: true,
         committed: c,
@@ -1089,3 +1189,7 @@ mod tests {
         assert_eq!(assigned(&b, 0), 550);
     }
 }
+
+#[cfg(test)]
+#[path = "signals_tests.rs"]
+mod signals_tests;

@@ -278,6 +278,7 @@ pub fn to_policy_report(r: &Received) -> Report {
         available_mib: mib(r.report.mem_available_kib),
         psi_some_avg10: r.report.psi.map(|p| p.some_avg10_centi as f32 / 100.0),
         psi_some_total_us: r.report.psi.map(|p| p.some_total_us),
+        stalls: None,
         timestamp_ms: r.report.uptime_ms,
         received_ms: r.received_ms,
     }

@@ -1,6 +1,7 @@
 //! What a guest agent reports, and whether to believe it.
 
 use crate::settings::VmSettings;
+use crate::stall::StallCounters;
 
 /// One guest report.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -17,6 +18,9 @@ pub struct Report {
     /// reported. Unchanged between two reports means no stall at all in
     /// between (avg10 decays for a while after a stall ends).
     pub psi_some_total_us: Option<u64>,
+    /// The guest's allocation-stall and OOM-kill counters from its balloon
+    /// statistics (not from the agent), if the guest sends them.
+    pub stalls: Option<StallCounters>,
     /// When the agent took it (guest clock, ms).
     pub timestamp_ms: u64,
     /// When the host received it (host clock, ms).
@@ -33,6 +37,7 @@ impl Report {
             available_mib: visible_mib.saturating_sub(committed_mib),
             psi_some_avg10: None,
             psi_some_total_us: None,
+            stalls: None,
             timestamp_ms: t_ms,
             received_ms: t_ms,
         }

@@ -127,6 +127,13 @@ pub struct BalanceArgs {
     /// How often the balancer decides, in ms.
     #[arg(long, default_value_t = 500, value_name = "MS")]
     pub interval_ms: u64,
+    /// Idle reclaim (off by default): once a guest's demand has stayed low
+    /// (committed memory stable, PSI some avg10 below 1 %) this many
+    /// seconds, the balancer gives back the VM's memory above committed +
+    /// buffer even when the budget is not short, below its startup memory
+    /// too, never below its minimum (docs/balancer.md)
+    #[arg(long, value_name = "S", value_parser = clap::value_parser!(u64).range(1..))]
+    pub idle_reclaim_after_s: Option<u64>,
     /// Stop after this many seconds (default: when every VM's socket is
     /// gone).
     #[arg(long, value_name = "S")]
@@ -174,7 +181,8 @@ pub struct PlotArgs {
 /// Options of `memtide sim`.
 #[derive(Debug, Args)]
 pub struct SimArgs {
-    /// The policy: memtide, mom, hyperv-like, static or all.
+    /// The policy: memtide, memtide-idle (idle reclaim after 30 s), mom,
+    /// hyperv-like, static or all.
     #[arg(long, default_value = "all", value_name = "NAME")]
     pub policy: String,
     /// The trace: step, ramp, burst, diurnal, out-of-phase, recorded-demo
@@ -471,6 +479,14 @@ pub struct RunArgs {
     /// How often the balancer decides, in ms.
     #[arg(long, default_value_t = 500, value_name = "MS")]
     pub balancer_interval_ms: u64,
+
+    /// Idle reclaim (off by default): once the guest's demand has stayed low
+    /// (committed memory stable, PSI some avg10 below 1 %) this many
+    /// seconds, the balancer gives back its memory above committed +
+    /// buffer even when the budget is not short, below its startup memory
+    /// too, never below its minimum (docs/balancer.md)
+    #[arg(long, value_name = "S", value_parser = clap::value_parser!(u64).range(1..))]
+    pub idle_reclaim_after_s: Option<u64>,
 
     /// Do not start the balancer (it starts by default when the VM has a
     /// guest agent channel, --vsock-uds).

@@ -85,6 +85,12 @@ fn main() -> ExitCode {
                 duration: args.duration_s.map(std::time::Duration::from_secs),
                 trace: args.trace,
                 api_sock: args.api_sock,
+                policy: memtide_balancer::PolicyConfig {
+                    idle_reclaim_after_ms: args
+                        .idle_reclaim_after_s
+                        .map(|s| s.saturating_mul(1000)),
+                    ..memtide_balancer::PolicyConfig::default()
+                },
             };
             if let Some([startup, minimum, maximum]) = args.admit {
                 let candidate = memtide_balancer::admit::Candidate {

@@ -48,7 +48,9 @@ impl VmPort for LocalVm {
         let snap = self.reports.snapshot();
         let received = snap.latest?;
         let age = snap.now_ms.saturating_sub(received.received_ms);
-        Some((to_policy_report(&received), age))
+        let mut report = to_policy_report(&received);
+        report.stalls = self.balloon.as_ref().and_then(|b| stall_counters(b));
+        Some((report, age))
     }
 
     fn virtio_mem(&mut self) -> Option<VirtioMemNow> {
@@ -103,6 +105,13 @@ impl VmPort for LocalVm {
     }
 }
 
+/// The guest's stall and OOM counters from its latest balloon statistics.
+fn stall_counters(b: &BalloonShared) -> Option<memtide_balancer::stall::StallCounters> {
+    let stats = memtide_devices::bus::lock(&b.stats);
+    let s = stats.as_ref()?;
+    memtide_balancer::stall::StallCounters::from_stats(s.oom_kills, s.alloc_stalls)
+}
+
 /// The VM's settings as the policy sees them: what it cannot do (shrink
 /// without a balloon or virtio-mem, grow without slots or virtio-mem) is
 /// taken out of its range. With virtio-mem the maximum (from
@@ -134,6 +143,7 @@ pub fn start(
 ) -> Result<SharedStatus, BalanceError> {
     let policy = PolicyConfig {
         slot_mib,
+        idle_reclaim_after_ms: cfg.idle_reclaim_after_ms,
         ..PolicyConfig::default()
     };
     let settings = settings(cfg, &vm);

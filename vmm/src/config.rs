@@ -128,6 +128,8 @@ pub struct BalancerConfig {
     pub budget_mib: u64,
     /// Decision interval, ms.
     pub interval_ms: u64,
+    /// Idle reclaim after this long with low demand, ms (`None`: off).
+    pub idle_reclaim_after_ms: Option<u64>,
 }
 
 /// virtio-vsock settings.
@@ -318,6 +320,7 @@ mod tests {
             weight: 5000,
             budget_mib: 512,
             interval_ms: 500,
+            idle_reclaim_after_ms: None,
         };
         c.balancer = Some(good);
         c.validate().expect("balancer is fine");

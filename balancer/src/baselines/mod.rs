@@ -41,11 +41,17 @@ impl Policy for Balancer {
     }
 }
 
+/// The idle time after which `memtide-idle` reclaims, ms: 30 s, short
+/// enough for the 100 s recorded demo's idle phases.
+pub const SIM_IDLE_RECLAIM_AFTER_MS: u64 = 30_000;
+
 /// The policies the simulator knows, by name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PolicyKind {
     /// memtide's [`Balancer`] with [`PolicyConfig::default`].
     Memtide,
+    /// memtide with idle reclaim on, after [`SIM_IDLE_RECLAIM_AFTER_MS`].
+    MemtideIdle,
     /// oVirt MoM's default balloon rules.
     Mom,
     /// Hyper-V Dynamic Memory style.
@@ -56,8 +62,9 @@ pub enum PolicyKind {
 
 impl PolicyKind {
     /// Every policy, in table order.
-    pub const ALL: [PolicyKind; 4] = [
+    pub const ALL: [PolicyKind; 5] = [
         PolicyKind::Memtide,
+        PolicyKind::MemtideIdle,
         PolicyKind::Mom,
         PolicyKind::HypervLike,
         PolicyKind::Static,
@@ -67,6 +74,7 @@ impl PolicyKind {
     pub fn name(self) -> &'static str {
         match self {
             PolicyKind::Memtide => "memtide",
+            PolicyKind::MemtideIdle => "memtide-idle",
             PolicyKind::Mom => "mom",
             PolicyKind::HypervLike => "hyperv-like",
             PolicyKind::Static => "static",
@@ -83,6 +91,13 @@ impl PolicyKind {
     pub fn build(self, settings: Vec<VmSettings>) -> Result<Box<dyn Policy>, SettingsError> {
         Ok(match self {
             PolicyKind::Memtide => Box::new(Balancer::new(PolicyConfig::default(), settings)?),
+            PolicyKind::MemtideIdle => Box::new(Balancer::new(
+                PolicyConfig {
+                    idle_reclaim_after_ms: Some(SIM_IDLE_RECLAIM_AFTER_MS),
+                    ..PolicyConfig::default()
+                },
+                settings,
+            )?),
             PolicyKind::Mom => Box::new(mom::Mom::new(mom::MomConfig::default(), settings)?),
             PolicyKind::HypervLike => Box::new(hyperv_like::HypervLike::new(
                 hyperv_like::HypervConfig::default(),

@@ -166,6 +166,9 @@ pub struct BalanceOptions {
     pub trace: Option<PathBuf>,
     /// Serve `GET /balancer` here (for `memtide top`).
     pub api_sock: Option<PathBuf>,
+    /// The policy's knobs (`PolicyConfig::default()` but for the flags
+    /// that change them, e.g. `--idle-reclaim-after-s`).
+    pub policy: PolicyConfig,
 }
 
 /// Answers admission once (`--admit`): each VM's minimum from its
@@ -236,7 +239,7 @@ pub fn run(opts: &BalanceOptions) -> Result<Trace, BalanceError> {
         vms.push((s, Box::new(port)));
     }
     let settings: Vec<VmSettings> = vms.iter().map(|(s, _)| s.clone()).collect();
-    let policy = PolicyConfig::default();
+    let policy = opts.policy;
     let mut driver = Driver::new(policy, vms, opts.budget_mib)?;
     let status = driver.status();
     if let Some(sock) = &opts.api_sock {

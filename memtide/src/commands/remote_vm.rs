@@ -11,8 +11,11 @@
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
-use memtide_api::{AgentReport, BalloonTarget, Client, GuestMemory, HotAdd};
+use memtide_api::{
+    AgentReport, BalloonStatistics, BalloonTarget, Client, ClientError, GuestMemory, HotAdd,
+};
 use memtide_balancer::driver::{ApplyError, VirtioMemNow, VmPort};
+use memtide_balancer::stall::StallCounters;
 use memtide_balancer::{Action, Report};
 
 /// The policy's report from a `GET /memory/guest` answer, with its age.
@@ -24,10 +27,38 @@ pub fn report_from_api(v: &GuestMemory) -> Option<(Report, u64)> {
         available_mib: l.mem_available_kib >> 10,
         psi_some_avg10: l.psi.map(|p| percent_f32(p.some_avg10)),
         psi_some_total_us: l.psi.map(|p| p.some_total_us),
+        stalls: None,
         timestamp_ms: l.uptime_ms,
         received_ms: 0,
     };
     Some((report, l.age_ms))
+}
+
+/// The guest's stall and OOM counters from a `GET /balloon/statistics`
+/// answer, if the guest sends them.
+pub fn stalls_from_api(s: &BalloonStatistics) -> Option<StallCounters> {
+    let g = s.guest.as_ref()?;
+    StallCounters::from_stats(g.oom_kills, g.alloc_stalls)
+}
+
+/// The guest's stall counters, asked for while the VM has a balloon
+/// (`ask` turns false at the first 4xx: a VM without a balloon answers
+/// 400, an older memtide without the route 404).
+fn poll_stalls(api: &Client, ask: &mut bool) -> Option<StallCounters> {
+    if !*ask {
+        return None;
+    }
+    match api.get_balloon_statistics() {
+        Ok(s) => stalls_from_api(&s),
+        Err(ClientError::Status { status, .. }) if (400..500).contains(&status) => {
+            *ask = false;
+            None
+        }
+        Err(e) => {
+            log::debug!("balance: {}: balloon statistics: {e}", api.path().display());
+            None
+        }
+    }
 }
 
 /// What the poller last saw.
@@ -84,8 +115,10 @@ impl RemoteVm {
 }
 
 /// Asks for the guest's memory (and the virtio-mem device's sizes, with
-/// `virtio_mem`) until the [`RemoteVm`] is gone.
+/// `virtio_mem`, and the balloon's stall counters) until the [`RemoteVm`]
+/// is gone.
 fn poll(api: &Client, polled: &Weak<Mutex<Polled>>, interval: Duration, virtio_mem: bool) {
+    let mut ask_stats = true;
     loop {
         let began = Instant::now();
         let vmem = virtio_mem
@@ -101,6 +134,10 @@ fn poll(api: &Client, polled: &Weak<Mutex<Polled>>, interval: Duration, virtio_m
                 )
             });
         let answer = api.get_guest_memory();
+        let stalls = match answer {
+            Ok(_) => poll_stalls(api, &mut ask_stats),
+            Err(_) => None,
+        };
         let Some(polled) = polled.upgrade() else {
             return;
         };
@@ -111,7 +148,10 @@ fn poll(api: &Client, polled: &Weak<Mutex<Polled>>, interval: Duration, virtio_m
             }
             match answer {
                 Ok(v) => {
-                    p.latest = report_from_api(&v).map(|(r, age)| (r, age, Instant::now()));
+                    p.latest = report_from_api(&v).map(|(mut r, age)| {
+                        r.stalls = stalls;
+                        (r, age, Instant::now())
+                    });
                     p.fault = None;
                 }
                 Err(e) => {

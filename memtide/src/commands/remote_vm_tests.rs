@@ -103,3 +103,35 @@ fn a_stuck_vm_is_marked_and_the_others_keep_being_balanced() {
     let _ = std::fs::remove_file(&ok_path);
     let _ = std::fs::remove_file(&stuck_path);
 }
+
+#[test]
+fn stall_counters_come_from_the_balloon_statistics_when_the_guest_sends_them() {
+    let with = |guest: serde_json::Value| -> memtide_api::BalloonStatistics {
+        serde_json::from_value(serde_json::json!({
+            "guest": guest,
+            "host": {"inflate_requests": 0, "deflate_requests": 0, "pfns_out_of_range": 0,
+                "pfns_duplicate": 0, "malformed_descriptors": 0, "discard_calls": 0,
+                "discard_errors": 0, "discard_ns": 0, "reported_pages": 0}
+        }))
+        .expect("statistics")
+    };
+    let base = serde_json::json!({"total_memory": 1, "free_memory": 1, "available_memory": 1,
+        "disk_caches": 1, "swap_in": null, "swap_out": null, "major_faults": null,
+        "minor_faults": null, "updated_ms": 5});
+    assert_eq!(
+        stalls_from_api(&with(base.clone())),
+        None,
+        "an older guest kernel"
+    );
+    assert_eq!(stalls_from_api(&with(serde_json::Value::Null)), None);
+    let mut counters = base;
+    counters["oom_kills"] = 1.into();
+    counters["alloc_stalls"] = 42.into();
+    assert_eq!(
+        stalls_from_api(&with(counters)),
+        Some(StallCounters {
+            oom_kills: 1,
+            alloc_stalls: 42
+        })
+    );
+}

@@ -34,6 +34,7 @@ fn balancer_config(
         weight: args.weight,
         budget_mib: args.host_budget_mib.unwrap_or(maximum),
         interval_ms: args.balancer_interval_ms,
+        idle_reclaim_after_ms: args.idle_reclaim_after_s.map(|s| s.saturating_mul(1000)),
     }
 }
 

@@ -12,7 +12,7 @@ use memtide_balancer::SettingsError;
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
     /// No such policy.
-    #[error("unknown policy {0:?} (memtide, mom, hyperv-like, static or all)")]
+    #[error("unknown policy {0:?} (memtide, memtide-idle, mom, hyperv-like, static or all)")]
     Policy(String),
     /// No such trace.
     #[error("unknown trace {name:?} ({} or all)", .known.join(", "))]

@@ -16,6 +16,8 @@ use prometheus_client::registry::{Registry, Unit};
 use super::http::Response;
 use super::routes::ApiState;
 
+mod guest_stats;
+
 /// The exposition's media type.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -218,6 +220,9 @@ fn balloon(f: &mut Families, b: &memtide_devices::virtio::balloon::BalloonShared
     ];
     for (name, help, unit, value) in table {
         f.push(name, help, unit, value);
+    }
+    if let Some(stats) = super::lock(&b.stats).as_ref() {
+        guest_stats::families(f, stats);
     }
     for (reason, counter) in [
         ("out_of_range", &k.pfns_out_of_range),
@@ -730,6 +735,48 @@ mod tests {
                 &[("direction", "inflate"), ("le", "+Inf")]
             ),
             0.0
+        );
+    }
+
+    #[test]
+    fn the_guest_reclaim_and_oom_counters_are_counters_when_reported() {
+        let s = state();
+        let Some(b) = &s.balloon else {
+            panic!("balloon")
+        };
+        let before = parse(&route(&s).body);
+        assert!(
+            !before.iter().any(|x| x.0.starts_with("memtide_guest_oom")),
+            "no guest statistics yet: no family"
+        );
+        *crate::api::lock(&b.stats) = Some(memtide_devices::virtio::balloon::BalloonStats {
+            oom_kills: Some(2),
+            alloc_stalls: Some(17),
+            direct_scan: Some(8192),
+            direct_reclaim: Some(4096),
+            ..Default::default()
+        });
+        let samples = parse(&route(&s).body);
+        assert_eq!(value(&samples, "memtide_guest_oom_kills_total", &[]), 2.0);
+        assert_eq!(
+            value(&samples, "memtide_guest_alloc_stalls_total", &[]),
+            17.0
+        );
+        assert_eq!(
+            value(
+                &samples,
+                "memtide_guest_reclaim_scanned_bytes_total",
+                &[("kind", "direct")]
+            ),
+            8192.0
+        );
+        assert_eq!(
+            value(
+                &samples,
+                "memtide_guest_reclaimed_bytes_total",
+                &[("kind", "direct")]
+            ),
+            4096.0
         );
     }
 

@@ -200,6 +200,14 @@ pub fn handle(state: &ApiState, req: &Request) -> Response {
                 swap_out: s.swap_out,
                 major_faults: s.major_faults,
                 minor_faults: s.minor_faults,
+                oom_kills: s.oom_kills,
+                alloc_stalls: s.alloc_stalls,
+                async_scan: s.async_scan,
+                direct_scan: s.direct_scan,
+                async_reclaim: s.async_reclaim,
+                direct_reclaim: s.direct_reclaim,
+                hugetlb_allocations: s.hugetlb_allocations,
+                hugetlb_failures: s.hugetlb_failures,
                 updated_ms: s.updated_ms,
             });
             ok_json(&BalloonStatistics {

@@ -245,6 +245,7 @@ pub fn run(args: &DemoArgs) -> Result<(), DemoError> {
         duration: Some(total),
         trace: Some(trace_path.clone()),
         api_sock: Some(balance_sock.clone()),
+        policy: super::signals::demo_policy(args.phase_s),
     };
     println!(
         "[demo] starting the balancer; `memtide top --api-sock {}` shows it from another terminal",
@@ -297,6 +298,7 @@ fn finish(trace: &Trace, out: &Path) -> Result<(), DemoError> {
         "[demo] done: {} ticks, {decisions} resize decisions",
         trace.ticks.len()
     );
+    super::signals::print(trace);
     println!(
         "[demo] trace: {}\n[demo] timeline: {}",
         out.join("trace.json").display(),

@@ -5,6 +5,7 @@
 
 pub mod balanced;
 pub mod one_guest;
+pub mod signals;
 
 use crate::cli::DemoArgs;
 
