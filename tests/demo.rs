@@ -48,19 +48,24 @@ fn well_formed(svg: &str) -> Result<(), String> {
     }
 }
 
+/// An empty output directory for a demo run named `tag`, and the guest
+/// kernel's path.
+fn fresh_out_dir_and_kernel(tag: &str) -> (std::path::PathBuf, String) {
+    let (kernel, _) = guest_images();
+    let out = std::env::temp_dir().join(format!("memtide-{tag}-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let kernel = kernel.to_str().expect("utf-8 path").to_string();
+    (out, kernel)
+}
+
 #[test]
 fn a_short_demo_writes_a_valid_trace_and_timeline() {
     if !require_kvm() {
         return;
     }
     let _guard = boot_lock();
-    let (kernel, _) = guest_images();
-    let out = std::env::temp_dir().join(format!("memtide-demo-test-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&out);
-    let (out_arg, kernel_arg) = (
-        out.to_str().expect("utf-8 path"),
-        kernel.to_str().expect("utf-8 path"),
-    );
+    let (out, kernel) = fresh_out_dir_and_kernel("demo");
+    let (out_arg, kernel_arg) = (out.to_str().expect("utf-8 path"), kernel.as_str());
     // Two guests boot side by side, then 5 phases of 6 s.
     let run = run_memtide(
         &[
@@ -140,13 +145,8 @@ fn the_virtio_mem_demo_grows_by_plug_and_shrinks_by_unplug() {
         return;
     }
     let _guard = boot_lock();
-    let (kernel, _) = guest_images();
-    let out = std::env::temp_dir().join(format!("memtide-demo-vmem-test-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&out);
-    let (out_arg, kernel_arg) = (
-        out.to_str().expect("utf-8 path"),
-        kernel.to_str().expect("utf-8 path"),
-    );
+    let (out, kernel) = fresh_out_dir_and_kernel("demo-vmem");
+    let (out_arg, kernel_arg) = (out.to_str().expect("utf-8 path"), kernel.as_str());
     // Two guests with a 256 MiB virtio-mem region each and no slots; 5
     // phases of 8 s: web's demand rises (plug), then batch's while web's
     // falls (web gives back by unplug). The demand comes from the scripted

@@ -6,8 +6,10 @@
     reason = "integration tests live at the top level of their own test binary"
 )]
 
+mod common;
+
 use memtide_balancer::invariants::{check_no_hot_remove, check_no_oscillation, check_safety};
-use memtide_balancer::sim::{settings_of, simulate, Agent, Curve, SimVm};
+use memtide_balancer::sim::{settings_of, simulate, Agent, SimVm};
 use memtide_balancer::{PolicyConfig, VmSettings};
 use proptest::prelude::*;
 
@@ -17,28 +19,11 @@ const TICKS: u64 = 640;
 /// Idle reclaim after 10 s.
 const IDLE_AFTER_MS: u64 = 10_000;
 
-fn curve() -> impl Strategy<Value = Curve> {
-    prop_oneof![
-        (64u64..3000).prop_map(Curve::Constant),
-        Just(Curve::Idle),
-        (0u64..60_000, 64u64..3000, 64u64..3000).prop_map(|(at_ms, before, after)| Curve::Step {
-            at_ms,
-            before,
-            after
-        }),
-        (64u64..3000, 64u64..3000, 1u64..60_000).prop_map(|(from, to, over_ms)| Curve::Ramp {
-            from,
-            to,
-            over_ms
-        }),
-    ]
-}
-
 fn sim_vm() -> impl Strategy<Value = SimVm> {
     (
         (128u64..1024, 0u64..1024, 0u64..2048),
         (0u32..=100, 1u32..=10_000),
-        curve(),
+        common::settling_curve(),
     )
         .prop_map(
             |((min, extra_start, extra_max), (buffer, weight), demand)| {

@@ -6,6 +6,8 @@
     reason = "integration tests live at the top level of their own test binary"
 )]
 
+mod common;
+
 use memtide_balancer::invariants::{
     check_demand_met, check_no_hot_remove, check_no_oscillation, check_safety, check_weight_order,
 };
@@ -19,35 +21,6 @@ const TICKS: u64 = 640;
 /// 30 s of settled demand.
 const SETTLE: usize = 120;
 
-fn curve() -> impl Strategy<Value = Curve> {
-    prop_oneof![
-        (64u64..3000).prop_map(Curve::Constant),
-        Just(Curve::Idle),
-        (0u64..60_000, 64u64..3000, 64u64..3000).prop_map(|(at_ms, before, after)| Curve::Step {
-            at_ms,
-            before,
-            after
-        }),
-        (64u64..3000, 64u64..3000, 1u64..60_000).prop_map(|(from, to, over_ms)| Curve::Ramp {
-            from,
-            to,
-            over_ms
-        }),
-        (64u64..3000, 0u64..1500, 2_000u64..60_000).prop_map(|(base, amplitude, period_ms)| {
-            Curve::Sine {
-                base,
-                amplitude,
-                period_ms,
-            }
-        }),
-        (64u64..3000, 0u64..20, any::<u64>()).prop_map(|(base, pct, seed)| Curve::Noisy {
-            base,
-            pct,
-            seed
-        }),
-    ]
-}
-
 fn agent() -> impl Strategy<Value = Agent> {
     prop_oneof![
         6 => Just(Agent::Honest),
@@ -60,7 +33,7 @@ fn sim_vm() -> impl Strategy<Value = SimVm> {
     (
         (128u64..1024, 0u64..1024, 0u64..2048),
         (0u32..=100, 1u32..=10_000),
-        curve(),
+        common::any_curve(),
         agent(),
     )
         .prop_map(
