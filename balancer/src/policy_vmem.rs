@@ -26,13 +26,9 @@ impl Balancer {
         let cfg = self.cfg;
         let v = &mut self.vms[i];
         let before = v.state.assigned_mib();
-        let requested = v.state.vmem_requested_mib;
-        let plugged = v.state.vmem_plugged_mib;
-        v.state.vmem_requested_mib = plugged;
-        v.state.vmem_requested_at_ms = Some(now_ms);
+        let (requested, plugged) = v.state.request_what_is_plugged(now_ms);
         v.state.vmem_retry_after_ms = Some(now_ms.saturating_add(cfg.vmem_retry_ms));
         v.state.balloon_mib = v.state.balloon_mib.saturating_add(short_mib);
-        v.state.last_change_ms = Some(now_ms);
         Decision {
             vm: i,
             target_mib: need.target,
@@ -69,11 +65,7 @@ impl Balancer {
     ) -> Decision {
         let v = &mut self.vms[i];
         let before = v.state.assigned_mib();
-        let requested = v.state.vmem_requested_mib;
-        let plugged = v.state.vmem_plugged_mib;
-        v.state.vmem_requested_mib = plugged;
-        v.state.vmem_requested_at_ms = Some(now_ms);
-        v.state.last_change_ms = Some(now_ms);
+        let (requested, plugged) = v.state.request_what_is_plugged(now_ms);
         Decision {
             vm: i,
             target_mib: need.target,

@@ -189,6 +189,17 @@ impl VmState {
         }
     }
 
+    /// A virtio-mem resize came up short: asks for what the device has
+    /// plugged, as of `now_ms`, so the guest stops trying. Returns the
+    /// sizes (requested, plugged) it had, MiB.
+    pub fn request_what_is_plugged(&mut self, now_ms: u64) -> (u64, u64) {
+        let requested = self.vmem_requested_mib;
+        self.vmem_requested_mib = self.vmem_plugged_mib;
+        self.vmem_requested_at_ms = Some(now_ms);
+        self.last_change_ms = Some(now_ms);
+        (requested, self.vmem_plugged_mib)
+    }
+
     /// Memory the guest may use now: boot plus hot-added plus the
     /// virtio-mem size requested, minus the balloon. Memory the balancer
     /// asked to unplug is never counted.

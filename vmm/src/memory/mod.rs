@@ -4,6 +4,7 @@
 //! hot-add is [`hotplug`], the virtio-mem region [`virtio_mem`].
 
 pub mod hotplug;
+pub mod huge_aligned;
 pub mod virtio_mem;
 
 use kvm_bindings::kvm_userspace_memory_region;

@@ -72,6 +72,16 @@ fn resident(guest: &Guest) -> Result<f64, GuestError> {
     Ok(guest.api().get_balloon()?.guest_ram_resident_mib as f64)
 }
 
+/// Nanoseconds memtide has spent discarding unplugged virtio-mem blocks.
+fn vmem_discard_ns(guest: &Guest) -> Result<f64, GuestError> {
+    Ok(guest.api().get_virtio_mem()?.counters.discard_ns as f64)
+}
+
+/// Nanoseconds memtide has spent discarding inflated balloon pages.
+fn balloon_discard_ns(guest: &Guest) -> Result<f64, GuestError> {
+    Ok(guest.api().get_balloon_statistics()?.host.discard_ns as f64)
+}
+
 /// A fresh statistics sample (newer than now), or an error.
 fn fresh_sample(guest: &mut Guest) -> Result<StatsSample, GuestError> {
     let after = current_ms(guest)?;
@@ -127,7 +137,9 @@ fn one_run(args: &ShrinkBenchArgs, run: u32) -> Result<Run, ShrinkBenchError> {
     // virtio-mem unplug.
     let before = fresh_sample(&mut guest)?;
     let resident_before = resident(&guest)?;
+    let ns_before = vmem_discard_ns(&guest)?;
     let unplug_s = vmem::resize(&mut guest, 0)?;
+    let host_ms = (vmem_discard_ns(&guest)? - ns_before) / 1e6;
     let resident_after = resident(&guest)?;
     let done_ms = current_ms(&guest)?;
     let total_unplugged = total_after(&mut guest, done_ms, |s| {
@@ -135,6 +147,7 @@ fn one_run(args: &ShrinkBenchArgs, run: u32) -> Result<Run, ShrinkBenchError> {
     })?;
     let unplug = Step {
         seconds: unplug_s,
+        host_ms,
         total_before_mib: before.total_mib(),
         total_after_mib: total_unplugged,
         resident_before_mib: resident_before,
@@ -144,11 +157,14 @@ fn one_run(args: &ShrinkBenchArgs, run: u32) -> Result<Run, ShrinkBenchError> {
     // Balloon inflate.
     let before = fresh_sample(&mut guest)?;
     let resident_before = resident(&guest)?;
+    let ns_before = balloon_discard_ns(&guest)?;
     let inflate_s = inflate(&mut guest, mib)?;
+    let host_ms = (balloon_discard_ns(&guest)? - ns_before) / 1e6;
     let resident_after = resident(&guest)?;
     let done_ms = current_ms(&guest)?;
     let inflate = Step {
         seconds: inflate_s,
+        host_ms,
         total_before_mib: before.total_mib(),
         total_after_mib: total_after(&mut guest, done_ms, |_| true)?,
         resident_before_mib: resident_before,
@@ -156,8 +172,9 @@ fn one_run(args: &ShrinkBenchArgs, run: u32) -> Result<Run, ShrinkBenchError> {
     };
     for (name, s) in [("unplug", &unplug), ("inflate", &inflate)] {
         println!(
-            "  run {run}: {name} {:.0} ms, MemTotal {:.0} -> {:.0} MiB, resident {:.0} -> {:.0} MiB",
+            "  run {run}: {name} {:.0} ms (host madvise {:.1} ms), MemTotal {:.0} -> {:.0} MiB, resident {:.0} -> {:.0} MiB",
             s.seconds * 1e3,
+            s.host_ms,
             s.total_before_mib,
             s.total_after_mib,
             s.resident_before_mib,

@@ -19,6 +19,9 @@ pub const MEMTOTAL_TOLERANCE: f64 = 0.02;
 pub struct Step {
     /// Seconds from the request to the guest reporting done.
     pub seconds: f64,
+    /// Milliseconds of that in memtide's `madvise` calls giving the memory
+    /// back to the host.
+    pub host_ms: f64,
     /// Guest MemTotal before, MiB.
     pub total_before_mib: f64,
     /// Guest MemTotal after, MiB.
@@ -76,6 +79,7 @@ impl Medians {
             ms,
             step: Step {
                 seconds: med(|s| s.seconds),
+                host_ms: med(|s| s.host_ms),
                 total_before_mib: med(|s| s.total_before_mib),
                 total_after_mib: med(|s| s.total_after_mib),
                 resident_before_mib: med(|s| s.resident_before_mib),
@@ -149,7 +153,7 @@ impl Summary {
     /// The report's table, in Markdown.
     pub fn table(&self) -> String {
         let mut out = format!(
-            "| mechanism, {} MiB | request to done (median of {}) | MiB/s | guest MemTotal before -> after | host resident before -> after |\n|---|---|---|---|---|\n",
+            "| mechanism, {} MiB | request to done (median of {}) | of which host madvise | MiB/s | guest MemTotal before -> after | host resident before -> after |\n|---|---|---|---|---|---|\n",
             self.mib,
             self.unplug.ms.len()
         );
@@ -160,8 +164,9 @@ impl Summary {
             let (lo, hi) = min_max(&m.ms).unwrap_or((f64::NAN, f64::NAN));
             let s = &m.step;
             out.push_str(&format!(
-                "| {name} | {:.0} ms (min {lo:.0}, max {hi:.0}) | {:.1} | {:.0} -> {:.0} MiB ({:+.0}) | {:.0} -> {:.0} MiB ({:+.0}) |\n",
+                "| {name} | {:.0} ms (min {lo:.0}, max {hi:.0}) | {:.1} ms | {:.1} | {:.0} -> {:.0} MiB ({:+.0}) | {:.0} -> {:.0} MiB ({:+.0}) |\n",
                 s.seconds * 1e3,
+                s.host_ms,
                 m.mib_per_s(self.mib),
                 s.total_before_mib,
                 s.total_after_mib,
@@ -215,7 +220,12 @@ impl Summary {
             ),
         ] {
             if let Some(mut f) = Figure::of("shrink", &what, &m.ms, "ms", 0) {
-                f.median = format!("{} ({:.1} MiB/s)", f.median, m.mib_per_s(mib));
+                f.median = format!(
+                    "{} ({:.1} MiB/s, host madvise {:.1} ms)",
+                    f.median,
+                    m.mib_per_s(mib),
+                    m.step.host_ms
+                );
                 figures.push(f);
             }
         }
@@ -287,6 +297,7 @@ mod tests {
     fn step(ms: f64, total: (f64, f64), resident: (f64, f64)) -> Step {
         Step {
             seconds: ms / 1e3,
+            host_ms: ms / 10.0,
             total_before_mib: total.0,
             total_after_mib: total.1,
             resident_before_mib: resident.0,
@@ -372,7 +383,7 @@ mod tests {
         let s = Summary::of(128, &[run(640.0, 19_200.0)]).expect("summary");
         let t = s.table();
         assert!(
-            t.contains("| virtio-mem unplug | 640 ms (min 640, max 640) | 200.0 | 370 -> 242 MiB (-128) | 384 -> 257 MiB (-127) |"),
+            t.contains("| virtio-mem unplug | 640 ms (min 640, max 640) | 64.0 ms | 200.0 | 370 -> 242 MiB (-128) | 384 -> 257 MiB (-127) |"),
             "{t}"
         );
         assert!(t.contains("| balloon inflate | 19200 ms"), "{t}");
@@ -389,7 +400,7 @@ mod tests {
         );
         let f = s.figures();
         assert_eq!(f.len(), 5);
-        assert_eq!(f[0].median, "640 ms (200.0 MiB/s)");
+        assert_eq!(f[0].median, "640 ms (200.0 MiB/s, host madvise 64.0 ms)");
         assert_eq!(f[2].median, "30.0x");
         assert_eq!(f[3].median, "370 -> 242 / 242 -> 242 MiB");
         assert_eq!(f[4].median, "384 -> 257 / 257 -> 129 MiB");
