@@ -58,38 +58,10 @@ pub fn run_all(lanes: Lanes) -> Result<(), XtaskError> {
     }
     if lanes != Lanes::Host {
         println!("[xtask] test: integration tests, lane svm (kvm_amd inside QEMU TCG)");
-        let opts = lane::LaneOpts::default();
-        // A fault of the lane itself (L1 crashed or hung; docs/lanes.md) is
-        // not a test's failure: it is reported as such and the lane runs
-        // again, up to LANE_RUNS times in all. A fault on the last run, or
-        // any test failure, fails the step.
-        let mut run = 1;
-        let code = loop {
-            match lane::run_tests(&[], &opts) {
-                Err(XtaskError::LaneFault(why)) if run < LANE_RUNS => {
-                    println!(
-                        "[xtask] test: LANE FAULT, not a test failure: {why}\n\
-                         [xtask] test: running the svm lane's integration tests again ({} of {LANE_RUNS})",
-                        run + 1
-                    );
-                    run += 1;
-                }
-                other => break other?,
-            }
-        };
-        if code != 0 {
-            return Err(XtaskError::Lane(format!(
-                "lane svm: integration tests failed (status {code}); consoles in {}",
-                lane::results_dir().display()
-            )));
-        }
+        lane::suite::run_suite(&lane::LaneOpts::default())?;
     }
     Ok(())
 }
-
-/// How many times the svm lane's tests may run when L1 itself faults:
-/// two L1 hangs in one CI run were seen on 2026-12-02 (docs/lanes.md).
-const LANE_RUNS: u32 = 3;
 
 /// What this machine's /dev/kvm is, for the lane's heading.
 fn host_kvm() -> &'static str {

@@ -11,6 +11,7 @@ mod l1_kernel;
 mod modules;
 mod payload;
 mod qemu;
+pub mod suite;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -322,34 +323,19 @@ pub fn test_executables(json_lines: &str) -> Vec<PathBuf> {
 }
 
 /// Runs `argv` inside L1 with the integration test executables on board;
-/// an empty `argv` runs them all ([`test_script`]).
+/// an empty `argv` runs them all ([`suite::test_script`]).
 pub fn run_tests(argv: &[String], opts: &LaneOpts) -> Result<i32, XtaskError> {
     let exes = integration_test_executables()?;
     if argv.is_empty() {
-        let script = ["sh".to_string(), "-c".to_string(), test_script(&exes)];
+        let script = [
+            "sh".to_string(),
+            "-c".to_string(),
+            suite::test_script(&exes),
+        ];
         run(&script, &exes, opts)
     } else {
         run(argv, &exes, opts)
     }
-}
-
-/// The shell script that runs every test executable inside L1 (one test
-/// thread, as on the host) and fails if any failed, naming them. Every
-/// test runs in this lane, the two-guest ones included.
-pub fn test_script(executables: &[PathBuf]) -> String {
-    let mut s = String::from("failed=''\n");
-    for exe in executables {
-        let q = shell_quote(&exe.display().to_string());
-        s.push_str(&format!(
-            "echo \"[lane {LANE}] running {q}\"\n\
-             {q} --test-threads=1 || failed=\"$failed {q}\"\n"
-        ));
-    }
-    s.push_str(&format!(
-        "if [ -n \"$failed\" ]; then echo \"[lane {LANE}] FAILED:$failed\"; exit 1; fi\n\
-         echo \"[lane {LANE}] all integration tests passed\"\n"
-    ));
-    s
 }
 
 #[cfg(test)]
@@ -378,13 +364,5 @@ mod tests {
             "\n"
         );
         assert_eq!(test_executables(json), vec![PathBuf::from("/t/boot-1")]);
-    }
-
-    #[test]
-    fn the_test_script_runs_each_binary_and_fails_on_any() {
-        let s = test_script(&[PathBuf::from("/t/a"), PathBuf::from("/t/b c")]);
-        assert!(s.contains("/t/a --test-threads=1 || failed="));
-        assert!(s.contains("'/t/b c' --test-threads=1"));
-        assert!(s.contains("exit 1"));
     }
 }
