@@ -109,10 +109,11 @@ fn loan_needed(v: &serde_json::Value, vm: usize) -> u64 {
 }
 
 /// Asserts that the lender's balloon holds at least `needed` MiB, and that
-/// the loan is a real one (the borrower holds clearly more than half).
-fn assert_lent(balloon: &serde_json::Value, needed: u64, what: &str) {
+/// the loan is a real one: the borrower holds at least `floor` MiB more
+/// than half the budget, the least the test's wait allows.
+fn assert_lent(balloon: &serde_json::Value, needed: u64, floor: u64, what: &str) {
     assert!(
-        needed >= 16,
+        needed >= floor,
         "{what}: the borrower holds only {needed} MiB above its half of the budget"
     );
     assert!(
@@ -216,6 +217,10 @@ fn finish(dir: &Path, guests: (Guest, Guest), mut balancer: Child) {
 }
 
 /// Demand of VM `vm` (committed + buffer), MiB.
+fn committed(v: &serde_json::Value, vm: usize) -> u64 {
+    v["vms"][vm]["committed_mib"].as_u64().unwrap_or(0)
+}
+
 fn demand(v: &serde_json::Value, vm: usize) -> u64 {
     v["vms"][vm]["demand_mib"].as_u64().unwrap_or(0)
 }
@@ -264,9 +269,11 @@ fn memory_flows_to_the_busy_guest_and_back_under_one_budget() {
         "A's slot is plugged in the guest: {a_mem}"
     );
     let b_balloon = wait_balloon(&b.sock, Boots(8.0));
+    // A holds 352 MiB or more: 32 above its half of the 576 MiB budget.
     assert_lent(
         &b_balloon,
         loan_needed(&grown, 0),
+        32,
         "B gave memory up in its kernel",
     );
 
@@ -325,20 +332,27 @@ fn a_guest_workload_gets_memory_from_an_idle_guest_and_gives_it_back() {
     // A's step: demand about 8 + 290 MiB + 20 % = 358 MiB, beyond the
     // headroom: A hot-adds its slot and B, idle, lends memory through its
     // balloon.
+    // The wait takes A's whole phase: the commit A's agent reports rises
+    // over several reports (ci18: 227, then 286 MiB), and a status taken
+    // mid-way (commit 286 MiB, demand 344, A at 333 MiB, within the
+    // balancer's 16 MiB hysteresis) asks B for a loan of only 13 MiB.
     let grown = wait_status(
         &balance_api,
         "A's workload to get its demand",
         Boots(10.0).plus_secs(20),
-        |v| demand(v, 0) >= 340 && has_demand(v, 0),
+        |v| committed(v, 0) >= 290 && has_demand(v, 0),
     );
     let a_mem = api_get(&a.sock, "/memory").expect("A memory");
     assert_eq!(a_mem["plugged_mib"], 384, "A's slot: {a_mem}");
     // How much B lends follows from A's measured commit (the guest's own
     // Committed_AS), so the check derives it from the same status.
     let b_balloon = wait_balloon(&b.sock, Boots(8.0));
+    // Commit 290 MiB or more: demand 348 or more (+ 20 %), A within 16 MiB
+    // of it (332 or more), 12 MiB or more above its half of the budget.
     assert_lent(
         &b_balloon,
         loan_needed(&grown, 0),
+        12,
         "idle B lent memory through its balloon",
     );
 
