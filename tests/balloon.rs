@@ -304,14 +304,17 @@ fn deflate_on_oom_gives_pages_back_instead_of_an_oom_kill() {
         "OOM kill:\n{}",
         r.stdout
     );
-    // The fill entered direct reclaim before each deflate-on-OOM round, and
-    // the guest kernel (CONFIG_VM_EVENT_COUNTERS) says so in its balloon
-    // statistics: the signal the balancer's stall rule reads. The command
-    // sleeps 3 s after the fill so that statistics (asked for every 1 s)
-    // taken after it reach the host.
+    // The guest kernel (CONFIG_VM_EVENT_COUNTERS) sends its stall and OOM
+    // counters in the balloon statistics: the signal the balancer's stall
+    // rule reads. Whether this fill stalls in direct reclaim before an OOM
+    // round varies (2026-12-02: 70 stalls with the old re-inflation race,
+    // some in the svm lane, none in a host-lane run with 2 OOM rounds), so
+    // the test holds the counters to being sent and to no OOM kill. The
+    // command sleeps 3 s after the fill so that statistics (asked for every
+    // 1 s) taken after it reach the host.
     assert!(
-        seen.alloc_stalls.is_some_and(|n| n > 0),
-        "the guest's balloon statistics showed no allocation stall: {seen:?}"
+        seen.alloc_stalls.is_some(),
+        "the guest sent no allocation-stall counter (a kernel without CONFIG_VM_EVENT_COUNTERS?): {seen:?}"
     );
     assert_eq!(seen.oom_kills, Some(0), "OOM kills in the statistics");
 }
