@@ -216,11 +216,12 @@ fn finish(dir: &Path, guests: (Guest, Guest), mut balancer: Child) {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-/// Demand of VM `vm` (committed + buffer), MiB.
+/// Committed memory VM `vm`'s agent last reported, MiB.
 fn committed(v: &serde_json::Value, vm: usize) -> u64 {
     v["vms"][vm]["committed_mib"].as_u64().unwrap_or(0)
 }
 
+/// Demand of VM `vm` (committed + buffer), MiB.
 fn demand(v: &serde_json::Value, vm: usize) -> u64 {
     v["vms"][vm]["demand_mib"].as_u64().unwrap_or(0)
 }

@@ -48,14 +48,12 @@ pub enum HugeAlignedError {
     },
 }
 
-/// Where the aligned part of a mapping of `len + HUGE_PAGE` bytes at
-/// `start` begins, and how many bytes lie before and after it (pure).
-pub fn aligned_split(start: usize, len: usize) -> (usize, usize, usize) {
+/// For a mapping at `start` padded by [`HUGE_PAGE`] bytes: where its
+/// aligned part begins, and the padding bytes before and after it (pure).
+pub fn aligned_split(start: usize) -> (usize, usize, usize) {
     let aligned = start.next_multiple_of(HUGE_PAGE);
     let head = aligned - start;
-    let tail = HUGE_PAGE - head;
-    debug_assert!(aligned + len + tail == start + len + HUGE_PAGE);
-    (aligned, head, tail)
+    (aligned, head, HUGE_PAGE - head)
 }
 
 /// Maps `len` bytes of private anonymous `MAP_NORESERVE` memory starting on
@@ -81,7 +79,7 @@ pub fn map(base: GuestAddress, len: usize) -> Result<GuestRegionMmap<()>, HugeAl
             source: std::io::Error::last_os_error(),
         });
     }
-    let (aligned, head, tail) = aligned_split(raw as usize, len);
+    let (aligned, head, tail) = aligned_split(raw as usize);
     // SAFETY: `head` and `tail` bytes at the two ends lie inside the mapping
     // just made, outside the aligned `len` bytes kept; nothing refers to
     // them. Failure would only leave them mapped.
@@ -122,12 +120,12 @@ mod tests {
     #[test]
     fn the_kept_part_starts_on_a_huge_page_and_fits_the_padding() {
         for start in [0x7f00_0000_0000usize, 0x7f00_0000_1000, 0x7f00_001f_f000] {
-            let (aligned, head, tail) = aligned_split(start, 128 << 20);
+            let (aligned, head, tail) = aligned_split(start);
             assert_eq!(aligned % HUGE_PAGE, 0);
             assert_eq!(aligned, start + head);
             assert_eq!(head + tail, HUGE_PAGE);
         }
-        assert_eq!(aligned_split(0x20_0000, 1), (0x20_0000, 0, HUGE_PAGE));
+        assert_eq!(aligned_split(0x20_0000), (0x20_0000, 0, HUGE_PAGE));
     }
 
     #[test]

@@ -110,6 +110,7 @@ pub fn run_suite(opts: &LaneOpts) -> Result<(), XtaskError> {
             Err(XtaskError::LaneFault(why)) => {
                 let done = Outcomes::from_console(&console_text());
                 let kept = keep_fault_results(attempt);
+                let ran = todo.len();
                 failed.extend(done.failed.iter().cloned());
                 todo.retain(|exe| !done.finished(exe));
                 if attempt == LANE_RUNS {
@@ -120,8 +121,8 @@ pub fn run_suite(opts: &LaneOpts) -> Result<(), XtaskError> {
                      [xtask] test: {} of the {} test executables of this run finished before it \
                      ({} failed); its consoles are in {kept}; running the other {} in L1 again \
                      ({} of {LANE_RUNS})",
-                    done.passed.len() + done.failed.len(),
-                    done.passed.len() + done.failed.len() + todo.len(),
+                    ran - todo.len(),
+                    ran,
                     done.failed.len(),
                     todo.len(),
                     attempt + 1
