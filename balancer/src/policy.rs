@@ -263,15 +263,23 @@ impl Balancer {
         if v.settings.virtio_mem.is_none() {
             return;
         }
+        // A guest still plugging or unplugging restarts the settle time:
+        // on a slow host migrating the pages out of a sub-block takes
+        // seconds each, and a resize judged short while it progresses
+        // would balloon memory that the unplug was about to free.
+        if v.state.vmem_plugged_mib != plugged_mib {
+            v.state.vmem_moved_at_ms = Some(now_ms);
+        }
         v.state.vmem_plugged_mib = plugged_mib;
         if v.state.vmem_requested_mib != requested_mib {
             v.state.vmem_requested_mib = requested_mib;
-            v.state.vmem_requested_at_ms = Some(now_ms);
+            v.state.vmem_moved_at_ms = Some(now_ms);
         }
     }
 
     /// A resize that came up short: VM `vm`'s device has another plugged
-    /// size than requested `vmem_settle_ms` after the request. Returns
+    /// size than requested `vmem_settle_ms` after the request and after
+    /// the guest's last progress on it. Returns
     /// plugged minus requested, MiB (positive: an unplug left memory
     /// plugged; negative: a plug did not plug it all).
     fn vmem_shortfall(&self, vm: usize, now_ms: u64) -> Option<i128> {
@@ -279,7 +287,7 @@ impl Balancer {
         v.settings.virtio_mem?;
         let st = &v.state;
         let settled = st
-            .vmem_requested_at_ms
+            .vmem_moved_at_ms
             .is_some_and(|t| now_ms.saturating_sub(t) >= self.cfg.vmem_settle_ms);
         let diff = i128::from(st.vmem_plugged_mib) - i128::from(st.vmem_requested_mib);
         (settled && diff != 0).then_some(diff)
@@ -528,7 +536,7 @@ impl Balancer {
                 let how = vmem_shrink_text(&dev, v.state.vmem_requested_mib, split);
                 if split.unplug_mib > 0 {
                     v.state.vmem_requested_mib -= split.unplug_mib;
-                    v.state.vmem_requested_at_ms = Some(ctx.now_ms);
+                    v.state.vmem_moved_at_ms = Some(ctx.now_ms);
                     d.actions.push(Action::Unplug {
                         to_requested_mib: v.state.vmem_requested_mib,
                     });
@@ -580,7 +588,7 @@ impl Balancer {
                     d.actions.push(Action::Plug {
                         to_requested_mib: g.new_requested_mib,
                     });
-                    v.state.vmem_requested_at_ms = Some(ctx.now_ms);
+                    v.state.vmem_moved_at_ms = Some(ctx.now_ms);
                 }
                 d.actions.extend(resize_actions(
                     now.balloon_mib,

@@ -111,7 +111,7 @@ impl Balancer {
         }
         let assigned = st.assigned_mib();
         v.state.vmem_requested_mib -= c;
-        v.state.vmem_requested_at_ms = Some(now_ms);
+        v.state.vmem_moved_at_ms = Some(now_ms);
         v.state.balloon_mib -= c;
         v.state.last_change_ms = Some(now_ms);
         Some(Decision {

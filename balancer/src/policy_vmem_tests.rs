@@ -109,6 +109,51 @@ fn only_what_unplug_cannot_take_goes_to_the_balloon() {
 }
 
 #[test]
+fn an_unplug_still_progressing_is_not_judged_short() {
+    let cfg = PolicyConfig::default();
+    let mut b = plugged_200();
+    let d = b.step(&[(0, r(100, 0))], 300, 0);
+    assert_eq!(
+        d[0].actions,
+        vec![Action::Unplug {
+            to_requested_mib: 44
+        }]
+    );
+    // A slow guest frees 4 MiB every 6 s (each sub-block's pages migrated
+    // in emulated code), well past the settle time in all: no shortfall
+    // while it moves, one `vmem_settle_ms` after it stops, at 152 MiB.
+    let mut plugged = 200;
+    let mut last_move = 0;
+    let mut t = 0;
+    let short = loop {
+        t += 500;
+        if t % 6_000 == 0 && plugged > 152 {
+            plugged -= 4;
+            last_move = t;
+        }
+        b.observe_virtio_mem(0, 44, plugged, t);
+        let d = b.step(&[(0, r(100, t))], 300, t);
+        if !d[0].is_noop() {
+            break (t, d[0].clone());
+        }
+        assert!(t < 120_000, "no decision");
+    };
+    assert!(short.0 >= last_move + cfg.vmem_settle_ms, "{short:?}");
+    assert!(last_move > cfg.vmem_settle_ms, "{last_move}");
+    assert_eq!(
+        short.1.actions,
+        vec![
+            Action::KeepPlugged {
+                to_requested_mib: 152
+            },
+            Action::Inflate {
+                to_balloon_mib: 108
+            }
+        ]
+    );
+}
+
+#[test]
 fn a_short_unplug_is_ballooned_then_converted_back_when_blocks_free_up() {
     let cfg = PolicyConfig::default();
     let mut b = plugged_200();
@@ -119,13 +164,15 @@ fn a_short_unplug_is_ballooned_then_converted_back_when_blocks_free_up() {
             to_requested_mib: 44
         }]
     );
-    // The guest unplugs only down to 88 MiB (unmovable pages).
+    // The guest unplugs only down to 88 MiB (unmovable pages), seen at
+    // 500 ms: the settle time counts from that last move.
     let mut t = 0;
-    while t < cfg.vmem_settle_ms {
+    let moved_at = 500;
+    while t < moved_at + cfg.vmem_settle_ms {
         t += 500;
         b.observe_virtio_mem(0, 44, 88, t);
         let d = b.step(&[(0, r(100, t))], 300, t);
-        if t < cfg.vmem_settle_ms {
+        if t < moved_at + cfg.vmem_settle_ms {
             assert!(d[0].is_noop(), "t={t}: {d:?}");
         } else {
             assert_eq!(

@@ -173,8 +173,11 @@ pub struct VmState {
     /// virtio-mem: what the device said was plugged at the last
     /// observation, MiB.
     pub vmem_plugged_mib: u64,
-    /// virtio-mem: when the requested size last changed (ms), if ever.
-    pub vmem_requested_at_ms: Option<u64>,
+    /// virtio-mem: when the requested size last changed, or the plugged
+    /// size last moved since (ms), if ever: a resize is settled (and a
+    /// shortfall judged) only `vmem_settle_ms` after the guest's last
+    /// progress.
+    pub vmem_moved_at_ms: Option<u64>,
     /// virtio-mem: no balloon-to-unplug conversion before this time (ms),
     /// set when an unplug came up short.
     pub vmem_retry_after_ms: Option<u64>,
@@ -195,7 +198,7 @@ impl VmState {
     pub fn request_what_is_plugged(&mut self, now_ms: u64) -> (u64, u64) {
         let requested = self.vmem_requested_mib;
         self.vmem_requested_mib = self.vmem_plugged_mib;
-        self.vmem_requested_at_ms = Some(now_ms);
+        self.vmem_moved_at_ms = Some(now_ms);
         self.last_change_ms = Some(now_ms);
         (requested, self.vmem_plugged_mib)
     }

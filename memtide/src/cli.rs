@@ -134,6 +134,14 @@ pub struct BalanceArgs {
     /// too, never below its minimum (docs/balancer.md)
     #[arg(long, value_name = "S", value_parser = clap::value_parser!(u64).range(1..))]
     pub idle_reclaim_after_s: Option<u64>,
+
+    /// A guest whose agent reports no memory stall (PSI) for this many
+    /// seconds, with its committed memory not rising, is calm: the
+    /// balancer may give back its memory down to committed + 10 % instead
+    /// of committed + buffer (docs/balancer.md). A large value keeps the
+    /// buffer.
+    #[arg(long, default_value_t = 30, value_name = "S", value_parser = clap::value_parser!(u64).range(1..))]
+    pub calm_after_s: u64,
     /// Stop after this many seconds (default: when every VM's socket is
     /// gone).
     #[arg(long, value_name = "S")]
@@ -487,6 +495,14 @@ pub struct RunArgs {
     /// too, never below its minimum (docs/balancer.md)
     #[arg(long, value_name = "S", value_parser = clap::value_parser!(u64).range(1..))]
     pub idle_reclaim_after_s: Option<u64>,
+
+    /// A guest whose agent reports no memory stall (PSI) for this many
+    /// seconds, with its committed memory not rising, is calm: the
+    /// balancer may give back its memory down to committed + 10 % instead
+    /// of committed + buffer (docs/balancer.md). A large value keeps the
+    /// buffer.
+    #[arg(long, default_value_t = 30, value_name = "S", value_parser = clap::value_parser!(u64).range(1..))]
+    pub calm_after_s: u64,
 
     /// Do not start the balancer (it starts by default when the VM has a
     /// guest agent channel, --vsock-uds).

@@ -89,6 +89,7 @@ fn main() -> ExitCode {
                     idle_reclaim_after_ms: args
                         .idle_reclaim_after_s
                         .map(|s| s.saturating_mul(1000)),
+                    psi_calm_after_ms: args.calm_after_s.saturating_mul(1000),
                     ..memtide_balancer::PolicyConfig::default()
                 },
             };

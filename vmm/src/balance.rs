@@ -144,6 +144,7 @@ pub fn start(
     let policy = PolicyConfig {
         slot_mib,
         idle_reclaim_after_ms: cfg.idle_reclaim_after_ms,
+        psi_calm_after_ms: cfg.calm_after_ms,
         ..PolicyConfig::default()
     };
     let settings = settings(cfg, &vm);

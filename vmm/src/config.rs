@@ -130,6 +130,9 @@ pub struct BalancerConfig {
     pub interval_ms: u64,
     /// Idle reclaim after this long with low demand, ms (`None`: off).
     pub idle_reclaim_after_ms: Option<u64>,
+    /// A guest without a memory stall this long (ms) is calm and may give
+    /// back memory down to committed + 10 %.
+    pub calm_after_ms: u64,
 }
 
 /// virtio-vsock settings.
@@ -321,6 +324,7 @@ mod tests {
             budget_mib: 512,
             interval_ms: 500,
             idle_reclaim_after_ms: None,
+            calm_after_ms: 30_000,
         };
         c.balancer = Some(good);
         c.validate().expect("balancer is fine");

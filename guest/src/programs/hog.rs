@@ -3,7 +3,7 @@
 //! multi-call guest binary, see [`crate::programs`]).
 //!
 //! ```text
-//! memtide-hog MIB:END [MIB:END ...]      END = SECONDS | line
+//! memtide-hog MIB[+PINNED]:END [MIB[+PINNED]:END ...]      END = SECONDS | line
 //! ```
 //!
 //! Each phase resizes the process's committed memory to MIB MiB at once,
@@ -14,6 +14,10 @@
 //! After the last phase the process exits (and the kernel frees
 //! everything). One line per phase goes to stdout:
 //! `memtide-hog: phase N: holding M MiB for S s` (or `until a line on stdin`).
+//!
+//! `+PINNED` also holds PINNED MiB of unmovable kernel memory in the phase
+//! (full pipes, see [`super::pinned`]), which Committed_AS does not count:
+//! a virtio-mem unplug cannot take the blocks it lands in.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -32,22 +36,29 @@ enum PhaseEnd {
     Line,
 }
 
-/// One phase: hold `mib` MiB until `end`.
+/// One phase: hold `mib` MiB committed and `pinned` MiB of unmovable
+/// kernel memory until `end`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Phase {
     mib: usize,
+    pinned: usize,
     end: PhaseEnd,
 }
 
-/// Parses `MIB:SECONDS` or `MIB:line`.
+/// Parses `MIB[+PINNED]:SECONDS` or `MIB[+PINNED]:line`.
 fn parse_phase(arg: &str) -> Option<Phase> {
-    let (mib, end) = arg.split_once(':')?;
+    let (amount, end) = arg.split_once(':')?;
     let end = match end {
         "line" => PhaseEnd::Line,
         secs => PhaseEnd::After(secs.parse().ok()?),
     };
+    let (mib, pinned) = match amount.split_once('+') {
+        Some((mib, pinned)) => (mib, pinned.parse().ok()?),
+        None => (amount, 0),
+    };
     Some(Phase {
         mib: mib.parse().ok()?,
+        pinned,
         end,
     })
 }
@@ -130,7 +141,9 @@ pub fn main(args: impl Iterator<Item = String>) -> ExitCode {
     let phases = match phases {
         Some(p) if !p.is_empty() => p,
         _ => {
-            crate::err_line!("usage: memtide-hog MIB:END [MIB:END ...]  (END = SECONDS or line)");
+            crate::err_line!(
+                "usage: memtide-hog MIB[+PINNED]:END [MIB[+PINNED]:END ...]  (END = SECONDS or line)"
+            );
             return ExitCode::from(2);
         }
     };
@@ -139,6 +152,7 @@ pub fn main(args: impl Iterator<Item = String>) -> ExitCode {
         .any(|p| p.end == PhaseEnd::Line)
         .then(Lines::start);
     let mut held = Held(Vec::new());
+    let mut pinned = super::pinned::Pinned::default();
     for (i, phase) in phases.iter().enumerate() {
         // Timed phases keep their length whatever the touching takes; a
         // phase that ends on a line stops touching when the line comes.
@@ -152,8 +166,13 @@ pub fn main(args: impl Iterator<Item = String>) -> ExitCode {
                 "until a line on stdin".to_string(),
             ),
         };
+        let pins = if phase.pinned > 0 {
+            format!(" (+{} MiB pinned)", phase.pinned)
+        } else {
+            String::new()
+        };
         println!(
-            "memtide-hog: phase {}: holding {} MiB {until}",
+            "memtide-hog: phase {}: holding {} MiB{pins} {until}",
             i + 1,
             phase.mib
         );
@@ -165,6 +184,15 @@ pub fn main(args: impl Iterator<Item = String>) -> ExitCode {
             line_came.get()
         };
         let touched = held.resize(phase.mib, end, &stop);
+        if let Err(e) = pinned.resize(phase.pinned) {
+            crate::err_line!(
+                "memtide-hog: phase {}: pinned {} of {} MiB: {e}",
+                i + 1,
+                pinned.mib(),
+                phase.pinned
+            );
+            return ExitCode::FAILURE;
+        }
         if touched + held.0.len().min(phase.mib) < phase.mib {
             println!(
                 "memtide-hog: phase {}: touched {touched} MiB of the new memory in time",
@@ -196,6 +224,7 @@ mod tests {
             parse_phase("64:5"),
             Some(Phase {
                 mib: 64,
+                pinned: 0,
                 end: PhaseEnd::After(5)
             })
         );
@@ -203,10 +232,21 @@ mod tests {
             parse_phase("190:line"),
             Some(Phase {
                 mib: 190,
+                pinned: 0,
                 end: PhaseEnd::Line
             })
         );
-        for bad in ["64", "a:1", "1:b", ":", "-1:2", "1:Line", "1:line "] {
+        assert_eq!(
+            parse_phase("0+24:line"),
+            Some(Phase {
+                mib: 0,
+                pinned: 24,
+                end: PhaseEnd::Line
+            })
+        );
+        for bad in [
+            "64", "a:1", "1:b", ":", "-1:2", "1:Line", "1:line ", "1+:2", "+2:3", "1+x:2", "1+-1:2",
+        ] {
             assert_eq!(parse_phase(bad), None, "{bad}");
         }
     }

@@ -6,6 +6,7 @@
 pub mod agent;
 pub mod hog;
 pub mod init;
+pub mod pinned;
 
 use std::process::ExitCode;
 

@@ -35,6 +35,7 @@ fn balancer_config(
         budget_mib: args.host_budget_mib.unwrap_or(maximum),
         interval_ms: args.balancer_interval_ms,
         idle_reclaim_after_ms: args.idle_reclaim_after_s.map(|s| s.saturating_mul(1000)),
+        calm_after_ms: args.calm_after_s.saturating_mul(1000),
     }
 }
 
@@ -68,12 +69,6 @@ pub fn config_from_args(args: &RunArgs, host: HostKvm) -> Result<VmConfig, Confi
         if let Some(extra) = host.guest_cmdline() {
             cmdline.push(extra)?;
         }
-    }
-    if let Some(extra) = &args.append {
-        cmdline.push(extra)?;
-    }
-    if let Some(cmd) = &args.cmd {
-        cmdline.push_guest_command(cmd)?;
     }
     let balloon = args.balloon.then(|| BalloonConfig {
         stats_interval: (args.balloon_stats_ms > 0)
@@ -113,6 +108,16 @@ pub fn config_from_args(args: &RunArgs, host: HostKvm) -> Result<VmConfig, Confi
     });
     if vsock.is_some() && args.agent_port != DEFAULT_AGENT_PORT && args.agent_port != 0 {
         cmdline.push(&format!("memtide.agent_port={}", args.agent_port))?;
+    }
+    // The user's arguments come after memtide's, so that a setting given in
+    // both wins as the user's (the kernel takes the last of a repeated
+    // parameter), e.g. `--append memhp_default_state=online_kernel`; the
+    // guest command stays last.
+    if let Some(extra) = &args.append {
+        cmdline.push(extra)?;
+    }
+    if let Some(cmd) = &args.cmd {
+        cmdline.push_guest_command(cmd)?;
     }
     let balancer = match (&vsock, args.no_balancer) {
         (Some(_), false) => Some(balancer_config(args, hotplug.as_ref(), virtio_mem.as_ref())),
@@ -297,6 +302,26 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn appended_arguments_come_after_memtides_own() {
+        let c = config_from_args(
+            &args(&[
+                "--virtio-mem-mib",
+                "256",
+                "--append",
+                "memhp_default_state=online_kernel",
+            ]),
+            HostKvm::Hardware,
+        )
+        .expect("ok");
+        let line = c.cmdline.as_str();
+        let ours = line.find("memhp_default_state=online ").expect("memtide's");
+        let user = line
+            .find("memhp_default_state=online_kernel")
+            .expect("the user's");
+        assert!(ours < user, "{line}");
     }
 
     #[test]
