@@ -134,7 +134,6 @@ pub struct BalanceArgs {
     /// too, never below its minimum (docs/balancer.md)
     #[arg(long, value_name = "S", value_parser = clap::value_parser!(u64).range(1..))]
     pub idle_reclaim_after_s: Option<u64>,
-
     /// A guest whose agent reports no memory stall (PSI) for this many
     /// seconds, with its committed memory not rising, is calm: the
     /// balancer may give back its memory down to committed + 10 % instead
