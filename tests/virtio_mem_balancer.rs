@@ -81,6 +81,20 @@ fn u(v: &serde_json::Value, key: &str) -> u64 {
     v[key].as_u64().unwrap_or(0)
 }
 
+/// Waits for the guest's balloon driver, then its virtio-mem driver.
+fn wait_for_drivers(g: &mut Guest) {
+    g.wait_for("the balloon driver", Boots(8.0), |v| {
+        v["driver_ready"] == true
+    });
+    wait_json(
+        g,
+        "/memory/virtio-mem",
+        "the virtio-mem driver",
+        Boots(2.0),
+        |v| v["driver_ready"] == true,
+    );
+}
+
 /// The guest's MemTotal as its agent last reported it, MiB.
 fn agent_total_mib(sock: &Path) -> u64 {
     get_json(sock, "/memory/guest").ok().map_or(0, |v| {
@@ -119,16 +133,7 @@ fn the_balancer_grows_by_plug_and_shrinks_by_unplug() {
         ],
     );
     let sock = g.sock.clone();
-    g.wait_for("the balloon driver", Boots(8.0), |v| {
-        v["driver_ready"] == true
-    });
-    wait_json(
-        &mut g,
-        "/memory/virtio-mem",
-        "the virtio-mem driver",
-        Boots(2.0),
-        |v| v["driver_ready"] == true,
-    );
+    wait_for_drivers(&mut g);
     let total_before = g.guest_total_mib();
     eprintln!("[memtide-tests] MemTotal before: {total_before:.0} MiB");
 
@@ -315,16 +320,7 @@ fn an_unplug_blocked_by_pinned_pages_is_ballooned_then_converted_back() {
         ],
     );
     let sock = g.sock.clone();
-    g.wait_for("the balloon driver", Boots(8.0), |v| {
-        v["driver_ready"] == true
-    });
-    wait_json(
-        &mut g,
-        "/memory/virtio-mem",
-        "the virtio-mem driver",
-        Boots(2.0),
-        |v| v["driver_ready"] == true,
-    );
+    wait_for_drivers(&mut g);
     wait_json(
         &mut g,
         "/balancer",
