@@ -91,8 +91,25 @@ fn inflate_returns_memory_to_the_host_and_deflate_returns_it_to_the_guest() {
         "guest free memory did not come back: {free_before} -> {free_inflated} -> {free_after} MiB"
     );
 
-    // The same round trip in GET /metrics, as Prometheus scrapes it.
-    let m = scrape(&g.sock);
+    // The same round trip in GET /metrics, as Prometheus scrapes it. A
+    // resize is timed when the guest writes `actual` equal to the target;
+    // `actual_mib` above is the smaller of that and what the host has seen
+    // deflated, so the wait can end before the guest's last `actual`
+    // write (ci20: the deflate was not yet timed at the scrape). Wait for
+    // that write too.
+    let timed = Instant::now();
+    let m = loop {
+        let m = scrape(&g.sock);
+        let deflates = sample(
+            &m.body,
+            "memtide_balloon_resize_duration_seconds_count",
+            &[("direction", "deflate")],
+        );
+        if deflates.is_some_and(|n| n >= 1.0) || timed.elapsed() >= Duration::from(Boots(1.0)) {
+            break m;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
     assert_eq!(m.status, 200, "{}", m.body);
     assert!(
         m.content_type.starts_with("application/openmetrics-text") && m.body.ends_with("# EOF\n"),
