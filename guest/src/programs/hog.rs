@@ -22,8 +22,8 @@
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-/// Bytes per MiB.
-const MIB: usize = 1 << 20;
+use super::committed::{Committed, MIB};
+
 /// Bytes per page touched.
 const PAGE: usize = 4096;
 
@@ -105,34 +105,21 @@ impl Lines {
     }
 }
 
-/// Memory held in 1 MiB chunks, so that shrinking returns whole chunks to
-/// the kernel (each chunk is its own anonymous mapping in the allocator).
-struct Held(Vec<Vec<u8>>);
-
-impl Held {
-    /// Commits `mib` MiB at once (fresh zeroed allocations are mapped, not
-    /// yet touched: Committed_AS rises now), then writes the new pages so
-    /// the memory becomes resident too, until `deadline` or `stop` says so (faulting pages in
-    /// can be slow: on a nested host about 2 MiB/s). Returns the MiB
-    /// touched.
-    fn resize(&mut self, mib: usize, deadline: Instant, stop: &dyn Fn() -> bool) -> usize {
-        self.0.truncate(mib);
-        let old = self.0.len();
-        while self.0.len() < mib {
-            self.0.push(vec![0u8; MIB]);
+/// Writes one byte in each page of `fresh` (memory just committed), a
+/// MiB at a time, until `deadline` or `stop` says so (faulting pages in
+/// can be slow: on a nested host about 2 MiB/s). Returns the MiB touched.
+fn touch(fresh: &mut [u8], deadline: Instant, stop: &dyn Fn() -> bool) -> usize {
+    let mut touched = 0;
+    for chunk in fresh.chunks_mut(MIB) {
+        if Instant::now() >= deadline || stop() {
+            break;
         }
-        let mut touched = 0;
-        for chunk in &mut self.0[old..] {
-            if Instant::now() >= deadline || stop() {
-                break;
-            }
-            for page in chunk.chunks_mut(PAGE) {
-                page[0] = 1;
-            }
-            touched += 1;
+        for page in chunk.chunks_mut(PAGE) {
+            page[0] = 1;
         }
-        touched
+        touched += 1;
     }
+    touched
 }
 
 /// Runs the phases in `args` (the arguments after the program name).
@@ -151,7 +138,7 @@ pub fn main(args: impl Iterator<Item = String>) -> ExitCode {
         .iter()
         .any(|p| p.end == PhaseEnd::Line)
         .then(Lines::start);
-    let mut held = Held(Vec::new());
+    let mut held = Committed::default();
     let mut pinned = super::pinned::Pinned::default();
     for (i, phase) in phases.iter().enumerate() {
         // Timed phases keep their length whatever the touching takes; a
@@ -183,7 +170,14 @@ pub fn main(args: impl Iterator<Item = String>) -> ExitCode {
             }
             line_came.get()
         };
-        let touched = held.resize(phase.mib, end, &stop);
+        let before = held.mib();
+        let touched = match held.resize(phase.mib) {
+            Ok(fresh) => touch(fresh, end, &stop),
+            Err(e) => {
+                crate::err_line!("memtide-hog: phase {}: {e}", i + 1);
+                return ExitCode::FAILURE;
+            }
+        };
         if let Err(e) = pinned.resize(phase.pinned) {
             crate::err_line!(
                 "memtide-hog: phase {}: pinned {} of {} MiB: {e}",
@@ -193,7 +187,7 @@ pub fn main(args: impl Iterator<Item = String>) -> ExitCode {
             );
             return ExitCode::FAILURE;
         }
-        if touched + held.0.len().min(phase.mib) < phase.mib {
+        if touched + before.min(phase.mib) < phase.mib {
             println!(
                 "memtide-hog: phase {}: touched {touched} MiB of the new memory in time",
                 i + 1
@@ -252,21 +246,15 @@ mod tests {
     }
 
     #[test]
-    fn resizing_holds_whole_mebibytes() {
-        let mut h = Held(Vec::new());
+    fn touching_stops_at_the_deadline_or_when_told() {
+        let mut fresh = vec![0u8; 3 * MIB];
         let later = Instant::now() + Duration::from_secs(60);
-        let go_on = || false;
-        assert_eq!(h.resize(3, later, &go_on), 3);
-        assert_eq!(h.0.len(), 3);
-        assert!(h.0.iter().all(|c| c.len() == MIB && c[0] == 1));
-        assert_eq!(h.resize(1, later, &go_on), 0);
-        assert_eq!(h.0.len(), 1);
-        // Past the deadline: committed, not touched.
-        assert_eq!(h.resize(2, Instant::now(), &go_on), 0);
-        assert_eq!(h.0.len(), 2);
-        assert_eq!(h.0[1][0], 0);
-        // Told to stop (a line came): committed, not touched.
-        assert_eq!(h.resize(4, later, &|| true), 0);
-        assert_eq!(h.0.len(), 4);
+        assert_eq!(touch(&mut fresh, later, &|| false), 3);
+        assert!(fresh.chunks(PAGE).all(|p| p[0] == 1));
+        // Past the deadline, or told to stop (a line came): nothing.
+        let mut fresh = vec![0u8; 2 * MIB];
+        assert_eq!(touch(&mut fresh, Instant::now(), &|| false), 0);
+        assert_eq!(touch(&mut fresh, later, &|| true), 0);
+        assert!(fresh.iter().all(|&b| b == 0));
     }
 }

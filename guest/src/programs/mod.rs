@@ -4,6 +4,7 @@
 //! names as symbolic links to it (`docs/guest-image.md`).
 
 pub mod agent;
+pub mod committed;
 pub mod hog;
 pub mod init;
 pub mod pinned;
