@@ -63,7 +63,7 @@ pub enum DemoError {
 
 /// The `memtide-hog` command that makes `phases` in a guest: it idles
 /// until the demo types a line on the guest console (once every agent
-/// reports and the balancer runs), then runs the timed phases.
+/// reports), then runs the timed phases.
 fn hog_command(phases: &[u64; 5], phase_s: u64) -> String {
     let args: Vec<String> = phases
         .iter()
@@ -89,6 +89,36 @@ fn wait_for_agents(guests: &mut [Guest]) -> Result<(), GuestError> {
     }
     println!(
         "[demo] every agent reports ({:.1} s after the guests were up)",
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// How long a guest's workload may take to show its first phase in its
+/// agent's reports after the demo typed the line that starts it.
+const FIRST_PHASE_DEADLINE: Duration = Duration::from_secs(120);
+
+/// Waits until every guest's agent reports at least 90 % of its first
+/// phase's commit (`firsts`, MiB), so that the demo's phase clock starts
+/// when the workloads' own clocks do: on a slow host the typed line takes
+/// seconds to reach a guest, and the phases would slip against the demo's.
+fn wait_for_first_phase(guests: &mut [Guest], firsts: &[u64]) -> Result<(), GuestError> {
+    let start = Instant::now();
+    for (g, &first) in guests.iter_mut().zip(firsts) {
+        g.wait_until(
+            "the workload's first phase",
+            FIRST_PHASE_DEADLINE.saturating_sub(start.elapsed()),
+            Duration::from_millis(100),
+            |g| {
+                Ok(g.api().get_guest_memory().is_ok_and(|m| {
+                    m.latest
+                        .is_some_and(|r| r.committed_as_kib / 1024 >= first * 9 / 10)
+                }))
+            },
+        )?;
+    }
+    println!(
+        "[demo] every workload is in its first phase ({:.1} s after the line)",
         start.elapsed().as_secs_f64()
     );
     Ok(())
@@ -253,13 +283,13 @@ pub fn run(args: &DemoArgs) -> Result<(), DemoError> {
     );
     if source == WorkloadSource::Agent {
         wait_for_agents(&mut guests)?;
-    }
-    let balancer = std::thread::spawn(move || balance::run(&opts));
-    if source == WorkloadSource::Agent {
         for g in &mut guests {
             g.type_line("demo: phase 1")?;
         }
+        let firsts: Vec<u64> = WORKLOAD.iter().map(|(_, p)| p[0]).collect();
+        wait_for_first_phase(&mut guests, &firsts)?;
     }
+    let balancer = std::thread::spawn(move || balance::run(&opts));
     let tty = std::io::stdout().is_terminal();
     let start = Instant::now();
     for phase in 0..5 {
