@@ -8,6 +8,11 @@ use crate::paths::workspace_root;
 use crate::process::run;
 use crate::Lanes;
 
+/// The variable through which one lane's test binaries share one
+/// reference boot (`memtide_test_support::REFERENCE_FILE_VAR`, the same
+/// name; xtask does not depend on the test crate).
+pub const REFERENCE_FILE_VAR: &str = "MEMTIDE_TEST_REFERENCE_FILE";
+
 /// Format check, clippy, every unit test, then the integration tests in
 /// `lanes` (release build, so guests boot with an optimized VMM; one test
 /// thread, so at most one guest runs at a time on a 2-core host).
@@ -51,10 +56,20 @@ pub fn run_all(lanes: Lanes) -> Result<(), XtaskError> {
             host_kvm()
         );
         let mut host = step(&["test", "--release", "-p", "memtide-tests"]);
-        run(
+        // A fresh file per run: the first test binary measures the
+        // reference boot, the others read it.
+        let reference = root.join("target").join(format!(
+            "memtide-reference-boot-host-{}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_file(&reference);
+        host.env(REFERENCE_FILE_VAR, &reference);
+        let done = run(
             host.args(["--", "--test-threads=1"]),
             " (lane host: this machine's /dev/kvm)",
-        )?;
+        );
+        let _ = std::fs::remove_file(&reference);
+        done?;
     }
     if lanes != Lanes::Host {
         println!("[xtask] test: integration tests, lane svm (kvm_amd inside QEMU TCG)");

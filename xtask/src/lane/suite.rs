@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use super::{integration_test_executables, results_dir, run, shell_quote, LaneOpts, LANE};
 use crate::error::XtaskError;
+use crate::test::REFERENCE_FILE_VAR;
 
 /// How many times L1 may boot for one suite: two L1 hangs in one CI run
 /// were seen on 2026-12-02 (docs/lanes.md).
@@ -63,7 +64,9 @@ fn marker(line: &str, word: &str) -> Option<PathBuf> {
 /// on the host), prints a marker line after each, and fails if any failed,
 /// naming them. Every test runs in this lane, the two-guest ones included.
 pub fn test_script(executables: &[PathBuf]) -> String {
-    let mut s = String::from("failed=''\n");
+    // One reference boot for every executable of this L1 boot (the file
+    // is gone with L1, so a resumed suite measures it again).
+    let mut s = format!("failed=''\nexport {REFERENCE_FILE_VAR}=/tmp/memtide-reference-boot-$$\n");
     for exe in executables {
         let q = shell_quote(&exe.display().to_string());
         s.push_str(&format!(
