@@ -108,9 +108,9 @@ impl Lines {
 /// Writes one byte in each page of `fresh` (memory just committed), a
 /// MiB at a time, until `deadline` or `stop` says so (faulting pages in
 /// can be slow: on a nested host about 2 MiB/s). Returns the MiB touched.
-fn touch(fresh: &mut [u8], deadline: Instant, stop: &dyn Fn() -> bool) -> usize {
+fn touch(fresh: Vec<&mut [u8]>, deadline: Instant, stop: &dyn Fn() -> bool) -> usize {
     let mut touched = 0;
-    for chunk in fresh.chunks_mut(MIB) {
+    for chunk in fresh.into_iter().flat_map(|m| m.chunks_mut(MIB)) {
         if Instant::now() >= deadline || stop() {
             break;
         }
@@ -247,14 +247,14 @@ mod tests {
 
     #[test]
     fn touching_stops_at_the_deadline_or_when_told() {
-        let mut fresh = vec![0u8; 3 * MIB];
+        let (mut a, mut b) = (vec![0u8; 2 * MIB], vec![0u8; MIB]);
         let later = Instant::now() + Duration::from_secs(60);
-        assert_eq!(touch(&mut fresh, later, &|| false), 3);
-        assert!(fresh.chunks(PAGE).all(|p| p[0] == 1));
+        assert_eq!(touch(vec![&mut a, &mut b], later, &|| false), 3);
+        assert!(a.chunks(PAGE).chain(b.chunks(PAGE)).all(|p| p[0] == 1));
         // Past the deadline, or told to stop (a line came): nothing.
         let mut fresh = vec![0u8; 2 * MIB];
-        assert_eq!(touch(&mut fresh, Instant::now(), &|| false), 0);
-        assert_eq!(touch(&mut fresh, later, &|| true), 0);
+        assert_eq!(touch(vec![&mut fresh], Instant::now(), &|| false), 0);
+        assert_eq!(touch(vec![&mut fresh], later, &|| true), 0);
         assert!(fresh.iter().all(|&b| b == 0));
     }
 }
