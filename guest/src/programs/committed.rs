@@ -1,6 +1,7 @@
 //! Committed anonymous memory for `memtide-hog`: private writable mappings
-//! that Committed_AS counts from the moment they are made, grown by one
-//! new mapping and shrunk by unmapping tails.
+//! that Committed_AS counts from the moment they are made, grown by new
+//! mappings of at most [`MAX_MAPPING_MIB`] and shrunk by unmapping the
+//! newest.
 //!
 //! Few system calls per resize: on the nested host, where memtide
 //! completes the guest's system calls, each costs tens of milliseconds,
