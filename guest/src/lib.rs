@@ -6,6 +6,7 @@ pub mod agent;
 pub mod cmdline;
 pub mod console;
 pub mod meminfo;
+pub mod proc_file;
 pub mod process;
 pub mod programs;
 pub mod psi;

@@ -20,9 +20,12 @@ pub fn parse(text: &str) -> Result<f64, UptimeError> {
         .ok_or_else(|| UptimeError::Parse(text.to_string()))
 }
 
+/// The file.
+pub const PATH: &str = "/proc/uptime";
+
 /// Seconds since boot.
 pub fn read() -> Result<f64, UptimeError> {
-    parse(&std::fs::read_to_string("/proc/uptime")?)
+    parse(&std::fs::read_to_string(PATH)?)
 }
 
 #[cfg(test)]

@@ -12,6 +12,34 @@ pub const PORT_PARAM: &str = "memtide.agent_port";
 /// `memtide.agent_interval_ms=N` becomes the agent's `--interval-ms N`.
 pub const INTERVAL_PARAM: &str = "memtide.agent_interval_ms";
 
+/// Linux's virtio device id of a vsock device (`VIRTIO_ID_VSOCK`).
+pub const VIRTIO_ID_VSOCK: u32 = 19;
+/// Where Linux lists virtio devices, one directory each with a `device`
+/// file holding the id (`0x0013`).
+pub const VIRTIO_DEVICES_DIR: &str = "/sys/bus/virtio/devices";
+
+/// Whether the text of a virtio device's sysfs `device` file names a vsock
+/// device.
+pub fn is_vsock_device(id_text: &str) -> bool {
+    let id = id_text.trim();
+    let id = id
+        .strip_prefix("0x")
+        .map_or_else(|| id.parse().ok(), |hex| u32::from_str_radix(hex, 16).ok());
+    id == Some(VIRTIO_ID_VSOCK)
+}
+
+/// Whether the guest has a virtio-vsock device (without one the agent has
+/// nobody to report to, and on a nested host its sampling costs the guest
+/// about a third of its CPU).
+pub fn vsock_device_present() -> bool {
+    let Ok(entries) = std::fs::read_dir(VIRTIO_DEVICES_DIR) else {
+        return false;
+    };
+    entries.flatten().any(|e| {
+        std::fs::read_to_string(e.path().join("device")).is_ok_and(|t| is_vsock_device(&t))
+    })
+}
+
 /// The agent's arguments for this kernel command line, or `None` when the
 /// command line turns the agent off. Values are passed through unchecked;
 /// the agent refuses bad ones with a message.
@@ -32,6 +60,15 @@ pub fn agent_args(cmdline: &str) -> Option<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_vsock_device_id_counts() {
+        assert!(is_vsock_device("0x0013\n"));
+        assert!(is_vsock_device("19"));
+        for other in ["0x0005\n", "0x0018", "0x13x", "", "vsock"] {
+            assert!(!is_vsock_device(other), "{other:?}");
+        }
+    }
 
     #[test]
     fn on_by_default_with_no_flags() {

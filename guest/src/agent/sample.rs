@@ -3,6 +3,7 @@
 use memtide_agent_proto::{GuestReport, MemoryPressure};
 
 use crate::meminfo::{self, MemInfo, MeminfoError};
+use crate::proc_file::ProcFile;
 use crate::psi::{self, PsiError};
 use crate::uptime::{self, UptimeError};
 
@@ -64,19 +65,43 @@ pub fn build(seq: u64, uptime_s: f64, mem: &MemInfo, psi: Option<MemoryPressure>
     }
 }
 
-/// Reads `/proc` and builds report number `seq`. Meminfo and uptime are
-/// needed; PSI is optional.
-pub fn take(seq: u64) -> Result<Sample, SampleError> {
-    let mem = meminfo::read()?;
-    let (psi, psi_error) = match psi::read() {
-        Ok(p) => (Some(p), None),
-        Err(e) => (None, Some(e)),
-    };
-    let up = uptime::read()?;
-    Ok(Sample {
-        report: build(seq, up, &mem, psi),
-        psi_error,
-    })
+/// The `/proc` files a report comes from, kept open between reports (one
+/// `pread` each per report, see [`ProcFile`]).
+#[derive(Debug)]
+pub struct Sampler {
+    meminfo: ProcFile,
+    psi: ProcFile,
+    uptime: ProcFile,
+}
+
+impl Default for Sampler {
+    fn default() -> Self {
+        Self {
+            meminfo: ProcFile::new(meminfo::PATH),
+            psi: ProcFile::new(psi::PATH),
+            uptime: ProcFile::new(uptime::PATH),
+        }
+    }
+}
+
+impl Sampler {
+    /// Reads `/proc` and builds report number `seq`. Meminfo and uptime
+    /// are needed; PSI is optional.
+    pub fn take(&mut self, seq: u64) -> Result<Sample, SampleError> {
+        let mem = meminfo::parse(self.meminfo.read().map_err(MeminfoError::Read)?)?;
+        let (psi, psi_error) = match self.psi.read().map_err(PsiError::Read) {
+            Ok(text) => match psi::parse(text) {
+                Ok(p) => (Some(p), None),
+                Err(e) => (None, Some(e)),
+            },
+            Err(e) => (None, Some(e)),
+        };
+        let up = uptime::parse(self.uptime.read().map_err(UptimeError::Read)?)?;
+        Ok(Sample {
+            report: build(seq, up, &mem, psi),
+            psi_error,
+        })
+    }
 }
 
 #[cfg(test)]

@@ -52,7 +52,7 @@ pub fn main(args: impl Iterator<Item = String>) -> ExitCode {
 
 /// `--once`: one report to stdout.
 fn once() -> ExitCode {
-    match sample::take(0) {
+    match sample::Sampler::default().take(0) {
         Ok(s) => {
             if let Some(e) = s.psi_error {
                 crate::err_line!("{PREFIX} {e}");
@@ -91,6 +91,7 @@ fn run(args: &AgentArgs) -> ! {
         }
     }
     let mut backoff = Backoff::new(BACKOFF_FIRST, BACKOFF_MAX);
+    let mut sampler = sample::Sampler::default();
     let mut conn: Option<Connection> = None;
     let mut next_connect = Instant::now();
     let mut next_tick = Instant::now();
@@ -114,7 +115,7 @@ fn run(args: &AgentArgs) -> ! {
         }
         let now = Instant::now();
         if now >= next_tick {
-            if let Some(frame) = tick(seq, &mut log, now) {
+            if let Some(frame) = tick(&mut sampler, seq, &mut log, now) {
                 seq += 1;
                 if let Some(c) = &conn {
                     match c.stream.send_all(&frame) {
@@ -150,8 +151,13 @@ fn run(args: &AgentArgs) -> ! {
 }
 
 /// Takes report `seq` and encodes it; logs what could not be read.
-fn tick(seq: u64, log: &mut FailureLog, now: Instant) -> Option<Vec<u8>> {
-    match sample::take(seq) {
+fn tick(
+    sampler: &mut sample::Sampler,
+    seq: u64,
+    log: &mut FailureLog,
+    now: Instant,
+) -> Option<Vec<u8>> {
+    match sampler.take(seq) {
         Ok(s) => {
             for kind in ["meminfo", "uptime"] {
                 if let Some(n) = log.succeeded(kind) {

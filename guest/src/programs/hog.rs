@@ -13,7 +13,10 @@
 //! the test has seen what it waits for, not at a time fixed in advance).
 //! After the last phase the process exits (and the kernel frees
 //! everything). One line per phase goes to stdout:
-//! `memtide-hog: phase N: holding M MiB for S s` (or `until a line on stdin`).
+//! `memtide-hog: phase N: holding M MiB for S s` (or `until a line on stdin`),
+//! and a second once a phase that grew has touched its new memory:
+//! `memtide-hog: phase N: touched all M MiB` (or, cut short by the phase's
+//! end, `touched T MiB of the new memory in time`).
 //!
 //! `+PINNED` also holds PINNED MiB of unmovable kernel memory in the phase
 //! (full pipes, see [`super::pinned`]), which Committed_AS does not count:
@@ -191,6 +194,12 @@ pub fn main(args: impl Iterator<Item = String>) -> ExitCode {
             println!(
                 "memtide-hog: phase {}: touched {touched} MiB of the new memory in time",
                 i + 1
+            );
+        } else if phase.mib > before {
+            println!(
+                "memtide-hog: phase {}: touched all {} MiB",
+                i + 1,
+                phase.mib
             );
         }
         match phase.end {

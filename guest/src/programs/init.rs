@@ -2,7 +2,8 @@
 //! multi-call guest binary, see [`crate::programs`]).
 //!
 //! Mounts the pseudo file systems, prints `memtide-init: ready uptime=<s>s`,
-//! starts the memory agent (`/bin/memtide-agent`, unless `memtide.agent=0`)
+//! starts the memory agent (`/bin/memtide-agent`, when the guest has a
+//! virtio-vsock device and unless `memtide.agent=0`)
 //! in the background, runs the command in `memtide.cmd=` (if any) with
 //! `/bin/sh -c` (or by itself, for a plain command in an initramfs
 //! without a shell), prints its exit status, and powers the VM off. As PID 1 it
@@ -15,7 +16,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use crate::agent::launch::{agent_args, AGENT_PATH};
+use crate::agent::launch::{agent_args, vsock_device_present, AGENT_PATH};
 use crate::cmdline::{param, CMD_PARAM};
 use crate::process::{command_line, killed_line, ExitKind};
 use crate::sys::{self, Reaped, Wait};
@@ -166,14 +167,18 @@ fn report_reaped(r: &Reaped) {
     }
 }
 
-/// Starts the memory agent in the background, if it is installed and the
-/// command line does not turn it off. The init does not wait for it; it
+/// Starts the memory agent in the background, if it is installed, the
+/// guest has a vsock device and the command line does not turn it off. The init does not wait for it; it
 /// inherits the console for its messages but not its input.
 fn start_agent(cmdline: &str) {
     let Some(args) = agent_args(cmdline) else {
         return;
     };
     if !Path::new(AGENT_PATH).exists() {
+        return;
+    }
+    if !vsock_device_present() {
+        println!("memtide-init: no virtio-vsock device, so no memtide-agent");
         return;
     }
     match Command::new(AGENT_PATH)
