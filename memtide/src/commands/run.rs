@@ -109,6 +109,9 @@ pub fn config_from_args(args: &RunArgs, host: HostKvm) -> Result<VmConfig, Confi
     if vsock.is_some() && args.agent_port != DEFAULT_AGENT_PORT && args.agent_port != 0 {
         cmdline.push(&format!("memtide.agent_port={}", args.agent_port))?;
     }
+    if let (Some(ms), Some(_), false) = (host.agent_interval_ms(), &vsock, args.no_compat) {
+        cmdline.push(&format!("memtide.agent_interval_ms={ms}"))?;
+    }
     // The user's arguments come after memtide's, so that a setting given in
     // both wins as the user's (the kernel takes the last of a repeated
     // parameter), e.g. `--append memhp_default_state=online_kernel`; the
@@ -235,6 +238,37 @@ mod tests {
         assert!(c.cmdline.as_str().ends_with("memtide.cmd=\"true\""));
         let c = config_from_args(&args(&["--no-compat"]), HostKvm::NestedPvm).expect("ok");
         assert!(!c.cmdline.as_str().contains("clearcpuid="));
+        // A slower agent on the nested host, only with an agent channel,
+        // and a user's own setting comes later and wins.
+        let vsock = [
+            "--vsock-uds",
+            "/tmp/v",
+            "--append",
+            "memtide.agent_interval_ms=250",
+        ];
+        let c = config_from_args(&args(&vsock), HostKvm::NestedPvm).expect("ok");
+        let line = c.cmdline.as_str();
+        let ours = line
+            .find("memtide.agent_interval_ms=1000")
+            .expect("nested interval");
+        assert!(
+            line.find("memtide.agent_interval_ms=250") > Some(ours),
+            "{line}"
+        );
+        for (host, extra) in [
+            (HostKvm::NestedPvm, &[][..]),
+            (HostKvm::Hardware, &vsock[..2]),
+            (
+                HostKvm::NestedPvm,
+                &["--vsock-uds", "/tmp/v", "--no-compat"][..],
+            ),
+        ] {
+            let c = config_from_args(&args(extra), host).expect("ok");
+            assert!(
+                !c.cmdline.as_str().contains("agent_interval"),
+                "{host:?} {extra:?}"
+            );
+        }
     }
 
     #[test]

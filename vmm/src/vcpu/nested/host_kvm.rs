@@ -28,6 +28,15 @@ pub const PVM_MODULE_PATH: &str = "/sys/module/kvm_pvm";
 pub const NESTED_HOST_CMDLINE: &str = "clearcpuid=cx16,popcnt,rdrand,rdseed,fsgsbase,\
 smap,smep,invpcid,pcid,erms,fsrm,rdpid,umip,xsaveopt,xsaves,xsavec,clflushopt,clwb,amx_tile";
 
+/// The guest agent's report interval memtide asks for on the nested host,
+/// ms (the agent's own default is 250). Each report makes the guest kernel
+/// produce `/proc/meminfo`, `/proc/pressure/memory` and `/proc/uptime`,
+/// which that host emulates: a 128 MiB guest doing nothing else spent 54 %
+/// of a host core on its agent at 250 ms (2026-12-03, nested-intel-b,
+/// `docs/nested-host.md`), slowing every workload beside it. The balancer
+/// ticks every 500 ms and takes a report as stale after 5 s.
+pub const NESTED_HOST_AGENT_INTERVAL_MS: u64 = 1000;
+
 /// The kind of KVM this host offers, as far as memtide cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HostKvm {
@@ -57,6 +66,15 @@ impl HostKvm {
         match self {
             HostKvm::Hardware => None,
             HostKvm::NestedPvm => Some(NESTED_HOST_CMDLINE),
+        }
+    }
+
+    /// The guest agent's report interval to ask for on this host, ms, if
+    /// not the agent's default.
+    pub fn agent_interval_ms(self) -> Option<u64> {
+        match self {
+            HostKvm::Hardware => None,
+            HostKvm::NestedPvm => Some(NESTED_HOST_AGENT_INTERVAL_MS),
         }
     }
 
@@ -96,6 +114,8 @@ mod tests {
     #[test]
     fn only_the_nested_host_changes_the_command_line() {
         assert_eq!(HostKvm::Hardware.guest_cmdline(), None);
+        assert_eq!(HostKvm::Hardware.agent_interval_ms(), None);
+        assert_eq!(HostKvm::NestedPvm.agent_interval_ms(), Some(1000));
         let extra = HostKvm::NestedPvm.guest_cmdline().expect("options");
         assert!(extra.contains("clearcpuid=cx16,popcnt"));
         assert!(!extra.contains(' '));
