@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 
 use memtide_test_support::metrics::{sample, scrape};
 use memtide_test_support::{
-    boot_lock, guest_images, memtide_bin, require_kvm, run_memtide_live, Boots, Guest, LiveOutput,
+    boot_lock, guest_images, lean_initramfs, memtide_bin, require_kvm, run_memtide_live, Boots,
+    ConsoleInput, Guest, LiveOutput,
 };
 
 /// The guest init's line once user space is up.
@@ -181,46 +182,60 @@ fn free_page_reporting_returns_idle_guest_memory() {
     );
 }
 
+/// The deflate-on-OOM guest's RAM, MiB.
+const OOM_GUEST_MIB: u64 = 128;
+/// The balloon target the watcher sets before the fill, MiB.
+const OOM_BALLOON_MIB: u64 = 64;
+/// What `memtide-hog` commits and touches once the balloon is full, MiB:
+/// more than the guest has free then, less than that plus the balloon.
+const OOM_FILL_MIB: u64 = 72;
+
 #[test]
 fn deflate_on_oom_gives_pages_back_instead_of_an_oom_kill() {
     if !require_kvm() {
         return;
     }
     let _guard = boot_lock();
-    let (kernel, initramfs) = guest_images();
+    let (kernel, _) = guest_images();
+    let initramfs = lean_initramfs();
     let sock = std::env::temp_dir().join(format!("memtide-test-{}-oom.sock", std::process::id()));
     let (k, i, s) = (
         kernel.to_string_lossy().into_owned(),
         initramfs.to_string_lossy().into_owned(),
         sock.to_string_lossy().into_owned(),
     );
-    // The balloon takes 96 MiB before the command fills 110 MiB of tmpfs
-    // in a 192 MiB guest whose MemFree is then 65-75 MiB: the fill runs
-    // the guest out of memory, and the driver must give balloon pages back
-    // (1 MiB per OOM notification) instead of the kernel killing a process.
-    // The watcher sets the target once, so every deflate request the host
-    // sees while the target stands is the driver deflating on OOM. After
-    // the balloon has reached 96 MiB and the first such deflate, the
-    // watcher sets the target to 0, as memtide's balancer does when a
-    // ballooned guest stalls. Left at 96 MiB, Linux's driver re-queues its
-    // inflation towards the target and takes back each MiB the OOM notifier
-    // frees, so the fill advances only when it wins that race: ci16 on a
-    // slow nested-intel host gave back 33 MiB in 24 minutes, past the
-    // deadline; a rerun saw 1032 inflate/deflate rounds before the watcher,
-    // polling `actual` every 100 ms, caught the balloon below 96 MiB once.
-    // The deadline is the one the test had with that race (70 boots).
+    // The balloon takes 64 MiB of a 128 MiB guest, whose free memory is
+    // then about 20 MiB; only then does `memtide-hog` commit and touch
+    // 72 MiB. That runs the guest out of memory, and the driver must give
+    // balloon pages back (1 MiB per OOM notification) instead of the
+    // kernel killing a process. The watcher sets the target once, so every
+    // deflate request the host sees while the target stands is the driver
+    // deflating on OOM. After the balloon has reached its target and the
+    // first such deflate, the watcher sets the target to 0, as memtide's
+    // balancer does when a ballooned guest stalls. Left standing, Linux's
+    // driver re-queues its inflation towards the target and takes back
+    // each MiB the OOM notifier frees, so the fill advances only when it
+    // wins that race (ci16: 33 MiB given back in 24 minutes on a slow
+    // nested-intel host).
+    //
+    // Every page the balloon takes and the workload touches is guest
+    // kernel work, which the nested host emulates (about 3-15 ms a page):
+    // the sizes are the smallest that still run the guest out of memory
+    // with the balloon full, and the image is the lean one (no shell).
+    // Until 2026-12-03 the test ran `dd` into tmpfs in a 192 MiB guest
+    // with a 96 MiB balloon: 1050 s or more on nested-intel-b.
     let deadline = Duration::from(Boots(70.0));
     // The target is set once the guest's init is up: set at once, it lets
     // a fast host's driver (standard KVM inflates ~100x faster than the
-    // nested host) take 96 MiB while the kernel still unpacks the
+    // nested host) take the memory while the kernel still unpacks the
     // initramfs, and the guest dies of OOM before user space.
-    let (console_tx, console_rx) = std::sync::mpsc::channel::<LiveOutput>();
+    let (console_tx, console_rx) = std::sync::mpsc::channel::<(LiveOutput, ConsoleInput)>();
     let setter = std::thread::spawn({
         let sock = sock.clone();
         move || {
             let start = Instant::now();
             let mut seen = OomWatch::default();
-            let Ok(console) = console_rx.recv() else {
+            let Ok((console, input)) = console_rx.recv() else {
                 return seen;
             };
             while !console.contains(INIT_READY) {
@@ -241,25 +256,42 @@ fn deflate_on_oom_gives_pages_back_instead_of_an_oom_kill() {
             let json = |args: &[&str]| {
                 ctl(args).and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok())
             };
+            let target = OOM_BALLOON_MIB.to_string();
+            // Statistics taken after the fill: the guest sends them every
+            // second; a few rounds make sure the host has them.
+            let mut filled_at: Option<Instant> = None;
             while start.elapsed() < deadline {
                 if !seen.set {
-                    seen.set = ctl(&["balloon", "set", "96"]).is_some();
+                    seen.set = ctl(&["balloon", "set", &target]).is_some();
                 } else if let Some(v) = json(&["balloon", "get"]) {
                     let actual = v["actual_mib"].as_u64().unwrap_or(0);
-                    if actual == 96 && seen.peak < 96 {
-                        eprintln!("balloon at 96 MiB after {:?}", start.elapsed());
-                    }
                     seen.peak = seen.peak.max(actual);
+                    if actual == OOM_BALLOON_MIB && !seen.fill_started {
+                        eprintln!(
+                            "balloon at {OOM_BALLOON_MIB} MiB after {:?}: the fill starts",
+                            start.elapsed()
+                        );
+                        seen.fill_started = input.type_line("fill").is_ok();
+                    }
                     if let Some(stats) = json(&["balloon", "stats"]) {
                         seen.observe(&stats);
                     }
-                    if seen.peak == 96 && seen.oom_deflates > 0 && !seen.released {
+                    if seen.fill_started && seen.oom_deflates > 0 && !seen.released {
                         eprintln!(
                             "balloon deflated on OOM ({} requests) after {:?}: target 0",
                             seen.oom_deflates,
                             start.elapsed()
                         );
                         seen.released = ctl(&["balloon", "set", "0"]).is_some();
+                    }
+                    if filled_at.is_none() && console.contains(FILLED) {
+                        eprintln!("the fill was done after {:?}", start.elapsed());
+                        filled_at = Some(Instant::now());
+                    }
+                    if filled_at.is_some_and(|t| t.elapsed() >= Duration::from_secs(3)) {
+                        // Ends the workload's last phase: the guest powers off.
+                        let _ = input.type_line("done");
+                        filled_at = Some(Instant::now() + Duration::from(Boots(1.0)));
                     }
                 } else if seen.peak > 0 {
                     break; // the VM has gone
@@ -269,6 +301,7 @@ fn deflate_on_oom_gives_pages_back_instead_of_an_oom_kill() {
             seen
         }
     });
+    let fill = format!("memtide-hog 0:line {OOM_FILL_MIB}:line");
     let r = run_memtide_live(
         &[
             "run",
@@ -277,27 +310,16 @@ fn deflate_on_oom_gives_pages_back_instead_of_an_oom_kill() {
             "--initramfs",
             &i,
             "--memory-mib",
-            "192",
+            &OOM_GUEST_MIB.to_string(),
             "--balloon",
             "--api-sock",
             &s,
             "--cmd",
-            // /tmp may hold 180 MiB (its default, half the RAM, is too
-            // small for the fill). The fill starts once the balloon is full:
-            // MemFree (KiB) below 100 MiB (about 160 MiB before inflation,
-            // 65 after) and down by less than 1 MiB in 2 s (inflation takes
-            // 5 MiB or more per 2 s on every host seen).
-            "mount -o remount,size=180m /tmp; \
-             memfree() { sed -n '/^MemFree:/s/[^0-9]//gp' /proc/meminfo; }; \
-             a=$(memfree); sleep 2; b=$(memfree); \
-             until [ $b -lt 102400 ] && [ $((a - b)) -lt 1024 ]; do a=$b; sleep 2; b=$(memfree); done; \
-             echo FILL uptime $(cat /proc/uptime) memfree $b; \
-             dd if=/dev/zero of=/tmp/fill bs=1M count=110 && echo FILLED uptime $(cat /proc/uptime); \
-             sleep 3",
+            &fill,
         ],
         deadline,
-        |console| {
-            let _ = console_tx.send(console);
+        |console, input| {
+            let _ = console_tx.send((console, input));
         },
     );
     let seen = setter.join().expect("setter");
@@ -305,15 +327,17 @@ fn deflate_on_oom_gives_pages_back_instead_of_an_oom_kill() {
         seen.set,
         "could not set the balloon target (the init's ready line never came?)"
     );
-    assert_eq!(seen.peak, 96, "the balloon never reached its target");
+    assert_eq!(
+        seen.peak, OOM_BALLOON_MIB,
+        "the balloon never reached its target"
+    );
     assert!(
         seen.oom_deflates > 0,
         "the balloon did not deflate under memory pressure: {seen:?}"
     );
-    // A line of its own: the kernel's command line echo holds the word too.
     assert!(
-        r.stdout.lines().any(|l| l.starts_with("FILLED")),
-        "allocation failed:\n{}",
+        r.stdout.contains(FILLED),
+        "the workload did not touch all it committed:\n{}",
         r.stdout
     );
     assert!(
@@ -321,14 +345,21 @@ fn deflate_on_oom_gives_pages_back_instead_of_an_oom_kill() {
         "OOM kill:\n{}",
         r.stdout
     );
+    assert!(
+        r.status.success()
+            && r.stdout
+                .contains("memtide-init: command exited with status 0"),
+        "the workload or memtide failed ({}):\n{}\n{}",
+        r.status,
+        r.stderr,
+        r.stdout
+    );
     // The guest kernel (CONFIG_VM_EVENT_COUNTERS) sends its stall and OOM
     // counters in the balloon statistics: the signal the balancer's stall
     // rule reads. Whether this fill stalls in direct reclaim before an OOM
     // round varies (2026-12-02: 70 stalls with the old re-inflation race,
     // some in the svm lane, none in a host-lane run with 2 OOM rounds), so
-    // the test holds the counters to being sent and to no OOM kill. The
-    // command sleeps 3 s after the fill so that statistics (asked for every
-    // 1 s) taken after it reach the host.
+    // the test holds the counters to being sent and to no OOM kill.
     assert!(
         seen.alloc_stalls.is_some(),
         "the guest sent no allocation-stall counter (a kernel without CONFIG_VM_EVENT_COUNTERS?): {seen:?}"
@@ -336,11 +367,16 @@ fn deflate_on_oom_gives_pages_back_instead_of_an_oom_kill() {
     assert_eq!(seen.oom_kills, Some(0), "OOM kills in the statistics");
 }
 
+/// The workload's line once it has touched all it committed.
+const FILLED: &str = "memtide-hog: phase 2: touched all";
+
 /// What the deflate-on-OOM watcher saw.
 #[derive(Debug, Default)]
 struct OomWatch {
-    /// The 96 MiB target was set.
+    /// The balloon target was set.
     set: bool,
+    /// The balloon reached its target and the workload was told to fill.
+    fill_started: bool,
     /// The largest balloon `actual`, MiB.
     peak: u64,
     /// Deflate requests the host saw before it lowered the target: each

@@ -6,8 +6,8 @@
 )]
 
 use memtide_test_support::{
-    boot_lock, guest_images, kernel_memory_line_kib, lean_initramfs, require_kvm, run_memtide,
-    BOOT_DEADLINE, KERNEL_RUNS_INIT,
+    boot_lock, guest_images, idle_initramfs, kernel_memory_line_kib, lean_initramfs, require_kvm,
+    run_memtide, BOOT_DEADLINE, KERNEL_RUNS_INIT,
 };
 
 const READY: &str = "memtide-init: ready uptime=";
@@ -101,13 +101,27 @@ fn a_guest_kernel_panic_ends_memtide_with_an_error() {
     }
     let _guard = boot_lock();
     // No init in the initramfs at that path and no root device: the kernel
-    // panics with "No working init found".
-    let r = boot(&[
-        "--memory-mib",
-        "64",
-        "--append",
-        "rdinit=/nonexistent init=/nonexistent",
-    ]);
+    // panics with "No working init found". The idle initramfs (5 KiB)
+    // spares the guest kernel unpacking the full one for nothing.
+    let (kernel, _) = guest_images();
+    let (kernel, idle) = (
+        kernel.to_str().expect("utf-8 path").to_string(),
+        idle_initramfs().to_str().expect("utf-8 path").to_string(),
+    );
+    let r = run_memtide(
+        &[
+            "run",
+            "--kernel",
+            &kernel,
+            "--initramfs",
+            &idle,
+            "--memory-mib",
+            "64",
+            "--append",
+            "rdinit=/nonexistent init=/nonexistent",
+        ],
+        BOOT_DEADLINE,
+    );
     assert_eq!(
         r.status.code(),
         Some(1),

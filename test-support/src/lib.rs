@@ -19,7 +19,7 @@ use std::ffi::OsStr;
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
@@ -457,6 +457,25 @@ impl LiveOutput {
     }
 }
 
+/// The guest console's input (memtide's stdin) of a [`run_memtide_live`]
+/// process, for a test that types a line when it has seen what it waits
+/// for (e.g. to end a `memtide-hog` phase `MIB:line`).
+#[derive(Debug, Clone, Default)]
+pub struct ConsoleInput(Arc<Mutex<Option<ChildStdin>>>);
+
+impl ConsoleInput {
+    /// Types `line` and a newline on the guest's serial console.
+    pub fn type_line(&self, line: &str) -> std::io::Result<()> {
+        use std::io::Write;
+        let mut stdin = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let stdin = stdin
+            .as_mut()
+            .ok_or_else(|| std::io::Error::other("memtide's stdin is closed"))?;
+        stdin.write_all(format!("{line}\n").as_bytes())?;
+        stdin.flush()
+    }
+}
+
 /// One output of a memtide process: what its pipe's reader thread read, or
 /// else what its console file holds.
 fn collected(reader: Option<JoinHandle<String>>, file: Option<&PathBuf>) -> String {
@@ -474,26 +493,30 @@ fn collected(reader: Option<JoinHandle<String>>, file: Option<&PathBuf>) -> Stri
 /// also kept in console files named after the running test when
 /// `MEMTIDE_TEST_CONSOLE_DIR` is set ([`spawn_memtide`]).
 pub fn run_memtide(args: &[&str], deadline: impl Into<Duration>) -> Finished {
-    run_memtide_live(args, deadline, |_| {})
+    run_memtide_live(args, deadline, |_, _| {})
 }
 
 /// [`run_memtide`], handing `started` a view of the console that fills as
-/// the guest prints (for a test that must act on a console line).
+/// the guest prints and the console's input (for a test that must act on a
+/// console line). The input closes when every copy of it is dropped.
 pub fn run_memtide_live(
     args: &[&str],
     deadline: impl Into<Duration>,
-    started: impl FnOnce(LiveOutput),
+    started: impl FnOnce(LiveOutput, ConsoleInput),
 ) -> Finished {
     let deadline = deadline.into();
     let start = Instant::now();
     let mut cmd = Command::new(memtide_bin());
-    cmd.args(args).stdin(Stdio::null());
+    cmd.args(args).stdin(Stdio::piped());
     let (mut child, files) = spawn_memtide(&mut cmd, &test_name(), Stdio::piped(), Stdio::piped());
     let live = LiveOutput {
         file: files.as_ref().map(|f| f.console.clone()),
         ..LiveOutput::default()
     };
-    started(live.clone());
+    started(
+        live.clone(),
+        ConsoleInput(Arc::new(Mutex::new(child.stdin.take()))),
+    );
     let out_reader = child.stdout.take().map(|out| read_live(out, live));
     let err_reader = child.stderr.take().map(read_all);
     let console = files.as_ref().map(|f| &f.console);
