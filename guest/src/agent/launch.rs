@@ -29,8 +29,8 @@ pub fn is_vsock_device(id_text: &str) -> bool {
 }
 
 /// Whether the guest has a virtio-vsock device (without one the agent has
-/// nobody to report to, and on a nested host its sampling costs the guest
-/// about a third of its CPU).
+/// nobody to report to, and on the nested host its sampling took more than
+/// half of a small guest's CPU: `docs/nested-host.md`).
 pub fn vsock_device_present() -> bool {
     let Ok(entries) = std::fs::read_dir(VIRTIO_DEVICES_DIR) else {
         return false;
