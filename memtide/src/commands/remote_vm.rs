@@ -90,8 +90,8 @@ fn lock(p: &Mutex<Polled>) -> MutexGuard<'_, Polled> {
 pub struct RemoteVm {
     api: Client,
     polled: Arc<Mutex<Polled>>,
-    /// When the balancer last set the virtio-mem requested size: a poll
-    /// that began before it does not show that request yet.
+    /// When the VM answered the balancer's last PUT of the virtio-mem
+    /// requested size: a poll that began before it may not show it yet.
     vmem_put: Option<Instant>,
 }
 
@@ -214,8 +214,15 @@ impl VmPort for RemoteVm {
             Action::Plug { to_requested_mib }
             | Action::Unplug { to_requested_mib }
             | Action::KeepPlugged { to_requested_mib } => {
+                let put = self.api.set_virtio_mem_requested(to_requested_mib);
+                // Stamped once the PUT is answered, not before it is sent:
+                // a poll that began in between could reach the VM's API
+                // ahead of the PUT and read the old size, and the balancer
+                // took that for the device's state for a tick (a demo trace
+                // of 2026-12-03: web's 80 MiB unplug read back as undone,
+                // 720 MiB assigned under a 640 MiB budget).
                 self.vmem_put = Some(Instant::now());
-                self.api.set_virtio_mem_requested(to_requested_mib)
+                put
             }
         };
         result.map_err(|e| ApplyError::Failed {
