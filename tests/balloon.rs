@@ -204,8 +204,9 @@ fn deflate_on_oom_gives_pages_back_instead_of_an_oom_kill() {
         initramfs.to_string_lossy().into_owned(),
         sock.to_string_lossy().into_owned(),
     );
-    // The balloon takes 64 MiB of a 128 MiB guest, whose free memory is
-    // then about 20 MiB; only then does `memtide-hog` commit and touch
+    // The balloon takes 64 MiB of a 128 MiB guest (112 MiB free after
+    // boot, measured on nested-intel-b), whose free memory is then about
+    // 48 MiB; only then does `memtide-hog` commit and touch
     // 72 MiB. That runs the guest out of memory, and the driver must give
     // balloon pages back (1 MiB per OOM notification) instead of the
     // kernel killing a process. The watcher sets the target once, so every
@@ -219,7 +220,7 @@ fn deflate_on_oom_gives_pages_back_instead_of_an_oom_kill() {
     // nested-intel host).
     //
     // Every page the balloon takes and the workload touches is guest
-    // kernel work, which the nested host emulates (about 3-15 ms a page):
+    // kernel work, which the nested host emulates (5-30 ms a page, measured):
     // the sizes are the smallest that still run the guest out of memory
     // with the balloon full, and the image is the lean one (no shell).
     // Until 2026-12-03 the test ran `dd` into tmpfs in a 192 MiB guest
