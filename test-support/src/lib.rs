@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 pub use memtide_api::{Client, ClientError};
 
 pub mod metrics;
+mod parent_death;
 pub mod scripted_agent;
 
 static BOOT_LOCK: Mutex<()> = Mutex::new(());
@@ -347,12 +348,15 @@ fn test_name() -> String {
 /// stderr go to `<test binary>-<label>-<pid>.console` and `.stderr` in that
 /// directory, which is created if need be; otherwise to `stdout` and
 /// `stderr`. Every test that starts memtide for a guest goes through here.
+/// The child is killed when the calling thread (the test's) exits, even if
+/// the whole test executable is killed and no `Drop` runs.
 pub fn spawn_memtide(
     cmd: &mut Command,
     label: &str,
     stdout: Stdio,
     stderr: Stdio,
 ) -> (Child, Option<ConsoleFiles>) {
+    parent_death::kill_with_parent(cmd);
     let dir = match std::env::var_os(CONSOLE_DIR_VAR) {
         Some(d) if !d.is_empty() => PathBuf::from(d),
         _ => {

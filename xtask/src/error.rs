@@ -48,6 +48,10 @@ pub enum XtaskError {
     /// L1's kernel, never a test's failure (docs/lanes.md).
     #[error("{0}")]
     LaneFault(String),
+    /// Integration test executables failed; the message names them and
+    /// the lane.
+    #[error("{0}")]
+    TestsFailed(String),
     /// A required file is missing after a step that should have made it.
     #[error("{0} is missing")]
     Missing(PathBuf),

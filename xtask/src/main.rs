@@ -9,6 +9,7 @@ mod cpio;
 mod deps;
 mod elf;
 mod error;
+mod host_lane;
 mod initramfs;
 mod kconfig;
 mod kernel;

@@ -3,6 +3,7 @@
 use std::process::Command;
 
 use crate::error::XtaskError;
+use crate::host_lane;
 use crate::lane;
 use crate::paths::workspace_root;
 use crate::process::run;
@@ -15,7 +16,8 @@ pub const REFERENCE_FILE_VAR: &str = "MEMTIDE_TEST_REFERENCE_FILE";
 
 /// Format check, clippy, every unit test, then the integration tests in
 /// `lanes` (release build, so guests boot with an optimized VMM; one test
-/// thread, so at most one guest runs at a time on a 2-core host).
+/// thread per executable; in the host lane two single-guest executables at
+/// a time, [`host_lane`]).
 pub fn run_all(lanes: Lanes) -> Result<(), XtaskError> {
     let root = workspace_root();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
@@ -55,18 +57,20 @@ pub fn run_all(lanes: Lanes) -> Result<(), XtaskError> {
             "[xtask] test: integration tests, lane host ({})",
             host_kvm()
         );
-        let mut host = step(&["test", "--release", "-p", "memtide-tests"]);
-        // A fresh file per run: the first test binary measures the
+        println!("[xtask] test: building the integration tests");
+        let exes = lane::integration_test_executables()?;
+        // A fresh file per run: the first test executable measures the
         // reference boot, the others read it.
-        let reference = root.join("target").join(format!(
+        let target = root.join("target");
+        let reference = target.join(format!(
             "memtide-reference-boot-host-{}",
             std::process::id()
         ));
         let _ = std::fs::remove_file(&reference);
-        host.env(REFERENCE_FILE_VAR, &reference);
-        let done = run(
-            host.args(["--", "--test-threads=1"]),
-            " (lane host: this machine's /dev/kvm)",
+        let done = host_lane::run(
+            &exes,
+            &[(REFERENCE_FILE_VAR, &reference)],
+            &target.join("test-logs").join("host"),
         );
         let _ = std::fs::remove_file(&reference);
         done?;
