@@ -86,10 +86,7 @@ pub fn run(exes: &[PathBuf], env: &[(&str, &Path)], logs: &Path) -> Result<(), X
         let start = Instant::now();
         let ok = command(exe, env)
             .status()
-            .map_err(|source| XtaskError::Spawn {
-                cmd: exe.display().to_string(),
-                source,
-            })?
+            .map_err(spawn_error(exe))?
             .success();
         report(&name, ok, start, &mut failed);
     }
@@ -144,6 +141,14 @@ fn command(exe: &Path, env: &[(&str, &Path)]) -> Command {
     cmd
 }
 
+/// The error for a test executable that could not be started.
+fn spawn_error(exe: &Path) -> impl FnOnce(std::io::Error) -> XtaskError + '_ {
+    move |source| XtaskError::Spawn {
+        cmd: exe.display().to_string(),
+        source,
+    }
+}
+
 /// Runs `exe` with its output in `log`; returns whether it passed and the
 /// log's text.
 fn run_logged(exe: &Path, env: &[(&str, &Path)], log: &Path) -> Result<(bool, String), XtaskError> {
@@ -153,10 +158,7 @@ fn run_logged(exe: &Path, env: &[(&str, &Path)], log: &Path) -> Result<(bool, St
         .stdout(Stdio::from(out))
         .stderr(Stdio::from(err))
         .status()
-        .map_err(|source| XtaskError::Spawn {
-            cmd: exe.display().to_string(),
-            source,
-        })?
+        .map_err(spawn_error(exe))?
         .success();
     let text = std::fs::read_to_string(log).map_err(io_at(log))?;
     Ok((ok, text))
