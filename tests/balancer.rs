@@ -254,7 +254,9 @@ fn memory_flows_to_the_busy_guest_and_back_under_one_budget() {
     let balance_api = dir.join("balance.sock");
 
     // Idle: both under their startup memory; the budget is not short, so
-    // nobody is shrunk (memory is only taken when the budget is short).
+    // nobody is shrunk (memory is only taken when the budget is short; the
+    // host reserve only takes from calm guests, and the scripted agents
+    // report no PSI, so neither is ever calm).
     wait_status(&balance_api, "idle reports", Boots(2.0), |v| {
         v["ticks"].as_u64().unwrap_or(0) > 8
     });

@@ -19,7 +19,8 @@
 //! stalling on memory gets an extra step of target (and the policy
 //! remembers at what size it stalled), and a guest whose PSI has been zero
 //! for a while may give back memory down to committed plus a smaller
-//! buffer (below its startup memory only when the budget is short).
+//! buffer (below its startup memory only when the budget is short, or
+//! when the VMs would leave less than the host reserve free).
 //! New allocation stalls or OOM kills in the balloon statistics
 //! ([`crate::stall`]) deflate a ballooned guest at once, and idle reclaim
 //! ([`crate::idle`], off by default) takes a long-idle guest down to
@@ -98,6 +99,11 @@ pub struct PolicyConfig {
     /// back what it has above committed + buffer even when the budget is
     /// not short; `None` (the default): off.
     pub idle_reclaim_after_ms: Option<u64>,
+    /// The host's reserve, percent of the budget: when the VMs would leave
+    /// less than this free, calm guests give back down to their calm
+    /// target even below their startup memory (MoM's host-pressure
+    /// threshold is the same 20 %); 0: off.
+    pub host_reserve_pct: u64,
 }
 
 impl Default for PolicyConfig {
@@ -118,6 +124,7 @@ impl Default for PolicyConfig {
             vmem_retry_ms: 30_000,
             stall_deflate_pct: 25,
             idle_reclaim_after_ms: None,
+            host_reserve_pct: 20,
         }
     }
 }
@@ -348,7 +355,8 @@ impl Balancer {
         for &(vm, r) in reports {
             self.report(vm, r);
         }
-        let judged = self.needs(now_ms);
+        let mut judged = self.needs(now_ms);
+        self.keep_the_reserve(&mut judged, budget_mib);
         let mut needs: Vec<Need> = judged.iter().map(|j| j.need).collect();
         let weights: Vec<u32> = self.vms.iter().map(|v| v.settings.weight).collect();
         let floors_fit = fit_budget(&mut needs, &weights, budget_mib);
@@ -413,6 +421,35 @@ impl Balancer {
             }
         }
         decisions
+    }
+
+    /// When the VMs' wants would leave less than the host reserve of
+    /// `budget_mib` free, calm VMs want less, down to their calm target
+    /// (below their startup memory too), until the reserve is restored;
+    /// the VM holding the most above its calm target gives first.
+    fn keep_the_reserve(&self, judged: &mut [Judged], budget_mib: u64) {
+        let pct = self.cfg.host_reserve_pct;
+        let reserve = budget_mib.saturating_mul(pct) / 100;
+        let wanted: u64 = judged.iter().map(|j| j.need.want).sum();
+        let free = budget_mib.saturating_sub(wanted);
+        let mut deficit = reserve.saturating_sub(free);
+        let excess = |j: &Judged| j.need.want.saturating_sub(j.need.target);
+        let mut givers: Vec<usize> = (0..judged.len())
+            .filter(|&i| judged[i].psi.calm && excess(&judged[i]) > 0)
+            .collect();
+        givers.sort_by_key(|&i| std::cmp::Reverse(excess(&judged[i])));
+        for i in givers {
+            if deficit == 0 {
+                break;
+            }
+            let j = &mut judged[i];
+            let give = excess(j).min(deficit);
+            deficit -= give;
+            j.need.want -= give;
+            j.psi.add(&format!(
+                "host free {free} MiB < reserve {reserve} MiB ({pct} % of budget): calm, wants {give} MiB less, below its startup memory"
+            ));
+        }
     }
 
     /// The sum of all VMs' assigned memory, MiB.
@@ -1146,8 +1183,62 @@ mod tests {
             assigned(&b, 0)
         };
         assert_eq!(run(4096), 512, "back to its startup memory, no further");
-        assert_eq!(run(400), 400, "the budget is short: down to what fits");
+        assert_eq!(
+            run(400),
+            320,
+            "the budget is short: down to what fits, less the 20 % host reserve"
+        );
         assert_eq!(run(200), 256, "never below the minimum");
+    }
+
+    /// Two 512 MiB guests under 1280 MiB: `b` commits 512 MiB and grows
+    /// to 615 MiB, then, calm, gives back down to 564 (committed + 10 %),
+    /// leaving 204 MiB free, less than the 256 MiB reserve. A calm `a`
+    /// gives back the 52 MiB missing, below its startup memory; without
+    /// PSI (never calm) or with the reserve off it keeps its startup
+    /// memory.
+    #[test]
+    fn a_calm_guest_gives_back_below_startup_what_the_host_reserve_lacks() {
+        let run = |psi: bool, reserve_pct: u64| {
+            let cfg = PolicyConfig {
+                host_reserve_pct: reserve_pct,
+                ..PolicyConfig::default()
+            };
+            let s = ["a", "b"]
+                .map(|n| VmSettings::new(n, 512, 256, 2048))
+                .to_vec();
+            let mut b = Balancer::new(cfg, s).expect("valid");
+            let mut reasons = Vec::new();
+            for k in 0..80u64 {
+                let t = k * 1000;
+                let report = |vm: usize, c: u64| {
+                    let a = assigned(&b, vm);
+                    if psi {
+                        with_psi(c, a, t, 0.0)
+                    } else {
+                        r(c, a, t)
+                    }
+                };
+                let reports = [(0, report(0, 100)), (1, report(1, 512))];
+                let d = b.step(&reports, 1280, t);
+                reasons.extend(d.into_iter().map(|d| d.reason));
+                assert!(b.assigned_total_mib() <= 1280);
+            }
+            (assigned(&b, 0), assigned(&b, 1), reasons)
+        };
+        let (a, b, reasons) = run(true, 20);
+        assert_eq!((a, b), (460, 564), "{reasons:#?}");
+        assert!(
+            reasons.iter().any(|r| r.contains("calm, gives back")
+                && r.contains(
+                    "host free 204 MiB < reserve 256 MiB (20 % of budget): calm, wants 52 MiB less"
+                )),
+            "{reasons:#?}"
+        );
+        let (a, b, _) = run(false, 20);
+        assert_eq!((a, b), (512, 615), "not calm: keeps its startup memory");
+        let (a, b, _) = run(true, 0);
+        assert_eq!((a, b), (512, 564), "reserve off: keeps its startup memory");
     }
 
     #[test]

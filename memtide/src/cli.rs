@@ -141,6 +141,12 @@ pub struct BalanceArgs {
     /// buffer.
     #[arg(long, default_value_t = 30, value_name = "S", value_parser = clap::value_parser!(u64).range(1..))]
     pub calm_after_s: u64,
+    /// The host's reserve, percent of the budget: when the VMs would leave
+    /// less than this free, calm guests (see --calm-after-s) give back
+    /// memory below their startup memory, down to committed + 10 %, until
+    /// the reserve is restored (docs/balancer.md). 0 turns it off.
+    #[arg(long, default_value_t = 20, value_name = "PCT", value_parser = clap::value_parser!(u64).range(0..=50))]
+    pub host_reserve_pct: u64,
     /// Stop after this many seconds (default: when every VM's socket is
     /// gone).
     #[arg(long, value_name = "S")]
@@ -502,6 +508,15 @@ pub struct RunArgs {
     /// buffer.
     #[arg(long, default_value_t = 30, value_name = "S", value_parser = clap::value_parser!(u64).range(1..))]
     pub calm_after_s: u64,
+
+    /// The host's reserve, percent of --host-budget-mib: when the guest
+    /// would leave less than this free, and it is calm (see
+    /// --calm-after-s), it gives back memory below its startup memory, down
+    /// to committed + 10 %, until the reserve is restored
+    /// (docs/balancer.md). Only with --host-budget-mib (the default budget
+    /// is the VM's own maximum); 0 turns it off.
+    #[arg(long, default_value_t = 20, value_name = "PCT", value_parser = clap::value_parser!(u64).range(0..=50))]
+    pub host_reserve_pct: u64,
 
     /// Do not start the balancer (it starts by default when the VM has a
     /// guest agent channel, --vsock-uds).

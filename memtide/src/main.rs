@@ -90,6 +90,7 @@ fn main() -> ExitCode {
                         .idle_reclaim_after_s
                         .map(|s| s.saturating_mul(1000)),
                     psi_calm_after_ms: args.calm_after_s.saturating_mul(1000),
+                    host_reserve_pct: args.host_reserve_pct,
                     ..memtide_balancer::PolicyConfig::default()
                 },
             };

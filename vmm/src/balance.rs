@@ -145,6 +145,7 @@ pub fn start(
         slot_mib,
         idle_reclaim_after_ms: cfg.idle_reclaim_after_ms,
         psi_calm_after_ms: cfg.calm_after_ms,
+        host_reserve_pct: cfg.host_reserve_pct,
         ..PolicyConfig::default()
     };
     let settings = settings(cfg, &vm);

@@ -133,6 +133,9 @@ pub struct BalancerConfig {
     /// A guest without a memory stall this long (ms) is calm and may give
     /// back memory down to committed + 10 %.
     pub calm_after_ms: u64,
+    /// The host reserve, percent of the budget, below which calm guests
+    /// give back memory below their startup memory (0: off).
+    pub host_reserve_pct: u64,
 }
 
 /// virtio-vsock settings.
@@ -325,6 +328,7 @@ mod tests {
             interval_ms: 500,
             idle_reclaim_after_ms: None,
             calm_after_ms: 30_000,
+            host_reserve_pct: 20,
         };
         c.balancer = Some(good);
         c.validate().expect("balancer is fine");

@@ -36,6 +36,13 @@ fn balancer_config(
         interval_ms: args.balancer_interval_ms,
         idle_reclaim_after_ms: args.idle_reclaim_after_s.map(|s| s.saturating_mul(1000)),
         calm_after_ms: args.calm_after_s.saturating_mul(1000),
+        // Without --host-budget-mib the budget is the VM's own maximum,
+        // not a host's memory shared with other VMs: no reserve to keep.
+        host_reserve_pct: if args.host_budget_mib.is_some() {
+            args.host_reserve_pct
+        } else {
+            0
+        },
     }
 }
 
