@@ -380,11 +380,20 @@ impl Balancer {
             .sum();
         let urgent = total > budget_mib || blocked_growth > budget_mib.saturating_sub(total);
         let mut decisions: Vec<Decision> = Vec::with_capacity(self.vms.len());
+        // Which pass each VM belongs to is settled before either runs: a
+        // first-pass decision can change a VM's assigned memory (a short
+        // virtio-mem resize counted as it is), and the VM must not get a
+        // second decision in the same step.
+        let grows: Vec<bool> = self
+            .vms
+            .iter()
+            .zip(&needs)
+            .map(|(v, n)| n.want > v.state.assigned_mib())
+            .collect();
         // Shrinks first, so growth can use what they free.
         for pass_grow in [false, true] {
             for i in 0..self.vms.len() {
-                let assigned = self.vms[i].state.assigned_mib();
-                if (needs[i].want > assigned) != pass_grow {
+                if grows[i] != pass_grow {
                     continue;
                 }
                 let ctx = Ctx {
