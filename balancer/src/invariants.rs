@@ -14,6 +14,17 @@ use crate::sim::{SimVm, Tick};
 pub fn check_safety(vms: &[VmSettings], budget_mib: u64, ticks: &[Tick]) -> Result<(), String> {
     let mut prev: u64 = vms.iter().map(|v| v.startup_mib).sum();
     for t in ticks {
+        let entries = [t.assigned.len(), t.plugged.len(), t.balloon.len()];
+        if entries.iter().any(|&n| n != vms.len()) {
+            return Err(format!(
+                "t={}: {} assigned, {} plugged and {} balloon entries for {} VMs (one decision per VM)",
+                t.t_ms,
+                entries[0],
+                entries[1],
+                entries[2],
+                vms.len()
+            ));
+        }
         let total: u64 = t.assigned.iter().sum();
         if total > budget_mib && total > prev.max(budget_mib) {
             return Err(format!(
@@ -266,6 +277,12 @@ mod tests {
             "grew over budget"
         );
         assert!(check_safety(&settings_of(&vms), 4096, &[tick(0, vec![2000])]).is_err());
+        // Two entries for one VM: a VM decided twice in one step.
+        let twice = check_safety(&settings_of(&vms), 4096, &[tick(0, vec![512, 512])]);
+        assert!(
+            twice.as_ref().is_err_and(|e| e.contains("2 assigned")),
+            "{twice:?}"
+        );
     }
 
     #[test]
