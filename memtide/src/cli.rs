@@ -515,7 +515,7 @@ pub struct RunArgs {
     /// to committed + 10 %, until the reserve is restored
     /// (docs/balancer.md). Only with --host-budget-mib (the default budget
     /// is the VM's own maximum); 0 turns it off.
-    #[arg(long, default_value_t = 20, value_name = "PCT", value_parser = clap::value_parser!(u64).range(0..=50))]
+    #[arg(long, default_value_t = 20, value_name = "PCT", requires = "host_budget_mib", value_parser = clap::value_parser!(u64).range(0..=50))]
     pub host_reserve_pct: u64,
 
     /// Do not start the balancer (it starts by default when the VM has a
