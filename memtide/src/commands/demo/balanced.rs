@@ -324,9 +324,16 @@ fn finish(trace: &Trace, out: &Path) -> Result<(), DemoError> {
         .iter()
         .map(|t| t.reasons.iter().filter(|r| !r.is_empty()).count())
         .sum();
+    let assigned: u64 = trace
+        .ticks
+        .iter()
+        .map(|t| t.assigned.iter().sum::<u64>())
+        .sum();
+    let ticks = trace.ticks.len();
     println!(
-        "[demo] done: {} ticks, {decisions} resize decisions",
-        trace.ticks.len()
+        "[demo] done: {ticks} ticks, {decisions} resize decisions, {} MiB assigned on average (budget {} MiB)",
+        assigned / (ticks.max(1) as u64),
+        trace.budget_mib
     );
     super::signals::print(trace);
     println!(
