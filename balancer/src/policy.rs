@@ -100,9 +100,9 @@ pub struct PolicyConfig {
     /// not short; `None` (the default): off.
     pub idle_reclaim_after_ms: Option<u64>,
     /// The host's reserve, percent of the budget: when the VMs would leave
-    /// less than this free, calm guests give back down to their calm
-    /// target even below their startup memory (MoM's host-pressure
-    /// threshold is the same 20 %); 0: off.
+    /// less than this free, calm guests give back what the reserve lacks,
+    /// down to their calm target, below their startup memory too (MoM's
+    /// host-pressure threshold is the same 20 %); 0: off.
     pub host_reserve_pct: u64,
 }
 
