@@ -451,13 +451,25 @@ impl LiveOutput {
         self.piped.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Whether the console so far holds `needle`.
-    pub fn contains(&self, needle: &str) -> bool {
+    /// The console so far.
+    pub fn text(&self) -> String {
         let bytes = match &self.file {
             Some(f) => std::fs::read(f).unwrap_or_default(),
             None => self.buf().clone(),
         };
-        String::from_utf8_lossy(&bytes).contains(needle)
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    /// Whether the console so far holds `needle`.
+    pub fn contains(&self, needle: &str) -> bool {
+        self.text().contains(needle)
+    }
+
+    /// The console's last `n` lines, for a failure message.
+    pub fn tail(&self, n: usize) -> String {
+        let text = self.text();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
     }
 }
 
@@ -593,6 +605,8 @@ pub struct Guest {
     child: Child,
     /// Its API socket.
     pub sock: PathBuf,
+    /// Its console, for guests from [`Guest::start`] and [`Guest::boot`].
+    console: Option<LiveOutput>,
 }
 
 impl Drop for Guest {
@@ -606,7 +620,11 @@ impl Drop for Guest {
 impl Guest {
     /// Takes over a spawned `memtide run` whose API socket is `sock`.
     pub fn from_child(child: Child, sock: PathBuf) -> Guest {
-        Guest { child, sock }
+        Guest {
+            child,
+            sock,
+            console: None,
+        }
     }
 
     /// The `memtide run` process's id.
@@ -668,8 +686,48 @@ impl Guest {
             // A pipe, for [`Guest::send_line`]; it stays open (and silent)
             // as long as the guest runs.
             .stdin(Stdio::piped());
-        let (child, _) = spawn_memtide(&mut cmd, name, Stdio::null(), Stdio::inherit());
-        Guest { child, sock }
+        let (mut child, files) = spawn_memtide(&mut cmd, name, Stdio::piped(), Stdio::inherit());
+        let console = LiveOutput {
+            file: files.map(|f| f.console),
+            ..LiveOutput::default()
+        };
+        // The reader ends with memtide (its end of the pipe closes).
+        if let Some(out) = child.stdout.take() {
+            drop(read_live(out, console.clone()));
+        }
+        Guest {
+            child,
+            sock,
+            console: Some(console),
+        }
+    }
+
+    /// The last `n` lines of the guest console (empty for a guest from
+    /// [`Guest::from_child`]), for failure messages.
+    pub fn console_tail(&self, n: usize) -> String {
+        self.console
+            .as_ref()
+            .map_or_else(String::new, |c| c.tail(n))
+    }
+
+    /// Waits until the guest console shows `needle`; panics after
+    /// `deadline` or if the guest stops, with the console's last lines.
+    pub fn wait_console(&mut self, needle: &str, deadline: impl Into<Duration>) -> Duration {
+        let deadline = deadline.into();
+        let start = Instant::now();
+        loop {
+            if self.console.as_ref().is_some_and(|c| c.contains(needle)) {
+                return start.elapsed();
+            }
+            let gone = self.child.try_wait().ok().flatten();
+            assert!(
+                gone.is_none() && start.elapsed() < deadline,
+                "no {needle:?} on the guest console within {deadline:?} ({}); its last lines:\n{}",
+                gone.map_or_else(|| "guest running".to_string(), |s| s.to_string()),
+                self.console_tail(25)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// Types `line` and a newline on the guest's serial console (memtide's
