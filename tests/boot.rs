@@ -233,3 +233,44 @@ fn the_lean_image_runs_plain_commands_and_names_what_needs_a_shell() {
         r.stdout
     );
 }
+
+/// Where the nested `kvm_pvm` host shows itself (as memtide detects it).
+const PVM_MODULE: &str = "/sys/module/kvm_pvm";
+
+#[test]
+fn a_bzimage_boots_and_on_the_nested_host_is_refused_naming_the_vmlinux() {
+    if !require_kvm() {
+        return;
+    }
+    let bz = memtide_test_support::cache_dir().join("bzImage");
+    assert!(
+        bz.exists(),
+        "{} is missing: run `cargo xtask images` first",
+        bz.display()
+    );
+    let bz = bz.to_str().expect("utf-8 path").to_string();
+    let lean = lean_initramfs();
+    let lean = lean.to_str().expect("utf-8 path").to_string();
+    let args = ["run", "--kernel", &bz, "--initramfs", &lean];
+    if std::path::Path::new(PVM_MODULE).exists() {
+        // Its decompressor spins inside that host's KVM without a line
+        // (400 s tried): memtide refuses it before booting anything.
+        let r = run_memtide(&args, std::time::Duration::from_secs(30));
+        assert!(!r.status.success(), "a bzImage booted on kvm_pvm: {r:?}");
+        assert!(
+            r.stderr.contains("is a bzImage") && r.stderr.contains("vmlinux"),
+            "no clear refusal:\n{}",
+            r.stderr
+        );
+        return;
+    }
+    let _guard = boot_lock();
+    let r = run_memtide(&args, BOOT_DEADLINE);
+    assert!(
+        r.status.success() && r.stdout.contains(READY),
+        "the bzImage did not boot to the init ({}):\n{}\n{}",
+        r.status,
+        r.stdout,
+        r.stderr
+    );
+}

@@ -338,7 +338,8 @@ pub enum DiscardArg {
 /// Options of `memtide run` (and of every benchmark that boots a guest).
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
-    /// Guest kernel: an uncompressed ELF vmlinux (fastest) or a bzImage.
+    /// Guest kernel: an uncompressed ELF vmlinux (fastest) or a bzImage
+    /// (refused on the nested kvm_pvm host, where its decompressor hangs).
     /// Default: $MEMTIDE_CACHE/vmlinux.
     #[arg(long, value_name = "PATH")]
     pub kernel: Option<PathBuf>,

@@ -62,6 +62,15 @@ pub enum ConfigError {
     /// No default image location.
     #[error("neither $MEMTIDE_CACHE nor $HOME is set; pass --kernel and --initramfs")]
     NoCacheDir,
+    /// A bzImage on the nested `kvm_pvm` host, where its decompressor
+    /// never gets going.
+    #[error(
+        "{0} is a bzImage, which does not boot on this nested kvm_pvm host: its decompressor \
+         spins inside the host's KVM and never prints a line (docs/nested-host.md). Boot the \
+         uncompressed vmlinux built with it (`cargo xtask kernel` leaves both in \
+         ~/.cache/memtide), or pass --no-compat to try anyway"
+    )]
+    BzImageOnNestedHost(PathBuf),
 }
 
 /// Everything needed to build and boot one VM.

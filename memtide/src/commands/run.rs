@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use memtide_agent_proto::guest_command::runs_without_shell;
 use memtide_devices::virtio::balloon::host::DiscardMode;
+use memtide_vmm::arch::x86_64::boot::kernel::file_is_bzimage;
 use memtide_vmm::config::{
     cache_dir, BalancerConfig, BalloonConfig, ConfigError, HotplugConfig, VirtioMemConfig,
     VmConfig, VsockConfig, DEFAULT_AGENT_PORT,
@@ -66,6 +67,10 @@ pub fn config_from_args(args: &RunArgs, host: HostKvm) -> Result<VmConfig, Confi
         Some(p) => p.clone(),
         None => cache_dir()?.join("vmlinux"),
     };
+    // A file that cannot be read is left to the loader, which names it.
+    if host == HostKvm::NestedPvm && !args.no_compat && file_is_bzimage(&kernel).unwrap_or(false) {
+        return Err(ConfigError::BzImageOnNestedHost(kernel));
+    }
     let initramfs = match (&args.initramfs, args.no_initramfs) {
         (_, true) => None,
         (Some(p), false) => Some(p.clone()),
@@ -236,6 +241,32 @@ mod tests {
         let c = config_from_args(&args(&[]), HostKvm::Hardware).expect("valid");
         assert_eq!((c.vcpus, c.memory_mib), (1, 256));
         assert_eq!(c.cmdline.as_str(), BASE_CMDLINE);
+    }
+
+    #[test]
+    fn a_bzimage_is_refused_on_the_nested_host_only() {
+        let dir = std::env::temp_dir().join(format!("memtide-bz-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let bz = dir.join("bzImage");
+        let mut head = vec![0u8; 0x400];
+        head[0x202..0x206].copy_from_slice(b"HdrS");
+        std::fs::write(&bz, &head).expect("bzImage");
+        let with = |extra: &[&str]| {
+            let mut a = args(extra);
+            a.kernel = Some(bz.clone());
+            a
+        };
+        match config_from_args(&with(&[]), HostKvm::NestedPvm) {
+            Err(e @ ConfigError::BzImageOnNestedHost(_)) => {
+                assert!(e.to_string().contains("vmlinux"), "{e}");
+            }
+            other => panic!("expected the bzImage refused: {other:?}"),
+        }
+        assert!(config_from_args(&with(&[]), HostKvm::Hardware).is_ok());
+        assert!(config_from_args(&with(&["--no-compat"]), HostKvm::NestedPvm).is_ok());
+        // An ELF, or a file that is not there (the loader names it), passes.
+        assert!(config_from_args(&args(&[]), HostKvm::NestedPvm).is_ok());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -15,6 +15,31 @@ use vm_memory::GuestMemoryMmap;
 /// protected-mode code (Documentation/arch/x86/boot.rst).
 const BZIMAGE_64BIT_ENTRY_OFFSET: u64 = 0x200;
 
+/// Where a bzImage's setup header carries its magic, `HdrS`
+/// (Documentation/arch/x86/boot.rst).
+const BZIMAGE_MAGIC_OFFSET: usize = 0x202;
+
+/// The setup header's magic.
+const BZIMAGE_MAGIC: &[u8; 4] = b"HdrS";
+
+/// Whether `head`, the first bytes of a kernel file, is a bzImage's (an
+/// x86 boot protocol setup header), as opposed to an ELF `vmlinux`.
+pub fn is_bzimage(head: &[u8]) -> bool {
+    head.get(BZIMAGE_MAGIC_OFFSET..BZIMAGE_MAGIC_OFFSET + BZIMAGE_MAGIC.len())
+        == Some(BZIMAGE_MAGIC.as_slice())
+}
+
+/// Whether the kernel file at `path` is a bzImage ([`is_bzimage`] on its
+/// first bytes); a file too short to tell is not.
+pub fn file_is_bzimage(path: &Path) -> std::io::Result<bool> {
+    use std::io::Read;
+    let mut head = Vec::with_capacity(BZIMAGE_MAGIC_OFFSET + BZIMAGE_MAGIC.len());
+    File::open(path)?
+        .take((BZIMAGE_MAGIC_OFFSET + BZIMAGE_MAGIC.len()) as u64)
+        .read_to_end(&mut head)?;
+    Ok(is_bzimage(&head))
+}
+
 /// Errors from loading the kernel or the initramfs.
 #[derive(Debug, thiserror::Error)]
 pub enum KernelError {
@@ -179,6 +204,19 @@ pub fn place_initramfs(size: u64, kernel_end: u64, limit: u64) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bzimage_is_told_from_an_elf_by_its_setup_header() {
+        let mut bz = vec![0u8; 0x300];
+        bz[0x202..0x206].copy_from_slice(b"HdrS");
+        assert!(is_bzimage(&bz));
+        assert!(is_bzimage(&bz[..0x206]));
+        assert!(!is_bzimage(&bz[..0x205]), "too short to tell");
+        let mut elf = vec![0u8; 0x300];
+        elf[..4].copy_from_slice(b"\x7fELF");
+        assert!(!is_bzimage(&elf));
+        assert!(!is_bzimage(&[]));
+    }
 
     #[test]
     fn initramfs_goes_to_the_top_page_aligned() {
