@@ -234,9 +234,6 @@ fn the_lean_image_runs_plain_commands_and_names_what_needs_a_shell() {
     );
 }
 
-/// Where the nested `kvm_pvm` host shows itself (as memtide detects it).
-const PVM_MODULE: &str = "/sys/module/kvm_pvm";
-
 #[test]
 fn a_bzimage_boots_and_on_the_nested_host_is_refused_naming_the_vmlinux() {
     if !require_kvm() {
@@ -252,7 +249,7 @@ fn a_bzimage_boots_and_on_the_nested_host_is_refused_naming_the_vmlinux() {
     let lean = lean_initramfs();
     let lean = lean.to_str().expect("utf-8 path").to_string();
     let args = ["run", "--kernel", &bz, "--initramfs", &lean];
-    if std::path::Path::new(PVM_MODULE).exists() {
+    if memtide_test_support::on_nested_pvm_host() {
         // Its decompressor spins inside that host's KVM without a line
         // (400 s tried): memtide refuses it before booting anything.
         let r = run_memtide(&args, std::time::Duration::from_secs(30));

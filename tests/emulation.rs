@@ -113,7 +113,7 @@ fn an_instruction_kvm_cannot_emulate_stops_the_vm_and_is_named() {
         "the error must name guest RIP {rip}:\n{}",
         r.stderr
     );
-    if !std::path::Path::new("/sys/module/kvm_pvm").exists() {
+    if !memtide_test_support::on_nested_pvm_host() {
         assert!(
             r.stderr.contains("KVM could not emulate")
                 && r.stderr.contains("only on the nested kvm_pvm host"),

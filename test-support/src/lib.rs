@@ -63,6 +63,13 @@ pub fn kvm_decision(kvm_present: bool, skip: Option<&OsStr>) -> KvmDecision {
     }
 }
 
+/// Whether this host's `/dev/kvm` is the nested `kvm_pvm` one (as memtide
+/// detects it: `/sys/module/kvm_pvm` exists), where memtide's nested-host
+/// assists and refusals apply.
+pub fn on_nested_pvm_host() -> bool {
+    Path::new("/sys/module/kvm_pvm").exists()
+}
+
 /// Called first by every test that boots a guest: true when `/dev/kvm`
 /// exists; false (with a loud message) when it does not and
 /// `MEMTIDE_SKIP_KVM_TESTS=1` is set; otherwise panics, so that a host
