@@ -117,6 +117,13 @@ fn run(args: &AgentArgs) -> ! {
         if now >= next_tick {
             if let Some(frame) = tick(&mut sampler, seq, &mut log, now) {
                 seq += 1;
+                // The query listener gets the frame before the host does:
+                // a host client that has seen this report and then asks
+                // for one must not find the listener still without any
+                // (it closed such a connection empty: vsock_agent.rs
+                // failed so twice on the nested host, where the guest can
+                // stall between the send and the next line).
+                query::set_latest(&latest, frame.clone());
                 if let Some(c) = &conn {
                     match c.stream.send_all(&frame) {
                         Ok(()) => {
@@ -132,7 +139,6 @@ fn run(args: &AgentArgs) -> ! {
                         }
                     }
                 }
-                query::set_latest(&latest, frame);
             }
             next_tick += interval;
             if next_tick <= now {
