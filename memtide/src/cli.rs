@@ -654,6 +654,13 @@ pub struct BootBenchArgs {
     #[arg(long, value_name = "INITRAMFS", conflicts_with = "no_initramfs")]
     pub compare: Vec<PathBuf>,
 
+    /// The guest kernel for the `--compare` image at the same position
+    /// (the first `--compare-kernel` goes with the first `--compare`, and
+    /// so on; an image without one boots the run's own `--kernel`), to
+    /// time a kernel change and an image change side by side. Repeatable.
+    #[arg(long, value_name = "KERNEL", requires = "compare")]
+    pub compare_kernel: Vec<PathBuf>,
+
     /// How the guests are booted.
     #[command(flatten)]
     pub vm: RunArgs,

@@ -43,6 +43,7 @@ pub fn run(args: &AllBenchArgs) -> Result<(), BenchAllError> {
     figures.extend(boot::run(&BootBenchArgs {
         runs: rounds,
         compare: Vec::new(),
+        compare_kernel: Vec::new(),
         vm: args.vm.clone(),
     })?);
     println!("[2/5] balloon");

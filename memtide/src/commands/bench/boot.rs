@@ -41,6 +41,14 @@ pub enum BootBenchError {
     /// Zero runs requested.
     #[error("--runs must be at least 1")]
     NoRuns,
+    /// More `--compare-kernel` than `--compare` options.
+    #[error("{kernels} --compare-kernel for {images} --compare: each kernel goes with the image at its position")]
+    KernelWithoutImage {
+        /// How many `--compare-kernel` were given.
+        kernels: usize,
+        /// How many `--compare` were given.
+        images: usize,
+    },
 }
 
 /// One timed boot.
@@ -209,8 +217,15 @@ pub fn time_one_boot(args: &RunArgs, run: u32) -> Result<BootSample, BootBenchEr
 }
 
 /// The images a run boots: the run's own initramfs, then each
-/// `--compare` one, as (label, `memtide run` options).
-fn images(args: &BootBenchArgs) -> Vec<(String, RunArgs)> {
+/// `--compare` one (with its `--compare-kernel`, if any), as (label,
+/// `memtide run` options).
+fn images(args: &BootBenchArgs) -> Result<Vec<(String, RunArgs)>, BootBenchError> {
+    if args.compare_kernel.len() > args.compare.len() {
+        return Err(BootBenchError::KernelWithoutImage {
+            kernels: args.compare_kernel.len(),
+            images: args.compare.len(),
+        });
+    }
     let own = args.vm.initramfs.as_ref().map_or_else(
         || {
             if args.vm.no_initramfs {
@@ -221,13 +236,22 @@ fn images(args: &BootBenchArgs) -> Vec<(String, RunArgs)> {
         },
         |p| p.display().to_string(),
     );
+    let own = match &args.vm.kernel {
+        Some(k) if !args.compare_kernel.is_empty() => format!("{own}, kernel {}", k.display()),
+        _ => own,
+    };
     let mut v = vec![(own, args.vm.clone())];
-    for path in &args.compare {
+    for (i, path) in args.compare.iter().enumerate() {
         let mut vm = args.vm.clone();
         vm.initramfs = Some(path.clone());
-        v.push((path.display().to_string(), vm));
+        let mut label = path.display().to_string();
+        if let Some(kernel) = args.compare_kernel.get(i) {
+            vm.kernel = Some(kernel.clone());
+            label = format!("{label}, kernel {}", kernel.display());
+        }
+        v.push((label, vm));
     }
-    v
+    Ok(v)
 }
 
 /// The letter that names image `i` in the report (A, B, ...).
@@ -242,7 +266,7 @@ pub fn run(args: &BootBenchArgs) -> Result<Vec<Figure>, BootBenchError> {
         return Err(BootBenchError::NoRuns);
     }
     let host = HostInfo::detect();
-    let images = images(args);
+    let images = images(args)?;
     let comparing = images.len() > 1;
     println!(
         "memtide bench boot: {} runs{}, {} vCPU, {} MiB",
@@ -388,7 +412,7 @@ mod tests {
         let crate::cli::Command::Bench(crate::cli::BenchCommand::Boot(args)) = cli.command else {
             panic!("not bench boot");
         };
-        let imgs = images(&args);
+        let imgs = images(&args).expect("images");
         let paths: Vec<_> = imgs
             .iter()
             .map(|(_, vm)| vm.initramfs.clone().expect("an initramfs"))
@@ -401,6 +425,61 @@ mod tests {
         assert_eq!((image_tag(0), image_tag(1), image_tag(2)), ('A', 'B', 'C'));
         assert_eq!(median_ratio(&[1.0, 3.0, 2.0], &[4.0, 4.0, 8.0]), Some(0.5));
         assert_eq!(median_ratio(&[1.0], &[]), None);
+    }
+
+    #[test]
+    fn a_compare_kernel_goes_with_the_image_at_its_position() {
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["memtide", "bench", "boot", "--kernel", "/os.vmlinux"];
+            argv.extend_from_slice(extra);
+            let cli = crate::cli::Cli::try_parse_from(argv).expect("parse");
+            let crate::cli::Command::Bench(crate::cli::BenchCommand::Boot(args)) = cli.command
+            else {
+                panic!("not bench boot");
+            };
+            args
+        };
+        let args = parse(&[
+            "--compare",
+            "/b.cpio",
+            "--compare-kernel",
+            "/o2.vmlinux",
+            "--compare",
+            "/c.cpio",
+        ]);
+        let kernels: Vec<_> = images(&args)
+            .expect("images")
+            .into_iter()
+            .map(|(_, vm)| vm.kernel.expect("a kernel"))
+            .collect();
+        let want: Vec<std::path::PathBuf> = ["/os.vmlinux", "/o2.vmlinux", "/os.vmlinux"]
+            .iter()
+            .map(std::path::PathBuf::from)
+            .collect();
+        assert_eq!(kernels, want);
+        let args = parse(&[
+            "--compare",
+            "/b.cpio",
+            "--compare-kernel",
+            "/k1",
+            "--compare-kernel",
+            "/k2",
+        ]);
+        assert!(matches!(
+            images(&args),
+            Err(BootBenchError::KernelWithoutImage {
+                kernels: 2,
+                images: 1
+            })
+        ));
+        assert!(crate::cli::Cli::try_parse_from([
+            "memtide",
+            "bench",
+            "boot",
+            "--compare-kernel",
+            "/k"
+        ])
+        .is_err());
     }
 
     #[test]
