@@ -95,6 +95,12 @@ struct TestOpts {
     /// The lanes the integration tests run in.
     #[arg(long, value_enum, default_value = "both")]
     lanes: Lanes,
+    /// Test with the guest images already in $MEMTIDE_CACHE, as they are,
+    /// instead of building them (the packages must be installed): to time
+    /// the suite with images built elsewhere, such as an older kernel or a
+    /// larger initramfs (docs/measurements.md, "Suite time, host lane").
+    #[arg(long)]
+    prebuilt_images: bool,
 }
 
 /// The lanes `cargo xtask lane` offers.
@@ -184,7 +190,14 @@ fn main() -> ExitCode {
         Task::Images(opts) => images(opts.applets()),
         Task::Run { args } => images(Applets::Core).and_then(|()| run::memtide("run", &args)),
         Task::Demo { args } => images(Applets::Core).and_then(|()| run::memtide("demo", &args)),
-        Task::Test(opts) => images(Applets::Core).and_then(|()| test::run_all(opts.lanes)),
+        Task::Test(opts) => {
+            let ready = if opts.prebuilt_images {
+                prebuilt_images()
+            } else {
+                images(Applets::Core)
+            };
+            ready.and_then(|()| test::run_all(opts.lanes))
+        }
         Task::Lane(args) => {
             let LaneKind::Svm = args.kind;
             let opts = lane::LaneOpts {
@@ -218,6 +231,23 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Checks that every guest image the tests boot is in the cache, without
+/// building any.
+fn prebuilt_images() -> Result<(), error::XtaskError> {
+    let cache = paths::cache_dir()?;
+    for name in paths::IMAGE_FILES {
+        let path = cache.join(name);
+        if !path.is_file() {
+            return Err(error::XtaskError::Missing(path));
+        }
+    }
+    println!(
+        "[xtask] test: the prebuilt guest images in {} (none built)",
+        cache.display()
+    );
+    Ok(())
 }
 
 /// Installs dependencies and builds both guest images.

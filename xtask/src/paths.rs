@@ -19,6 +19,14 @@ pub const INITRAMFS_FILE: &str = "initramfs.cpio";
 pub const INITRAMFS_LEAN_FILE: &str = "initramfs-lean.cpio";
 /// The initramfs whose `/init` only idles (in the cache).
 pub const INITRAMFS_IDLE_FILE: &str = "initramfs-idle.cpio";
+/// Every guest image the tests boot (in the cache).
+pub const IMAGE_FILES: [&str; 5] = [
+    VMLINUX_FILE,
+    BZIMAGE_FILE,
+    INITRAMFS_FILE,
+    INITRAMFS_LEAN_FILE,
+    INITRAMFS_IDLE_FILE,
+];
 /// Debian's kernel source tarball.
 pub const KERNEL_TARBALL: &str = "/usr/src/linux-source-6.12.tar.xz";
 /// The directory the tarball unpacks to.

@@ -395,33 +395,37 @@ mod tests {
     use super::*;
     use clap::Parser;
 
+    /// `memtide bench boot` with `args`, parsed.
+    fn parse_bench_boot(args: &[&str]) -> BootBenchArgs {
+        let mut argv = vec!["memtide", "bench", "boot"];
+        argv.extend_from_slice(args);
+        let cli = crate::cli::Cli::try_parse_from(argv).expect("parse");
+        let crate::cli::Command::Bench(crate::cli::BenchCommand::Boot(args)) = cli.command else {
+            panic!("not bench boot");
+        };
+        args
+    }
+
+    fn paths(names: &[&str]) -> Vec<std::path::PathBuf> {
+        names.iter().map(std::path::PathBuf::from).collect()
+    }
+
     #[test]
     fn compare_images_follow_the_run_s_own_and_ratios_use_medians() {
-        let cli = crate::cli::Cli::try_parse_from([
-            "memtide",
-            "bench",
-            "boot",
+        let args = parse_bench_boot(&[
             "--initramfs",
             "/old.cpio",
             "--compare",
             "/new.cpio",
             "--compare",
             "/newer.cpio",
-        ])
-        .expect("parse");
-        let crate::cli::Command::Bench(crate::cli::BenchCommand::Boot(args)) = cli.command else {
-            panic!("not bench boot");
-        };
-        let imgs = images(&args).expect("images");
-        let paths: Vec<_> = imgs
-            .iter()
-            .map(|(_, vm)| vm.initramfs.clone().expect("an initramfs"))
+        ]);
+        let initramfs: Vec<_> = images(&args)
+            .expect("images")
+            .into_iter()
+            .map(|(_, vm)| vm.initramfs.expect("an initramfs"))
             .collect();
-        let want: Vec<std::path::PathBuf> = ["/old.cpio", "/new.cpio", "/newer.cpio"]
-            .iter()
-            .map(std::path::PathBuf::from)
-            .collect();
-        assert_eq!(paths, want);
+        assert_eq!(initramfs, paths(&["/old.cpio", "/new.cpio", "/newer.cpio"]));
         assert_eq!((image_tag(0), image_tag(1), image_tag(2)), ('A', 'B', 'C'));
         assert_eq!(median_ratio(&[1.0, 3.0, 2.0], &[4.0, 4.0, 8.0]), Some(0.5));
         assert_eq!(median_ratio(&[1.0], &[]), None);
@@ -429,17 +433,9 @@ mod tests {
 
     #[test]
     fn a_compare_kernel_goes_with_the_image_at_its_position() {
-        let parse = |extra: &[&str]| {
-            let mut argv = vec!["memtide", "bench", "boot", "--kernel", "/os.vmlinux"];
-            argv.extend_from_slice(extra);
-            let cli = crate::cli::Cli::try_parse_from(argv).expect("parse");
-            let crate::cli::Command::Bench(crate::cli::BenchCommand::Boot(args)) = cli.command
-            else {
-                panic!("not bench boot");
-            };
-            args
-        };
-        let args = parse(&[
+        let args = parse_bench_boot(&[
+            "--kernel",
+            "/os.vmlinux",
             "--compare",
             "/b.cpio",
             "--compare-kernel",
@@ -452,12 +448,11 @@ mod tests {
             .into_iter()
             .map(|(_, vm)| vm.kernel.expect("a kernel"))
             .collect();
-        let want: Vec<std::path::PathBuf> = ["/os.vmlinux", "/o2.vmlinux", "/os.vmlinux"]
-            .iter()
-            .map(std::path::PathBuf::from)
-            .collect();
-        assert_eq!(kernels, want);
-        let args = parse(&[
+        assert_eq!(
+            kernels,
+            paths(&["/os.vmlinux", "/o2.vmlinux", "/os.vmlinux"])
+        );
+        let args = parse_bench_boot(&[
             "--compare",
             "/b.cpio",
             "--compare-kernel",
